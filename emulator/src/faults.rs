@@ -1,0 +1,376 @@
+//! Fault injection: rules that make a class of routes slow, failing, stalled,
+//! reset or unauthorized, by probability or for the next N requests. Each
+//! rule draws from its own seeded generator, so a test that sends the same
+//! requests in the same order sees the same faults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::http::ConnControl;
+
+/// Groups of routes a fault can target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteClass {
+    /// Repo and bucket info, tree listings, paths-info, resolve (HEAD and GET), whoami.
+    HubMetadata,
+    /// `xet-read-token` and `xet-write-token`.
+    Tokens,
+    /// Repo creation, preupload, commit, branches and tags, bucket create/delete.
+    HubWrite,
+    /// `POST /api/buckets/{id}/batch`.
+    BucketBatch,
+    /// CAS `/v1|v2/reconstructions`.
+    CasReconstruction,
+    /// Xorb byte ranges (the presigned URLs of reconstructions).
+    CasData,
+    /// Every other CAS route: xorb and shard uploads, dedup queries, file HEAD.
+    CasUpload,
+}
+
+impl RouteClass {
+    /// The class of a request, or `None` for routes that never fault (the admin API).
+    pub fn of(method: &Method, path: &str) -> Option<Self> {
+        if path.starts_with("/_emulator") {
+            return None;
+        }
+        if let Some(cas) = path.strip_prefix("/cas/") {
+            return Some(if cas.starts_with("xorb-data/") {
+                RouteClass::CasData
+            } else if cas.starts_with("v1/reconstructions") || cas.starts_with("v2/reconstructions")
+            {
+                RouteClass::CasReconstruction
+            } else {
+                RouteClass::CasUpload
+            });
+        }
+        if path.contains("/xet-read-token") || path.contains("/xet-write-token") {
+            return Some(RouteClass::Tokens);
+        }
+        if path.starts_with("/api/buckets/") && path.ends_with("/batch") {
+            return Some(RouteClass::BucketBatch);
+        }
+        let write_route = path.starts_with("/api/repos/")
+            || path.contains("/preupload/")
+            || path.contains("/commit/")
+            || path.contains("/branch/")
+            || path.contains("/tag/")
+            || (path.starts_with("/api/buckets/")
+                && matches!(*method, Method::POST | Method::DELETE)
+                && !path.ends_with("/paths-info"));
+        Some(if write_route {
+            RouteClass::HubWrite
+        } else {
+            RouteClass::HubMetadata
+        })
+    }
+}
+
+/// What a fault does to a request it hits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Delay the request, then serve it.
+    Latency { ms: u64 },
+    /// Answer with this status (5xx, 4xx) and a JSON error.
+    Error { status: u16 },
+    /// Answer 429 with an IETF `RateLimit` header asking to wait `reset_secs`.
+    RateLimit { reset_secs: u64 },
+    /// Never answer (the connection stays open).
+    Stall,
+    /// Drop the connection with a TCP reset, no answer.
+    Reset,
+    /// Answer 401 as for an expired token.
+    ExpiredToken,
+}
+
+/// A fault rule as set through the API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultSpec {
+    pub class: RouteClass,
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    /// Chance that a matching request is hit (default 1).
+    #[serde(default)]
+    pub probability: Option<f64>,
+    /// Hit only the next N matching requests (default: no limit).
+    #[serde(default)]
+    pub times: Option<u64>,
+    /// Seed of this rule's generator (default 0).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Only requests whose path contains this string.
+    #[serde(default)]
+    pub path_contains: Option<String>,
+}
+
+impl FaultSpec {
+    pub fn new(class: RouteClass, kind: FaultKind) -> Self {
+        Self {
+            class,
+            kind,
+            probability: None,
+            times: None,
+            seed: None,
+            path_contains: None,
+        }
+    }
+
+    pub fn times(mut self, n: u64) -> Self {
+        self.times = Some(n);
+        self
+    }
+
+    pub fn probability(mut self, p: f64, seed: u64) -> Self {
+        self.probability = Some(p);
+        self.seed = Some(seed);
+        self
+    }
+
+    pub fn path_contains(mut self, s: impl Into<String>) -> Self {
+        self.path_contains = Some(s.into());
+        self
+    }
+}
+
+/// A rule as listed: its spec, how many hits are left, how many it made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultRule {
+    pub id: u64,
+    #[serde(flatten)]
+    pub spec: FaultSpec,
+    pub remaining: Option<u64>,
+    pub hits: u64,
+    #[serde(skip)]
+    rng: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    rules: Vec<FaultRule>,
+}
+
+/// The live fault table, shared by the middleware and the APIs that set it.
+#[derive(Clone, Default)]
+pub struct Faults {
+    table: Arc<Mutex<Table>>,
+}
+
+impl Faults {
+    pub fn add(&self, spec: FaultSpec) -> Result<u64, ApiError> {
+        if let Some(p) = spec.probability {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(ApiError::bad_request("probability must be between 0 and 1"));
+            }
+        }
+        if let FaultKind::Error { status } = spec.kind {
+            if StatusCode::from_u16(status).is_err() || status < 400 {
+                return Err(ApiError::bad_request("error status must be 4xx or 5xx"));
+            }
+        }
+        let mut t = self.table.lock();
+        t.next_id += 1;
+        let id = t.next_id;
+        let rng = spec.seed.unwrap_or(0) ^ 0x9e37_79b9_7f4a_7c15;
+        t.rules.push(FaultRule {
+            id,
+            remaining: spec.times,
+            hits: 0,
+            rng,
+            spec,
+        });
+        Ok(id)
+    }
+
+    pub fn list(&self) -> Vec<FaultRule> {
+        self.table.lock().rules.clone()
+    }
+
+    pub fn remove(&self, id: u64) -> bool {
+        let mut t = self.table.lock();
+        let before = t.rules.len();
+        t.rules.retain(|r| r.id != id);
+        t.rules.len() != before
+    }
+
+    pub fn clear(&self) {
+        self.table.lock().rules.clear();
+    }
+
+    /// The fault (if any) that hits this request; the first matching rule that fires wins.
+    pub fn draw(&self, class: RouteClass, path: &str) -> Option<FaultKind> {
+        let mut t = self.table.lock();
+        for rule in t.rules.iter_mut() {
+            let spec = &rule.spec;
+            if spec.class != class || rule.remaining == Some(0) {
+                continue;
+            }
+            if spec
+                .path_contains
+                .as_deref()
+                .is_some_and(|s| !path.contains(s))
+            {
+                continue;
+            }
+            if let Some(p) = spec.probability {
+                if unit_f64(&mut rule.rng) >= p {
+                    continue;
+                }
+            }
+            if let Some(n) = rule.remaining.as_mut() {
+                *n -= 1;
+            }
+            rule.hits += 1;
+            return Some(rule.spec.kind.clone());
+        }
+        None
+    }
+}
+
+/// splitmix64: a tiny, well-mixed generator; enough for reproducible coin flips.
+fn unit_f64(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Middleware: applies the fault that hits the request, if any.
+pub async fn apply(State(faults): State<Faults>, req: Request, next: Next) -> Response {
+    let Some(class) = RouteClass::of(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let Some(kind) = faults.draw(class, req.uri().path()) else {
+        return next.run(req).await;
+    };
+    tracing::debug!(?class, ?kind, path = req.uri().path(), "injecting fault");
+    match kind {
+        FaultKind::Latency { ms } => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            next.run(req).await
+        }
+        FaultKind::Error { status } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            ApiError::new(status, format!("injected fault: {status}")).into_response()
+        }
+        FaultKind::RateLimit { reset_secs } => {
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "injected fault: rate limited",
+            )
+            .into_response();
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&format!("\"api\";r=0;t={reset_secs}")) {
+                h.insert("ratelimit", v);
+            }
+            h.insert(
+                "ratelimit-policy",
+                HeaderValue::from_static("\"fixed window\";\"api\";q=1000;w=300"),
+            );
+            resp
+        }
+        FaultKind::Stall => std::future::pending().await,
+        FaultKind::Reset => {
+            if let Some(ctl) = req.extensions().get::<ConnControl>() {
+                ctl.reset();
+            }
+            std::future::pending().await
+        }
+        FaultKind::ExpiredToken => ApiError::unauthorized("Token has expired").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_of_routes() {
+        let get = Method::GET;
+        assert_eq!(
+            RouteClass::of(&get, "/api/models/a/b"),
+            Some(RouteClass::HubMetadata)
+        );
+        assert_eq!(
+            RouteClass::of(&get, "/api/models/a/b/xet-read-token/main"),
+            Some(RouteClass::Tokens)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::POST, "/api/models/a/b/commit/main"),
+            Some(RouteClass::HubWrite)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::POST, "/api/buckets/a/b/batch"),
+            Some(RouteClass::BucketBatch)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::POST, "/api/buckets/a/b/paths-info"),
+            Some(RouteClass::HubMetadata)
+        );
+        assert_eq!(
+            RouteClass::of(&get, "/cas/v2/reconstructions/abc"),
+            Some(RouteClass::CasReconstruction)
+        );
+        assert_eq!(
+            RouteClass::of(&get, "/cas/xorb-data/abc"),
+            Some(RouteClass::CasData)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::POST, "/cas/v1/xorbs/default/abc"),
+            Some(RouteClass::CasUpload)
+        );
+        assert_eq!(RouteClass::of(&get, "/_emulator/faults"), None);
+    }
+
+    #[test]
+    fn times_and_probability_are_reproducible() {
+        let f = Faults::default();
+        f.add(FaultSpec::new(RouteClass::CasData, FaultKind::Stall).times(2))
+            .unwrap();
+        assert!(f.draw(RouteClass::CasData, "/x").is_some());
+        assert!(f.draw(RouteClass::HubMetadata, "/x").is_none());
+        assert!(f.draw(RouteClass::CasData, "/x").is_some());
+        assert!(f.draw(RouteClass::CasData, "/x").is_none());
+
+        let pattern = |seed| {
+            let f = Faults::default();
+            f.add(
+                FaultSpec::new(RouteClass::Tokens, FaultKind::Error { status: 503 })
+                    .probability(0.5, seed),
+            )
+            .unwrap();
+            (0..64)
+                .map(|_| f.draw(RouteClass::Tokens, "/t").is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pattern(7), pattern(7));
+        assert_ne!(pattern(7), pattern(8));
+        let hits = pattern(7).iter().filter(|h| **h).count();
+        assert!((16..=48).contains(&hits), "{hits} hits of 64 at p=0.5");
+    }
+
+    #[test]
+    fn bad_specs_are_rejected() {
+        let f = Faults::default();
+        assert!(f
+            .add(FaultSpec::new(RouteClass::CasData, FaultKind::Stall).probability(1.5, 0))
+            .is_err());
+        assert!(f
+            .add(FaultSpec::new(
+                RouteClass::CasData,
+                FaultKind::Error { status: 200 }
+            ))
+            .is_err());
+    }
+}
