@@ -24,8 +24,7 @@ impl FromStr for TokenSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.splitn(3, ':');
-        let (Some(user), Some(value), Some(role)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(user), Some(value), Some(role)) = (parts.next(), parts.next(), parts.next()) else {
             return Err("expected USER:VALUE:read|write".into());
         };
         let write = match role {
@@ -36,11 +35,7 @@ impl FromStr for TokenSpec {
         if user.is_empty() || value.is_empty() {
             return Err("user and token value must not be empty".into());
         }
-        Ok(Self {
-            user: user.into(),
-            value: value.into(),
-            write,
-        })
+        Ok(Self { user: user.into(), value: value.into(), write })
     }
 }
 
@@ -63,19 +58,14 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn new(specs: &[TokenSpec]) -> Self {
-        Self {
-            by_value: specs.iter().map(|t| (t.value.clone(), t.clone())).collect(),
-        }
+        Self { by_value: specs.iter().map(|t| (t.value.clone(), t.clone())).collect() }
     }
 
     pub fn caller(&self, headers: &HeaderMap) -> Caller {
         match bearer(headers) {
             None => Caller::Anonymous,
             Some(value) => match self.by_value.get(value) {
-                Some(t) => Caller::User {
-                    name: t.user.clone(),
-                    write: t.write,
-                },
+                Some(t) => Caller::User { name: t.user.clone(), write: t.write },
                 None => Caller::Invalid,
             },
         }
@@ -84,14 +74,8 @@ impl Tokens {
 
 /// The bearer token of a request, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?
-        .trim();
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
     (!token.is_empty()).then_some(token)
 }
 
@@ -104,31 +88,18 @@ impl Caller {
     }
 
     /// Read access to a thing in `namespace`; `not_found` is the error a stranger sees.
-    pub fn check_read(
-        &self,
-        namespace: Option<&str>,
-        private: bool,
-        not_found: ApiError,
-    ) -> ApiResult<()> {
+    pub fn check_read(&self, namespace: Option<&str>, private: bool, not_found: ApiError) -> ApiResult<()> {
         match self {
             Caller::Invalid => Err(invalid_token()),
             _ if !private => Ok(()),
-            Caller::Anonymous => Err(ApiError {
-                status: axum::http::StatusCode::UNAUTHORIZED,
-                ..not_found
-            }),
+            Caller::Anonymous => Err(ApiError { status: axum::http::StatusCode::UNAUTHORIZED, ..not_found }),
             Caller::User { name, .. } if Some(name.as_str()) == namespace => Ok(()),
             Caller::User { .. } => Err(not_found),
         }
     }
 
     /// Write access to a thing in `namespace` (which may not exist yet).
-    pub fn check_write(
-        &self,
-        namespace: Option<&str>,
-        private: bool,
-        not_found: ApiError,
-    ) -> ApiResult<()> {
+    pub fn check_write(&self, namespace: Option<&str>, private: bool, not_found: ApiError) -> ApiResult<()> {
         match self {
             Caller::Invalid => Err(invalid_token()),
             Caller::Anonymous => Err(ApiError::unauthorized("You must be authenticated to write")),
@@ -144,9 +115,7 @@ impl Caller {
                     });
                 }
                 if !write {
-                    return Err(ApiError::forbidden(
-                        "This token has read access only; a write token is needed",
-                    ));
+                    return Err(ApiError::forbidden("This token has read access only; a write token is needed"));
                 }
                 Ok(())
             }
@@ -165,14 +134,7 @@ mod tests {
     #[test]
     fn token_spec_parses_and_rejects() {
         let t: TokenSpec = "alice:hf_abc:write".parse().unwrap();
-        assert_eq!(
-            t,
-            TokenSpec {
-                user: "alice".into(),
-                value: "hf_abc".into(),
-                write: true
-            }
-        );
+        assert_eq!(t, TokenSpec { user: "alice".into(), value: "hf_abc".into(), write: true });
         assert!("alice:hf_abc".parse::<TokenSpec>().is_err());
         assert!("alice:hf_abc:admin".parse::<TokenSpec>().is_err());
         assert!(":x:read".parse::<TokenSpec>().is_err());
@@ -182,58 +144,17 @@ mod tests {
     fn access_rules_follow_the_hub() {
         let nf = ApiError::repo_not_found;
         let anon = Caller::Anonymous;
-        let alice_r = Caller::User {
-            name: "alice".into(),
-            write: false,
-        };
-        let alice_w = Caller::User {
-            name: "alice".into(),
-            write: true,
-        };
-        let bob = Caller::User {
-            name: "bob".into(),
-            write: true,
-        };
+        let alice_r = Caller::User { name: "alice".into(), write: false };
+        let alice_w = Caller::User { name: "alice".into(), write: true };
+        let bob = Caller::User { name: "bob".into(), write: true };
         assert!(anon.check_read(Some("alice"), false, nf()).is_ok());
-        assert_eq!(
-            anon.check_read(Some("alice"), true, nf())
-                .unwrap_err()
-                .status,
-            401
-        );
-        assert_eq!(
-            bob.check_read(Some("alice"), true, nf())
-                .unwrap_err()
-                .status,
-            404
-        );
+        assert_eq!(anon.check_read(Some("alice"), true, nf()).unwrap_err().status, 401);
+        assert_eq!(bob.check_read(Some("alice"), true, nf()).unwrap_err().status, 404);
         assert!(alice_r.check_read(Some("alice"), true, nf()).is_ok());
-        assert_eq!(
-            alice_r
-                .check_write(Some("alice"), false, nf())
-                .unwrap_err()
-                .status,
-            403
-        );
-        assert_eq!(
-            bob.check_write(Some("alice"), false, nf())
-                .unwrap_err()
-                .status,
-            403
-        );
-        assert_eq!(
-            bob.check_write(Some("alice"), true, nf())
-                .unwrap_err()
-                .status,
-            404
-        );
+        assert_eq!(alice_r.check_write(Some("alice"), false, nf()).unwrap_err().status, 403);
+        assert_eq!(bob.check_write(Some("alice"), false, nf()).unwrap_err().status, 403);
+        assert_eq!(bob.check_write(Some("alice"), true, nf()).unwrap_err().status, 404);
         assert!(alice_w.check_write(Some("alice"), true, nf()).is_ok());
-        assert_eq!(
-            Caller::Invalid
-                .check_read(Some("alice"), false, nf())
-                .unwrap_err()
-                .status,
-            401
-        );
+        assert_eq!(Caller::Invalid.check_read(Some("alice"), false, nf()).unwrap_err().status, 401);
     }
 }

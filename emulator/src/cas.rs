@@ -55,10 +55,7 @@ pub struct Cas {
 }
 
 pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 impl Cas {
@@ -69,8 +66,7 @@ impl Cas {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let deletion: Arc<dyn DeletionControlableClient> = client.clone();
-        let server =
-            LocalServer::from_client(client.clone(), Some(deletion), "127.0.0.1".into(), port);
+        let server = LocalServer::from_client(client.clone(), Some(deletion), "127.0.0.1".into(), port);
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
             if let Err(e) = server.serve_until_stopped(listener, rx).await {
@@ -78,10 +74,7 @@ impl Cas {
             }
         });
         let xorb_dir = std::fs::canonicalize(dir)?.join("xorbs");
-        let http = reqwest::Client::builder()
-            .timeout(INNER_REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()?;
+        let http = reqwest::Client::builder().timeout(INNER_REQUEST_TIMEOUT).no_proxy().build()?;
         Ok(Self {
             client,
             inner_url: format!("http://127.0.0.1:{port}"),
@@ -111,37 +104,25 @@ impl Cas {
     }
 
     pub fn set_fetch_url_ttl(&self, ttl: Duration) {
-        self.fetch_url_ttl_secs
-            .store(ttl.as_secs(), Ordering::Relaxed);
+        self.fetch_url_ttl_secs.store(ttl.as_secs(), Ordering::Relaxed);
     }
 
     /// Mints a CAS access token; returns it with its expiry (unix seconds).
     pub fn issue_token(&self, write: bool) -> (String, u64) {
         use sha2::{Digest, Sha256};
         let n = self.token_counter.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let digest =
-            Sha256::digest(format!("{n}\0{nanos}\0{}\0{:p}", std::process::id(), self).as_bytes());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+        let digest = Sha256::digest(format!("{n}\0{nanos}\0{}\0{:p}", std::process::id(), self).as_bytes());
         let token = format!("xet_{}", hex::encode(&digest[..20]));
         let exp_unix = now_unix() + self.token_ttl_secs.load(Ordering::Relaxed);
-        self.grants
-            .lock()
-            .insert(token.clone(), Grant { exp_unix, write });
+        self.grants.lock().insert(token.clone(), Grant { exp_unix, write });
         (token, exp_unix)
     }
 
     fn check_token(&self, headers: &HeaderMap, method: &Method) -> ApiResult<()> {
-        let token = crate::auth::bearer(headers)
-            .ok_or_else(|| ApiError::unauthorized("CAS token required"))?;
-        let grant = self
-            .grants
-            .lock()
-            .get(token)
-            .copied()
-            .ok_or_else(|| ApiError::unauthorized("unknown CAS token"))?;
+        let token = crate::auth::bearer(headers).ok_or_else(|| ApiError::unauthorized("CAS token required"))?;
+        let grant =
+            self.grants.lock().get(token).copied().ok_or_else(|| ApiError::unauthorized("unknown CAS token"))?;
         if grant.exp_unix <= now_unix() {
             return Err(ApiError::unauthorized("CAS token expired"));
         }
@@ -164,53 +145,33 @@ impl Cas {
     /// Bytes `[start, end)` of a Xet file (the resolve route's GET).
     pub async fn read_file(&self, xet_hash: &str, start: u64, end: u64) -> ApiResult<Bytes> {
         use xet_client::cas_types::FileRange;
-        let hash = MerkleHash::from_hex(xet_hash)
-            .map_err(|_| ApiError::bad_request("invalid xet hash"))?;
+        let hash = MerkleHash::from_hex(xet_hash).map_err(|_| ApiError::bad_request("invalid xet hash"))?;
         if start >= end {
             return Ok(Bytes::new());
         }
-        DirectAccessClient::get_file_data(
-            self.client.as_ref(),
-            &hash,
-            Some(FileRange::new(start, end)),
-        )
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot read Xet file {xet_hash}: {e}")))
+        DirectAccessClient::get_file_data(self.client.as_ref(), &hash, Some(FileRange::new(start, end)))
+            .await
+            .map_err(|e| ApiError::internal(format!("cannot read Xet file {xet_hash}: {e}")))
     }
 
     /// Reads every shard not yet indexed and records its files' sha256 → Xet hash.
     pub async fn reindex_shards(&self, store: &Store) -> ApiResult<()> {
-        let shards = self
-            .client
-            .list_shard_entries()
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let shards = self.client.list_shard_entries().await.map_err(|e| ApiError::internal(e.to_string()))?;
         for shard in shards {
             let hex = shard.hex();
             if store.read(|st| st.indexed_shards.contains(&hex)) {
                 continue;
             }
-            let bytes = self
-                .client
-                .get_shard_bytes(&shard)
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let bytes = self.client.get_shard_bytes(&shard).await.map_err(|e| ApiError::internal(e.to_string()))?;
             let mut reader = std::io::Cursor::new(bytes.as_ref());
-            let info = MDBShardInfo::load_from_reader(&mut reader)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let info = MDBShardInfo::load_from_reader(&mut reader).map_err(|e| ApiError::internal(e.to_string()))?;
             let files = info
                 .read_all_file_info_sections(&mut reader)
                 .map_err(|e| ApiError::internal(e.to_string()))?
                 .into_iter()
                 .filter_map(|f| {
                     let sha = f.metadata_ext.as_ref()?.sha256.hex();
-                    Some((
-                        sha,
-                        XetFileRecord {
-                            xet_hash: f.metadata.file_hash.hex(),
-                            size: f.file_size(),
-                        },
-                    ))
+                    Some((sha, XetFileRecord { xet_hash: f.metadata.file_hash.hex(), size: f.file_size() }))
                 })
                 .collect();
             store.index_shard(&hex, files)?;
@@ -229,22 +190,14 @@ impl Cas {
     ) -> ApiResult<Response> {
         self.check_token(headers, &method)?;
         let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let inner_path = path_and_query
-            .strip_prefix("/cas")
-            .unwrap_or(path_and_query);
-        let mut req = self
-            .http
-            .request(method, format!("{}{inner_path}", self.inner_url))
-            .body(body);
+        let inner_path = path_and_query.strip_prefix("/cas").unwrap_or(path_and_query);
+        let mut req = self.http.request(method, format!("{}{inner_path}", self.inner_url)).body(body);
         for name in [header::RANGE, header::CONTENT_TYPE, header::ACCEPT] {
             if let Some(v) = headers.get(&name) {
                 req = req.header(name, v);
             }
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("CAS backend: {e}")))?;
+        let resp = req.send().await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("CAS backend: {e}")))?;
         let status = resp.status();
         let mut out_headers = HeaderMap::new();
         for name in [header::CONTENT_TYPE, header::CONTENT_RANGE] {
@@ -252,17 +205,12 @@ impl Cas {
                 out_headers.insert(name, v.clone());
             }
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("CAS backend: {e}")))?;
-        let is_reconstruction = inner_path.starts_with("/v1/reconstructions")
-            || inner_path.starts_with("/v2/reconstructions");
-        let body = if is_reconstruction && status.is_success() {
-            self.rewrite_fetch_urls(base_url, &body)?
-        } else {
-            body
-        };
+        let body =
+            resp.bytes().await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("CAS backend: {e}")))?;
+        let is_reconstruction =
+            inner_path.starts_with("/v1/reconstructions") || inner_path.starts_with("/v2/reconstructions");
+        let body =
+            if is_reconstruction && status.is_success() { self.rewrite_fetch_urls(base_url, &body)? } else { body };
         Ok((status, out_headers, body).into_response())
     }
 
@@ -278,37 +226,23 @@ impl Cas {
             for (hash, fetches) in map.iter_mut() {
                 for fetch in fetches.as_array_mut().into_iter().flatten() {
                     if let Some(obj) = fetch.as_object_mut() {
-                        obj.insert(
-                            "url".into(),
-                            format!("{base_url}/cas/xorb-data/{hash}?exp={exp}").into(),
-                        );
+                        obj.insert("url".into(), format!("{base_url}/cas/xorb-data/{hash}?exp={exp}").into());
                     }
                 }
             }
         }
-        Ok(Bytes::from(
-            serde_json::to_vec(&doc).expect("JSON value serializes"),
-        ))
+        Ok(Bytes::from(serde_json::to_vec(&doc).expect("JSON value serializes")))
     }
 
     /// Serves byte ranges of one xorb file, reading only the asked bytes.
-    pub async fn xorb_data(
-        &self,
-        hash: &str,
-        exp: Option<u64>,
-        headers: &HeaderMap,
-    ) -> ApiResult<Response> {
+    pub async fn xorb_data(&self, hash: &str, exp: Option<u64>, headers: &HeaderMap) -> ApiResult<Response> {
         match exp {
             Some(exp) if exp > now_unix() => {}
             _ => return Err(ApiError::forbidden("Request has expired")),
         }
-        let hash =
-            MerkleHash::from_hex(hash).map_err(|_| ApiError::bad_request("invalid xorb hash"))?;
+        let hash = MerkleHash::from_hex(hash).map_err(|_| ApiError::bad_request("invalid xorb hash"))?;
         let path = self.xorb_dir.join(format!("default.{}", hash.hex()));
-        let range = headers
-            .get(header::RANGE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
         tokio::task::spawn_blocking(move || serve_ranges(&path, range.as_deref()))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
@@ -322,10 +256,7 @@ fn parse_ranges(spec: &str, len: u64) -> Option<Vec<(u64, u64)>> {
     for part in list.split(',') {
         let (a, b) = part.trim().split_once('-')?;
         let (start, end) = match (a.is_empty(), b.is_empty()) {
-            (false, false) => (
-                a.parse().ok()?,
-                b.parse::<u64>().ok()?.min(len.checked_sub(1)?),
-            ),
+            (false, false) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len.checked_sub(1)?)),
             (false, true) => (a.parse().ok()?, len.checked_sub(1)?),
             (true, false) => (len.saturating_sub(b.parse().ok()?), len.checked_sub(1)?),
             (true, true) => return None,
@@ -340,22 +271,17 @@ fn parse_ranges(spec: &str, len: u64) -> Option<Vec<(u64, u64)>> {
 
 fn serve_ranges(path: &Path, range: Option<&str>) -> ApiResult<Response> {
     let file = std::fs::File::open(path).map_err(|_| ApiError::not_found("xorb not found"))?;
-    let len = file
-        .metadata()
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .len();
+    let len = file.metadata().map_err(|e| ApiError::internal(e.to_string()))?.len();
     let read = |start: u64, end: u64| -> ApiResult<Vec<u8>> {
         let mut buf = vec![0u8; (end - start + 1) as usize];
-        file.read_exact_at(&mut buf, start)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        file.read_exact_at(&mut buf, start).map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(buf)
     };
     let Some(spec) = range else {
         return Ok((StatusCode::OK, read(0, len.saturating_sub(1))?).into_response());
     };
     let Some(ranges) = parse_ranges(spec, len) else {
-        let mut resp = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable")
-            .into_response();
+        let mut resp = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable").into_response();
         if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
         }
@@ -363,12 +289,9 @@ fn serve_ranges(path: &Path, range: Option<&str>) -> ApiResult<Response> {
     };
     if let [(start, end)] = ranges[..] {
         let content_range = format!("bytes {start}-{end}/{len}");
-        return Ok((
-            StatusCode::PARTIAL_CONTENT,
-            [(header::CONTENT_RANGE, content_range)],
-            read(start, end)?,
-        )
-            .into_response());
+        return Ok(
+            (StatusCode::PARTIAL_CONTENT, [(header::CONTENT_RANGE, content_range)], read(start, end)?).into_response()
+        );
     }
     const BOUNDARY: &str = "hf_emulator_byteranges";
     let mut body = Vec::new();
@@ -382,12 +305,7 @@ fn serve_ranges(path: &Path, range: Option<&str>) -> ApiResult<Response> {
     }
     body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
     let content_type = format!("multipart/byteranges; boundary={BOUNDARY}");
-    Ok((
-        StatusCode::PARTIAL_CONTENT,
-        [(header::CONTENT_TYPE, content_type)],
-        Body::from(body),
-    )
-        .into_response())
+    Ok((StatusCode::PARTIAL_CONTENT, [(header::CONTENT_TYPE, content_type)], Body::from(body)).into_response())
 }
 
 #[cfg(test)]
@@ -400,10 +318,7 @@ mod tests {
         assert_eq!(parse_ranges("bytes=90-200", 100), Some(vec![(90, 99)]));
         assert_eq!(parse_ranges("bytes=10-", 100), Some(vec![(10, 99)]));
         assert_eq!(parse_ranges("bytes=-10", 100), Some(vec![(90, 99)]));
-        assert_eq!(
-            parse_ranges("bytes=0-1,5-6", 100),
-            Some(vec![(0, 1), (5, 6)])
-        );
+        assert_eq!(parse_ranges("bytes=0-1,5-6", 100), Some(vec![(0, 1), (5, 6)]));
         assert_eq!(parse_ranges("bytes=100-101", 100), None);
         assert_eq!(parse_ranges("bytes=5-1", 100), None);
         assert_eq!(parse_ranges("items=0-1", 100), None);

@@ -16,11 +16,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            code: None,
-        }
+        Self { status, message: message.into(), code: None }
     }
 
     pub fn with_code(mut self, code: &'static str) -> Self {
@@ -71,14 +67,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
+        let mut resp = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
         if let Some(code) = self.code {
-            resp.headers_mut()
-                .insert("x-error-code", HeaderValue::from_static(code));
+            resp.headers_mut().insert("x-error-code", HeaderValue::from_static(code));
             resp.headers_mut().insert(
                 "x-error-message",
                 HeaderValue::from_str(&self.message).unwrap_or(HeaderValue::from_static("error")),

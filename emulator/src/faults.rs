@@ -45,8 +45,7 @@ impl RouteClass {
         if let Some(cas) = path.strip_prefix("/cas/") {
             return Some(if cas.starts_with("xorb-data/") {
                 RouteClass::CasData
-            } else if cas.starts_with("v1/reconstructions") || cas.starts_with("v2/reconstructions")
-            {
+            } else if cas.starts_with("v1/reconstructions") || cas.starts_with("v2/reconstructions") {
                 RouteClass::CasReconstruction
             } else {
                 RouteClass::CasUpload
@@ -66,11 +65,7 @@ impl RouteClass {
             || (path.starts_with("/api/buckets/")
                 && matches!(*method, Method::POST | Method::DELETE)
                 && !path.ends_with("/paths-info"));
-        Some(if write_route {
-            RouteClass::HubWrite
-        } else {
-            RouteClass::HubMetadata
-        })
+        Some(if write_route { RouteClass::HubWrite } else { RouteClass::HubMetadata })
     }
 }
 
@@ -114,14 +109,7 @@ pub struct FaultSpec {
 
 impl FaultSpec {
     pub fn new(class: RouteClass, kind: FaultKind) -> Self {
-        Self {
-            class,
-            kind,
-            probability: None,
-            times: None,
-            seed: None,
-            path_contains: None,
-        }
+        Self { class, kind, probability: None, times: None, seed: None, path_contains: None }
     }
 
     pub fn times(mut self, n: u64) -> Self {
@@ -181,13 +169,7 @@ impl Faults {
         t.next_id += 1;
         let id = t.next_id;
         let rng = spec.seed.unwrap_or(0) ^ 0x9e37_79b9_7f4a_7c15;
-        t.rules.push(FaultRule {
-            id,
-            remaining: spec.times,
-            hits: 0,
-            rng,
-            spec,
-        });
+        t.rules.push(FaultRule { id, remaining: spec.times, hits: 0, rng, spec });
         Ok(id)
     }
 
@@ -214,11 +196,7 @@ impl Faults {
             if spec.class != class || rule.remaining == Some(0) {
                 continue;
             }
-            if spec
-                .path_contains
-                .as_deref()
-                .is_some_and(|s| !path.contains(s))
-            {
+            if spec.path_contains.as_deref().is_some_and(|s| !path.contains(s)) {
                 continue;
             }
             if let Some(p) = spec.probability {
@@ -265,19 +243,12 @@ pub async fn apply(State(faults): State<Faults>, req: Request, next: Next) -> Re
             ApiError::new(status, format!("injected fault: {status}")).into_response()
         }
         FaultKind::RateLimit { reset_secs } => {
-            let mut resp = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "injected fault: rate limited",
-            )
-            .into_response();
+            let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "injected fault: rate limited").into_response();
             let h = resp.headers_mut();
             if let Ok(v) = HeaderValue::from_str(&format!("\"api\";r=0;t={reset_secs}")) {
                 h.insert("ratelimit", v);
             }
-            h.insert(
-                "ratelimit-policy",
-                HeaderValue::from_static("\"fixed window\";\"api\";q=1000;w=300"),
-            );
+            h.insert("ratelimit-policy", HeaderValue::from_static("\"fixed window\";\"api\";q=1000;w=300"));
             resp
         }
         FaultKind::Stall => std::future::pending().await,
@@ -298,46 +269,21 @@ mod tests {
     #[test]
     fn classes_of_routes() {
         let get = Method::GET;
-        assert_eq!(
-            RouteClass::of(&get, "/api/models/a/b"),
-            Some(RouteClass::HubMetadata)
-        );
-        assert_eq!(
-            RouteClass::of(&get, "/api/models/a/b/xet-read-token/main"),
-            Some(RouteClass::Tokens)
-        );
-        assert_eq!(
-            RouteClass::of(&Method::POST, "/api/models/a/b/commit/main"),
-            Some(RouteClass::HubWrite)
-        );
-        assert_eq!(
-            RouteClass::of(&Method::POST, "/api/buckets/a/b/batch"),
-            Some(RouteClass::BucketBatch)
-        );
-        assert_eq!(
-            RouteClass::of(&Method::POST, "/api/buckets/a/b/paths-info"),
-            Some(RouteClass::HubMetadata)
-        );
-        assert_eq!(
-            RouteClass::of(&get, "/cas/v2/reconstructions/abc"),
-            Some(RouteClass::CasReconstruction)
-        );
-        assert_eq!(
-            RouteClass::of(&get, "/cas/xorb-data/abc"),
-            Some(RouteClass::CasData)
-        );
-        assert_eq!(
-            RouteClass::of(&Method::POST, "/cas/v1/xorbs/default/abc"),
-            Some(RouteClass::CasUpload)
-        );
+        assert_eq!(RouteClass::of(&get, "/api/models/a/b"), Some(RouteClass::HubMetadata));
+        assert_eq!(RouteClass::of(&get, "/api/models/a/b/xet-read-token/main"), Some(RouteClass::Tokens));
+        assert_eq!(RouteClass::of(&Method::POST, "/api/models/a/b/commit/main"), Some(RouteClass::HubWrite));
+        assert_eq!(RouteClass::of(&Method::POST, "/api/buckets/a/b/batch"), Some(RouteClass::BucketBatch));
+        assert_eq!(RouteClass::of(&Method::POST, "/api/buckets/a/b/paths-info"), Some(RouteClass::HubMetadata));
+        assert_eq!(RouteClass::of(&get, "/cas/v2/reconstructions/abc"), Some(RouteClass::CasReconstruction));
+        assert_eq!(RouteClass::of(&get, "/cas/xorb-data/abc"), Some(RouteClass::CasData));
+        assert_eq!(RouteClass::of(&Method::POST, "/cas/v1/xorbs/default/abc"), Some(RouteClass::CasUpload));
         assert_eq!(RouteClass::of(&get, "/_emulator/faults"), None);
     }
 
     #[test]
     fn times_and_probability_are_reproducible() {
         let f = Faults::default();
-        f.add(FaultSpec::new(RouteClass::CasData, FaultKind::Stall).times(2))
-            .unwrap();
+        f.add(FaultSpec::new(RouteClass::CasData, FaultKind::Stall).times(2)).unwrap();
         assert!(f.draw(RouteClass::CasData, "/x").is_some());
         assert!(f.draw(RouteClass::HubMetadata, "/x").is_none());
         assert!(f.draw(RouteClass::CasData, "/x").is_some());
@@ -345,14 +291,8 @@ mod tests {
 
         let pattern = |seed| {
             let f = Faults::default();
-            f.add(
-                FaultSpec::new(RouteClass::Tokens, FaultKind::Error { status: 503 })
-                    .probability(0.5, seed),
-            )
-            .unwrap();
-            (0..64)
-                .map(|_| f.draw(RouteClass::Tokens, "/t").is_some())
-                .collect::<Vec<_>>()
+            f.add(FaultSpec::new(RouteClass::Tokens, FaultKind::Error { status: 503 }).probability(0.5, seed)).unwrap();
+            (0..64).map(|_| f.draw(RouteClass::Tokens, "/t").is_some()).collect::<Vec<_>>()
         };
         assert_eq!(pattern(7), pattern(7));
         assert_ne!(pattern(7), pattern(8));
@@ -363,14 +303,7 @@ mod tests {
     #[test]
     fn bad_specs_are_rejected() {
         let f = Faults::default();
-        assert!(f
-            .add(FaultSpec::new(RouteClass::CasData, FaultKind::Stall).probability(1.5, 0))
-            .is_err());
-        assert!(f
-            .add(FaultSpec::new(
-                RouteClass::CasData,
-                FaultKind::Error { status: 200 }
-            ))
-            .is_err());
+        assert!(f.add(FaultSpec::new(RouteClass::CasData, FaultKind::Stall).probability(1.5, 0)).is_err());
+        assert!(f.add(FaultSpec::new(RouteClass::CasData, FaultKind::Error { status: 200 })).is_err());
     }
 }

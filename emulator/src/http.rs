@@ -50,8 +50,7 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {},

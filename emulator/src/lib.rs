@@ -53,20 +53,11 @@ pub struct EmulatorConfig {
 
 impl EmulatorConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            data_dir: data_dir.into(),
-            host: "127.0.0.1".into(),
-            port: 0,
-            tokens: Vec::new(),
-        }
+        Self { data_dir: data_dir.into(), host: "127.0.0.1".into(), port: 0, tokens: Vec::new() }
     }
 
     pub fn token(mut self, user: &str, value: &str, write: bool) -> Self {
-        self.tokens.push(TokenSpec {
-            user: user.into(),
-            value: value.into(),
-            write,
-        });
+        self.tokens.push(TokenSpec { user: user.into(), value: value.into(), write });
         self
     }
 }
@@ -93,28 +84,18 @@ impl Emulator {
     }
 
     /// Like [`Emulator::start_temp`], letting the caller adjust the config (tokens).
-    pub async fn start_temp_with(
-        f: impl FnOnce(EmulatorConfig) -> EmulatorConfig,
-    ) -> anyhow::Result<Self> {
-        let temp = tempfile::Builder::new()
-            .prefix("hf-hub-emulator-")
-            .tempdir()?;
+    pub async fn start_temp_with(f: impl FnOnce(EmulatorConfig) -> EmulatorConfig) -> anyhow::Result<Self> {
+        let temp = tempfile::Builder::new().prefix("hf-hub-emulator-").tempdir()?;
         let config = f(EmulatorConfig::new(temp.path()));
         Self::start_inner(config, Some(temp)).await
     }
 
-    async fn start_inner(
-        config: EmulatorConfig,
-        temp: Option<tempfile::TempDir>,
-    ) -> anyhow::Result<Self> {
+    async fn start_inner(config: EmulatorConfig, temp: Option<tempfile::TempDir>) -> anyhow::Result<Self> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let ctx = XetContext::default().context("cannot start the xet runtime")?;
         let store = store::Store::open(&data_dir)?;
-        let cas = cas::Cas::start(ctx.clone(), &data_dir.join("cas"))
-            .await
-            .context("cannot start the CAS server")?;
+        let cas = cas::Cas::start(ctx.clone(), &data_dir.join("cas")).await.context("cannot start the CAS server")?;
         let state = Arc::new(AppState {
             store,
             tokens: auth::Tokens::new(&config.tokens),
@@ -128,14 +109,7 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let (shutdown, rx) = watch::channel(false);
         tokio::spawn(http::serve(listener, routes::router(state.clone()), rx));
-        Ok(Self {
-            state,
-            ctx,
-            addr,
-            shutdown,
-            data_dir,
-            _temp: temp,
-        })
+        Ok(Self { state, ctx, addr, shutdown, data_dir, _temp: temp })
     }
 
     /// `http://host:port`, the value for `HF_ENDPOINT`.
@@ -166,40 +140,14 @@ impl Emulator {
 
     /// Seeds `[datasets/|spaces/]owner/name` from a folder: creates the repo if missing,
     /// else adds one commit on `main` with the folder's files.
-    pub async fn seed_repo(
-        &self,
-        spec: &str,
-        folder: &Path,
-        private: bool,
-    ) -> anyhow::Result<SeedReport> {
+    pub async fn seed_repo(&self, spec: &str, folder: &Path, private: bool) -> anyhow::Result<SeedReport> {
         let repo = RepoRef::parse(spec).map_err(anyhow::Error::msg)?;
-        seed::seed_repo(
-            &self.state,
-            &self.ctx,
-            &self.endpoint(),
-            &repo,
-            folder,
-            private,
-        )
-        .await
+        seed::seed_repo(&self.state, &self.ctx, &self.endpoint(), &repo, folder, private).await
     }
 
     /// Seeds bucket `ns/name` from a folder (created if missing).
-    pub async fn seed_bucket(
-        &self,
-        id: &str,
-        folder: &Path,
-        private: bool,
-    ) -> anyhow::Result<SeedReport> {
-        seed::seed_bucket(
-            &self.state,
-            &self.ctx,
-            &self.endpoint(),
-            id,
-            folder,
-            private,
-        )
-        .await
+    pub async fn seed_bucket(&self, id: &str, folder: &Path, private: bool) -> anyhow::Result<SeedReport> {
+        seed::seed_bucket(&self.state, &self.ctx, &self.endpoint(), id, folder, private).await
     }
 
     /// Stops serving: every connection, stalled ones included, is dropped.

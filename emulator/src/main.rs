@@ -62,10 +62,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Err(e) = runtime.block_on(run(cli)) {
         eprintln!("hf-hub-emulator: {e:#}");
         std::process::exit(1);
@@ -74,18 +71,8 @@ fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve {
-            data_dir,
-            host,
-            port,
-            tokens,
-        } => {
-            let config = EmulatorConfig {
-                data_dir,
-                host,
-                port,
-                tokens,
-            };
+        Command::Serve { data_dir, host, port, tokens } => {
+            let config = EmulatorConfig { data_dir, host, port, tokens };
             let hub = Emulator::start(config).await?;
             println!("{}", hub.endpoint());
             std::io::stdout().flush()?;
@@ -93,30 +80,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hub.stop().await;
             Ok(())
         }
-        Command::Seed {
-            data_dir,
-            private,
-            target,
-        } => {
+        Command::Seed { data_dir, private, target } => {
             let hub = Emulator::start(EmulatorConfig::new(data_dir)).await?;
             let (what, report) = match target {
-                SeedTarget::Repo { repo, folder } => {
-                    (repo.clone(), hub.seed_repo(&repo, &folder, private).await?)
+                SeedTarget::Repo { repo, folder } => (repo.clone(), hub.seed_repo(&repo, &folder, private).await?),
+                SeedTarget::Bucket { bucket, folder } => {
+                    (bucket.clone(), hub.seed_bucket(&bucket, &folder, private).await?)
                 }
-                SeedTarget::Bucket { bucket, folder } => (
-                    bucket.clone(),
-                    hub.seed_bucket(&bucket, &folder, private).await?,
-                ),
             };
             println!(
                 "seeded {what}: {} Xet files, {} git blobs, {} bytes{}",
                 report.xet_files,
                 report.blob_files,
                 report.bytes,
-                report
-                    .commit
-                    .map(|c| format!(", commit {c}"))
-                    .unwrap_or_default()
+                report.commit.map(|c| format!(", commit {c}")).unwrap_or_default()
             );
             hub.stop().await;
             Ok(())

@@ -65,10 +65,7 @@ pub struct RepoRef {
 
 impl RepoRef {
     pub fn new(kind: RepoKind, id: impl Into<String>) -> Self {
-        Self {
-            kind,
-            id: id.into(),
-        }
+        Self { kind, id: id.into() }
     }
 
     /// Parses `[datasets/|spaces/|models/]owner/name` (a legacy id without owner is allowed).
@@ -106,9 +103,7 @@ pub fn validate_repo_id(id: &str) -> Result<(), String> {
             && seg != "."
             && seg != ".."
             && seg.len() <= 96
-            && seg
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
         if !ok {
             return Err(format!("invalid repo id {id:?}"));
         }
@@ -199,11 +194,7 @@ impl Repo {
 
     /// Resolves a branch, tag, full commit sha or `refs/pr/N` to a commit sha.
     pub fn resolve(&self, revision: &str) -> Option<&str> {
-        if let Some(sha) = self
-            .branches
-            .get(revision)
-            .or_else(|| self.tags.get(revision))
-        {
+        if let Some(sha) = self.branches.get(revision).or_else(|| self.tags.get(revision)) {
             return Some(sha);
         }
         if let Some(n) = revision.strip_prefix("refs/pr/") {
@@ -224,10 +215,7 @@ impl Repo {
     }
 
     pub fn head(&self) -> &Commit {
-        let sha = self
-            .branches
-            .get("main")
-            .expect("a repo always has a main branch");
+        let sha = self.branches.get("main").expect("a repo always has a main branch");
         &self.commits[sha]
     }
 }

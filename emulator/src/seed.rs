@@ -43,28 +43,13 @@ fn walk(folder: &Path) -> anyhow::Result<Vec<LocalFile>> {
             continue;
         }
         let rel = entry.path().strip_prefix(folder)?;
-        if rel
-            .components()
-            .next()
-            .is_some_and(|c| c.as_os_str() == ".git")
-        {
+        if rel.components().next().is_some_and(|c| c.as_os_str() == ".git") {
             continue;
         }
-        let rel = rel
-            .to_str()
-            .with_context(|| format!("{} is not valid UTF-8", rel.display()))?
-            .to_string();
+        let rel = rel.to_str().with_context(|| format!("{} is not valid UTF-8", rel.display()))?.to_string();
         let meta = entry.metadata()?;
-        let mtime = meta
-            .modified()
-            .map(DateTime::<Utc>::from)
-            .unwrap_or_else(|_| Utc::now());
-        out.push(LocalFile {
-            rel,
-            abs: entry.path().to_path_buf(),
-            size: meta.len(),
-            mtime,
-        });
+        let mtime = meta.modified().map(DateTime::<Utc>::from).unwrap_or_else(|_| Utc::now());
+        out.push(LocalFile { rel, abs: entry.path().to_path_buf(), size: meta.len(), mtime });
     }
     Ok(out)
 }
@@ -91,9 +76,7 @@ async fn upload(
     };
     let config = Arc::new(TranslatorConfig::new(ctx, session)?);
     let upload = FileUploadSession::new(config).await?;
-    let infos = upload
-        .upload_files(files.iter().map(|f| (f.abs.clone(), Sha256Policy::Compute)))
-        .await?;
+    let infos = upload.upload_files(files.iter().map(|f| (f.abs.clone(), Sha256Policy::Compute))).await?;
     upload.finalize().await?;
     Ok(infos)
 }
@@ -101,9 +84,7 @@ async fn upload(
 fn sample(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::with_capacity(8192);
-    std::fs::File::open(path)?
-        .take(8192)
-        .read_to_end(&mut buf)?;
+    std::fs::File::open(path)?.take(8192).read_to_end(&mut buf)?;
     Ok(buf)
 }
 
@@ -116,9 +97,7 @@ pub async fn seed_repo(
     private: bool,
 ) -> anyhow::Result<SeedReport> {
     let files = walk(folder)?;
-    let exists = state
-        .store
-        .read(|st| st.repos.contains_key(&repo.to_string()));
+    let exists = state.store.read(|st| st.repos.contains_key(&repo.to_string()));
     if !exists {
         state.store.create_repo(repo, private)?;
     }
@@ -133,43 +112,20 @@ pub async fn seed_repo(
         }
         let content = std::fs::read(&f.abs)?;
         let oid = crate::blobs::put_blob(&state.blob_dir, &content)?;
-        ops.push(CommitOp::Put {
-            path: f.rel.clone(),
-            file: RepoFile {
-                size: f.size,
-                oid,
-                storage: Storage::Blob,
-            },
-        });
+        ops.push(CommitOp::Put { path: f.rel.clone(), file: RepoFile { size: f.size, oid, storage: Storage::Blob } });
         report.blob_files += 1;
     }
     for (f, info) in xet.iter().zip(upload(state, ctx, endpoint, &xet).await?) {
-        let sha256 = info
-            .sha256()
-            .context("upload did not report a sha256")?
-            .to_string();
+        let sha256 = info.sha256().context("upload did not report a sha256")?.to_string();
         let pointer = lfs_pointer(&sha256, f.size);
-        let storage = Storage::Xet {
-            xet_hash: info.hash().to_string(),
-            sha256,
-        };
+        let storage = Storage::Xet { xet_hash: info.hash().to_string(), sha256 };
         ops.push(CommitOp::Put {
             path: f.rel.clone(),
-            file: RepoFile {
-                size: f.size,
-                oid: git_blob_oid(pointer.as_bytes()),
-                storage,
-            },
+            file: RepoFile { size: f.size, oid: git_blob_oid(pointer.as_bytes()), storage },
         });
         report.xet_files += 1;
     }
-    let title = format!(
-        "Seed from {}",
-        folder
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("folder")
-    );
+    let title = format!("Seed from {}", folder.file_name().and_then(|n| n.to_str()).unwrap_or("folder"));
     let (sha, _) = state.store.commit(repo, "main", &title, None, false, ops)?;
     report.commit = Some(sha);
     Ok(report)
@@ -198,12 +154,7 @@ pub async fn seed_bucket(
         .map(|(f, info)| {
             report.bytes += f.size;
             report.xet_files += 1;
-            BatchOp::Add {
-                path: f.rel.clone(),
-                xet_hash: info.hash().to_string(),
-                size: f.size,
-                mtime: f.mtime,
-            }
+            BatchOp::Add { path: f.rel.clone(), xet_hash: info.hash().to_string(), size: f.size, mtime: f.mtime }
         })
         .collect();
     state.store.bucket_batch(id, ops)?;

@@ -41,15 +41,8 @@ pub enum CommitOp {
 /// One operation of a bucket batch, its Xet file already checked against the CAS.
 #[derive(Clone, Debug)]
 pub enum BatchOp {
-    Add {
-        path: String,
-        xet_hash: String,
-        size: u64,
-        mtime: DateTime<Utc>,
-    },
-    Delete {
-        path: String,
-    },
+    Add { path: String, xet_hash: String, size: u64, mtime: DateTime<Utc> },
+    Delete { path: String },
 }
 
 pub struct Store {
@@ -63,9 +56,7 @@ pub fn validate_path(path: &str) -> ApiResult<()> {
     let bad = path.is_empty()
         || path.starts_with('/')
         || path.contains('\0')
-        || path
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..");
+        || path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
     if bad {
         return Err(ApiError::bad_request(format!("Invalid path {path:?}")));
     }
@@ -78,9 +69,7 @@ pub fn validate_revision(rev: &str) -> ApiResult<()> {
         || rev.contains("..")
         || rev.starts_with('/')
         || rev.ends_with('/')
-        || rev
-            .chars()
-            .any(|c| c.is_control() || "?#%\\ ~^:*[".contains(c));
+        || rev.chars().any(|c| c.is_control() || "?#%\\ ~^:*[".contains(c));
     if bad {
         return Err(ApiError::bad_request(format!("Invalid revision {rev:?}")));
     }
@@ -94,16 +83,11 @@ impl Store {
         let path = dir.join(STATE_FILE);
         let state = if path.exists() {
             let bytes = std::fs::read(&path)?;
-            serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("corrupt {}: {e}", path.display()))?
+            serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("corrupt {}: {e}", path.display()))?
         } else {
             State::default()
         };
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            state: RwLock::new(state),
-            sha_counter: AtomicU64::new(0),
-        })
+        Ok(Self { dir: dir.to_path_buf(), state: RwLock::new(state), sha_counter: AtomicU64::new(0) })
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
@@ -115,8 +99,7 @@ impl Store {
     pub fn mutate<T>(&self, f: impl FnOnce(&mut State) -> ApiResult<T>) -> ApiResult<T> {
         let mut state = self.state.write();
         let out = f(&mut state)?;
-        self.persist(&state)
-            .map_err(|e| ApiError::internal(format!("cannot persist state: {e}")))?;
+        self.persist(&state).map_err(|e| ApiError::internal(format!("cannot persist state: {e}")))?;
         Ok(out)
     }
 
@@ -144,10 +127,7 @@ impl Store {
         self.mutate(|st| {
             let key = repo.to_string();
             if st.repos.contains_key(&key) || st.aliases.contains_key(&key) {
-                return Err(ApiError::conflict(format!(
-                    "You already created this {} repo",
-                    kind_word(repo.kind)
-                )));
+                return Err(ApiError::conflict(format!("You already created this {} repo", kind_word(repo.kind))));
             }
             let now = Utc::now();
             let initial = Commit {
@@ -217,10 +197,7 @@ impl Store {
         let sha = self.new_sha(&format!("{repo}\0{revision}\0{title}"));
         self.mutate(|st| {
             let key = Self::canonical_key(st, repo);
-            let r = st
-                .repos
-                .get_mut(&key)
-                .ok_or_else(ApiError::repo_not_found)?;
+            let r = st.repos.get_mut(&key).ok_or_else(ApiError::repo_not_found)?;
             let is_branch = r.branches.contains_key(revision);
             let pr_index = revision
                 .strip_prefix("refs/pr/")
@@ -249,11 +226,7 @@ impl Store {
                     CommitOp::Put { path, file } => {
                         validate_path(&path)?;
                         let dir_prefix = format!("{path}/");
-                        if files
-                            .range(dir_prefix.clone()..)
-                            .next()
-                            .is_some_and(|(k, _)| k.starts_with(&dir_prefix))
-                        {
+                        if files.range(dir_prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&dir_prefix)) {
                             return Err(ApiError::bad_request(format!("{path} is a directory")));
                         }
                         files.insert(path, file);
@@ -299,20 +272,12 @@ impl Store {
         validate_revision(branch)?;
         self.mutate(|st| {
             let key = Self::canonical_key(st, repo);
-            let r = st
-                .repos
-                .get_mut(&key)
-                .ok_or_else(ApiError::repo_not_found)?;
+            let r = st.repos.get_mut(&key).ok_or_else(ApiError::repo_not_found)?;
             if r.branches.contains_key(branch) {
-                return Err(ApiError::conflict(format!(
-                    "Reference already exists: refs/heads/{branch}"
-                )));
+                return Err(ApiError::conflict(format!("Reference already exists: refs/heads/{branch}")));
             }
             let from = from.unwrap_or("main");
-            let sha = r
-                .resolve(from)
-                .ok_or_else(|| ApiError::revision_not_found(from))?
-                .to_string();
+            let sha = r.resolve(from).ok_or_else(|| ApiError::revision_not_found(from))?.to_string();
             r.branches.insert(branch.to_string(), sha);
             Ok(())
         })
@@ -321,17 +286,11 @@ impl Store {
     pub fn delete_branch(&self, repo: &RepoRef, branch: &str) -> ApiResult<()> {
         self.mutate(|st| {
             let key = Self::canonical_key(st, repo);
-            let r = st
-                .repos
-                .get_mut(&key)
-                .ok_or_else(ApiError::repo_not_found)?;
+            let r = st.repos.get_mut(&key).ok_or_else(ApiError::repo_not_found)?;
             if branch == "main" {
                 return Err(ApiError::forbidden("Cannot delete the default branch"));
             }
-            r.branches
-                .remove(branch)
-                .map(|_| ())
-                .ok_or_else(|| ApiError::revision_not_found(branch))
+            r.branches.remove(branch).map(|_| ()).ok_or_else(|| ApiError::revision_not_found(branch))
         })
     }
 
@@ -339,17 +298,11 @@ impl Store {
         validate_revision(tag)?;
         self.mutate(|st| {
             let key = Self::canonical_key(st, repo);
-            let r = st
-                .repos
-                .get_mut(&key)
-                .ok_or_else(ApiError::repo_not_found)?;
+            let r = st.repos.get_mut(&key).ok_or_else(ApiError::repo_not_found)?;
             if r.tags.contains_key(tag) {
                 return Err(ApiError::conflict(format!("Tag already exists: {tag}")));
             }
-            let sha = r
-                .resolve(revision)
-                .ok_or_else(|| ApiError::revision_not_found(revision))?
-                .to_string();
+            let sha = r.resolve(revision).ok_or_else(|| ApiError::revision_not_found(revision))?.to_string();
             r.tags.insert(tag.to_string(), sha);
             Ok(())
         })
@@ -358,14 +311,8 @@ impl Store {
     pub fn delete_tag(&self, repo: &RepoRef, tag: &str) -> ApiResult<()> {
         self.mutate(|st| {
             let key = Self::canonical_key(st, repo);
-            let r = st
-                .repos
-                .get_mut(&key)
-                .ok_or_else(ApiError::repo_not_found)?;
-            r.tags
-                .remove(tag)
-                .map(|_| ())
-                .ok_or_else(|| ApiError::revision_not_found(tag))
+            let r = st.repos.get_mut(&key).ok_or_else(ApiError::repo_not_found)?;
+            r.tags.remove(tag).map(|_| ()).ok_or_else(|| ApiError::revision_not_found(tag))
         })
     }
 
@@ -377,25 +324,14 @@ impl Store {
             let now = Utc::now();
             st.buckets.insert(
                 id.to_string(),
-                Bucket {
-                    id: id.to_string(),
-                    private,
-                    created_at: now,
-                    updated_at: now,
-                    files: BTreeMap::new(),
-                },
+                Bucket { id: id.to_string(), private, created_at: now, updated_at: now, files: BTreeMap::new() },
             );
             Ok(())
         })
     }
 
     pub fn delete_bucket(&self, id: &str) -> ApiResult<()> {
-        self.mutate(|st| {
-            st.buckets
-                .remove(id)
-                .map(|_| ())
-                .ok_or_else(ApiError::bucket_not_found)
-        })
+        self.mutate(|st| st.buckets.remove(id).map(|_| ()).ok_or_else(ApiError::bucket_not_found))
     }
 
     /// Applies a bucket batch atomically: every add, then every delete.
@@ -406,28 +342,12 @@ impl Store {
             }
         }
         self.mutate(|st| {
-            let b = st
-                .buckets
-                .get_mut(id)
-                .ok_or_else(ApiError::bucket_not_found)?;
+            let b = st.buckets.get_mut(id).ok_or_else(ApiError::bucket_not_found)?;
             let now = Utc::now();
             for op in ops {
                 match op {
-                    BatchOp::Add {
-                        path,
-                        xet_hash,
-                        size,
-                        mtime,
-                    } => {
-                        b.files.insert(
-                            path,
-                            BucketFile {
-                                size,
-                                xet_hash,
-                                mtime,
-                                uploaded_at: now,
-                            },
-                        );
+                    BatchOp::Add { path, xet_hash, size, mtime } => {
+                        b.files.insert(path, BucketFile { size, xet_hash, mtime, uploaded_at: now });
                     }
                     BatchOp::Delete { path } => {
                         b.files.remove(&path);
@@ -440,11 +360,7 @@ impl Store {
     }
 
     /// Records Xet files learned from a shard (sha256 → file), once per shard.
-    pub fn index_shard(
-        &self,
-        shard_hash: &str,
-        files: Vec<(String, XetFileRecord)>,
-    ) -> ApiResult<()> {
+    pub fn index_shard(&self, shard_hash: &str, files: Vec<(String, XetFileRecord)>) -> ApiResult<()> {
         self.mutate(|st| {
             st.indexed_shards.insert(shard_hash.to_string());
             st.sha256_index.extend(files);

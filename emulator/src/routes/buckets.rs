@@ -22,32 +22,19 @@ use crate::store::{BatchOp, State as StoreState};
 fn visible<'a>(st: &'a StoreState, id: &str, who: &Caller) -> ApiResult<&'a Bucket> {
     let b = st.buckets.get(id);
     let ns = id.split('/').next();
-    who.check_read(
-        ns,
-        b.is_some_and(|b| b.private),
-        ApiError::bucket_not_found(),
-    )?;
+    who.check_read(ns, b.is_some_and(|b| b.private), ApiError::bucket_not_found())?;
     b.ok_or_else(ApiError::bucket_not_found)
 }
 
 fn check_write(state: &Shared, id: &str, who: &Caller) -> ApiResult<()> {
     state.store.read(|st| {
         let b = visible(st, id, who)?;
-        who.check_write(
-            id.split('/').next(),
-            b.private,
-            ApiError::bucket_not_found(),
-        )
+        who.check_write(id.split('/').next(), b.private, ApiError::bucket_not_found())
     })
 }
 
 fn bucket_id(ns: &str, name: &str, who: &Caller) -> ApiResult<String> {
-    let ns = if ns == "me" {
-        who.name()
-            .ok_or_else(|| ApiError::unauthorized("authentication required"))?
-    } else {
-        ns
-    };
+    let ns = if ns == "me" { who.name().ok_or_else(|| ApiError::unauthorized("authentication required"))? } else { ns };
     let id = format!("{ns}/{name}");
     crate::model::validate_repo_id(&id).map_err(ApiError::bad_request)?;
     Ok(id)
@@ -191,11 +178,7 @@ pub async fn paths_info(
         let req: Req = parse_body(&body)?;
         state.store.read(|st| {
             let b = visible(st, &id, &who)?;
-            let out: Vec<Value> = req
-                .paths
-                .iter()
-                .filter_map(|p| b.files.get(p).map(|f| file_entry(p, f)))
-                .collect();
+            let out: Vec<Value> = req.paths.iter().filter_map(|p| b.files.get(p).map(|f| file_entry(p, f))).collect();
             Ok::<_, ApiError>(Json(out).into_response())
         })
     })();
@@ -236,29 +219,14 @@ pub async fn batch(
     let result = async {
         let id = bucket_id(&ns, &name, &who)?;
         check_write(&state, &id, &who)?;
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| ApiError::bad_request("batch body is not UTF-8"))?;
+        let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("batch body is not UTF-8"))?;
         let mut ops = Vec::new();
         let mut seen_delete = false;
-        for (n, raw) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let line: BatchLine = serde_json::from_str(raw).map_err(|e| {
-                ApiError::bad_request(format!("invalid NDJSON at line {}: {e}", n + 1))
-            })?;
+        for (n, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let line: BatchLine = serde_json::from_str(raw)
+                .map_err(|e| ApiError::bad_request(format!("invalid NDJSON at line {}: {e}", n + 1)))?;
             match line {
-                BatchLine::AddFile {
-                    path,
-                    xet_hash,
-                    mtime,
-                }
-                | BatchLine::CopyFile {
-                    path,
-                    xet_hash,
-                    mtime,
-                } => {
+                BatchLine::AddFile { path, xet_hash, mtime } | BatchLine::CopyFile { path, xet_hash, mtime } => {
                     if seen_delete {
                         return Err(ApiError::bad_request(format!(
                             "line {}: all additions must come before deletions",
@@ -266,15 +234,8 @@ pub async fn batch(
                         )));
                     }
                     let size = state.cas.file_size(&xet_hash).await?;
-                    let mtime = mtime
-                        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-                        .unwrap_or_else(Utc::now);
-                    ops.push(BatchOp::Add {
-                        path,
-                        xet_hash,
-                        size,
-                        mtime,
-                    });
+                    let mtime = mtime.and_then(|ms| Utc.timestamp_millis_opt(ms).single()).unwrap_or_else(Utc::now);
+                    ops.push(BatchOp::Add { path, xet_hash, size, mtime });
                 }
                 BatchLine::DeleteFile { path } => {
                     seen_delete = true;

@@ -38,11 +38,7 @@ pub fn preupload(state: &Shared, repo: &RepoRef, who: &Caller, body: &[u8]) -> A
         let sample = base64::engine::general_purpose::STANDARD
             .decode(&f.sample)
             .map_err(|_| ApiError::bad_request(format!("sample of {} is not base64", f.path)))?;
-        let mode = if goes_to_xet(&f.path, f.size, &sample) {
-            "lfs"
-        } else {
-            "regular"
-        };
+        let mode = if goes_to_xet(&f.path, f.size, &sample) { "lfs" } else { "regular" };
         out.push(json!({ "path": f.path, "uploadMode": mode, "shouldIgnore": false }));
     }
     Ok(Json(json!({ "files": out })).into_response())
@@ -88,61 +84,36 @@ pub async fn commit(
     body: &[u8],
 ) -> ApiResult<Response> {
     let repo = check_repo_write(state, repo, who)?;
-    let text =
-        std::str::from_utf8(body).map_err(|_| ApiError::bad_request("commit body is not UTF-8"))?;
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("commit body is not UTF-8"))?;
     let mut title = None;
     let mut parent = None;
     let mut ops = Vec::new();
     let mut lfs = Vec::new();
-    for (n, raw) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    for (n, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let line: Line = serde_json::from_str(raw)
             .map_err(|e| ApiError::bad_request(format!("invalid NDJSON at line {}: {e}", n + 1)))?;
         match line {
-            Line::Header {
-                summary,
-                parent_commit,
-            } => {
+            Line::Header { summary, parent_commit } => {
                 title = summary;
                 parent = parent_commit;
             }
-            Line::File {
-                path,
-                content,
-                encoding,
-            } => {
+            Line::File { path, content, encoding } => {
                 validate_path(&path)?;
                 let bytes = match encoding.as_deref() {
                     Some("base64") => base64::engine::general_purpose::STANDARD
                         .decode(&content)
-                        .map_err(|_| {
-                            ApiError::bad_request(format!("content of {path} is not base64"))
-                        })?,
+                        .map_err(|_| ApiError::bad_request(format!("content of {path} is not base64")))?,
                     None | Some("utf-8") => content.into_bytes(),
-                    Some(other) => {
-                        return Err(ApiError::bad_request(format!("unknown encoding {other:?}")))
-                    }
+                    Some(other) => return Err(ApiError::bad_request(format!("unknown encoding {other:?}"))),
                 };
-                let oid = crate::blobs::put_blob(&state.blob_dir, &bytes)
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let oid =
+                    crate::blobs::put_blob(&state.blob_dir, &bytes).map_err(|e| ApiError::internal(e.to_string()))?;
                 ops.push(CommitOp::Put {
                     path,
-                    file: RepoFile {
-                        size: bytes.len() as u64,
-                        oid,
-                        storage: Storage::Blob,
-                    },
+                    file: RepoFile { size: bytes.len() as u64, oid, storage: Storage::Blob },
                 });
             }
-            Line::LfsFile {
-                path,
-                algo,
-                oid,
-                size,
-            } => {
+            Line::LfsFile { path, algo, oid, size } => {
                 validate_path(&path)?;
                 if algo.as_deref().is_some_and(|a| a != "sha256") {
                     return Err(ApiError::bad_request("lfsFile algo must be sha256"));
@@ -156,30 +127,21 @@ pub async fn commit(
     for (path, sha256, size) in lfs {
         let record = lookup_sha256(state, &sha256).await?;
         if size.is_some_and(|s| s != record.size) {
-            return Err(ApiError::bad_request(format!(
-                "size of {path} does not match the uploaded file"
-            )));
+            return Err(ApiError::bad_request(format!("size of {path} does not match the uploaded file")));
         }
         let pointer = lfs_pointer(&sha256, record.size);
         let file = RepoFile {
             size: record.size,
             oid: git_blob_oid(pointer.as_bytes()),
-            storage: Storage::Xet {
-                xet_hash: record.xet_hash,
-                sha256,
-            },
+            storage: Storage::Xet { xet_hash: record.xet_hash, sha256 },
         };
         ops.push(CommitOp::Put { path, file });
     }
     let title = title.unwrap_or_else(|| "Upload files".into());
     let create_pr = q.get("create_pr").is_some_and(|v| v == "1" || v == "true");
-    let (sha, pr) =
-        state
-            .store
-            .commit(&repo, revision, &title, parent.as_deref(), create_pr, ops)?;
+    let (sha, pr) = state.store.commit(&repo, revision, &title, parent.as_deref(), create_pr, ops)?;
     let base = format!("{}/{repo}", base_url(headers));
-    let mut out: Value =
-        json!({ "commitUrl": format!("{base}/commit/{sha}"), "commitOid": sha, "success": true });
+    let mut out: Value = json!({ "commitUrl": format!("{base}/commit/{sha}"), "commitOid": sha, "success": true });
     if let Some(n) = pr {
         out["pullRequestUrl"] = json!(format!("{base}/discussions/{n}"));
     }
@@ -192,12 +154,7 @@ async fn lookup_sha256(state: &Shared, sha256: &str) -> ApiResult<crate::model::
         return Ok(r);
     }
     state.cas.reindex_shards(&state.store).await?;
-    state
-        .store
-        .read(|st| st.sha256_index.get(sha256).cloned())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "lfsFile {sha256} was not uploaded to the CAS (no shard names this sha256)"
-            ))
-        })
+    state.store.read(|st| st.sha256_index.get(sha256).cloned()).ok_or_else(|| {
+        ApiError::bad_request(format!("lfsFile {sha256} was not uploaded to the CAS (no shard names this sha256)"))
+    })
 }

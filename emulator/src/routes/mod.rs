@@ -44,58 +44,30 @@ pub fn router(state: Shared) -> Router {
     let faults = state.faults.clone();
     Router::new()
         .route("/_emulator/health", get(|| async { "ok" }))
-        .route(
-            "/_emulator/faults",
-            get(admin::list_faults)
-                .post(admin::add_fault)
-                .delete(admin::clear_faults),
-        )
+        .route("/_emulator/faults", get(admin::list_faults).post(admin::add_fault).delete(admin::clear_faults))
         .route("/_emulator/faults/{id}", delete(admin::remove_fault))
         .route("/_emulator/cas-ttl", post(admin::set_cas_ttl))
         .route("/api/whoami-v2", get(repos::whoami))
         .route("/api/repos/create", post(repos::create_repo))
         .route("/api/repos/delete", delete(repos::delete_repo))
-        .route(
-            "/api/buckets/{ns}/{name}",
-            get(buckets::info)
-                .post(buckets::create)
-                .delete(buckets::delete),
-        )
+        .route("/api/buckets/{ns}/{name}", get(buckets::info).post(buckets::create).delete(buckets::delete))
         .route("/api/buckets/{ns}/{name}/tree", get(buckets::tree_root))
-        .route(
-            "/api/buckets/{ns}/{name}/tree/{*prefix}",
-            get(buckets::tree),
-        )
-        .route(
-            "/api/buckets/{ns}/{name}/paths-info",
-            post(buckets::paths_info),
-        )
+        .route("/api/buckets/{ns}/{name}/tree/{*prefix}", get(buckets::tree))
+        .route("/api/buckets/{ns}/{name}/paths-info", post(buckets::paths_info))
         .route("/api/buckets/{ns}/{name}/batch", post(buckets::batch))
-        .route(
-            "/api/buckets/{ns}/{name}/xet-read-token",
-            get(buckets::read_token),
-        )
-        .route(
-            "/api/buckets/{ns}/{name}/xet-write-token",
-            get(buckets::write_token),
-        )
+        .route("/api/buckets/{ns}/{name}/xet-read-token", get(buckets::read_token))
+        .route("/api/buckets/{ns}/{name}/xet-write-token", get(buckets::write_token))
         .route("/api/{kind}/{*rest}", any(repos::repo_api))
         .route("/cas/xorb-data/{hash}", get(xorb_data))
         .route("/cas/{*rest}", any(cas_proxy))
         .fallback(resolve::resolve)
-        .layer(axum::middleware::from_fn_with_state(
-            faults,
-            crate::faults::apply,
-        ))
+        .layer(axum::middleware::from_fn_with_state(faults, crate::faults::apply))
         .with_state(state)
 }
 
 /// The base URL the caller used to reach us (so handed-out URLs work from its side).
 pub fn base_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
     format!("http://{host}")
 }
 
@@ -123,15 +95,9 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn from_query(
-        q: &std::collections::HashMap<String, String>,
-        default: usize,
-        max: usize,
-    ) -> ApiResult<Self> {
+    pub fn from_query(q: &std::collections::HashMap<String, String>, default: usize, max: usize) -> ApiResult<Self> {
         let limit = match q.get("limit") {
-            Some(l) => l
-                .parse::<usize>()
-                .map_err(|_| ApiError::bad_request("limit must be a number"))?,
+            Some(l) => l.parse::<usize>().map_err(|_| ApiError::bad_request("limit must be a number"))?,
             None => default,
         };
         let cursor = match q.get("cursor") {
@@ -144,29 +110,17 @@ impl Page {
             }
             None => None,
         };
-        Ok(Self {
-            limit: limit.clamp(1, max),
-            cursor,
-        })
+        Ok(Self { limit: limit.clamp(1, max), cursor })
     }
 }
 
 /// Adds `Link: <…&cursor=…>; rel="next"` to a listing when more entries follow.
-pub fn with_next_link(
-    mut resp: Response,
-    headers: &HeaderMap,
-    uri: &Uri,
-    next: Option<String>,
-) -> Response {
+pub fn with_next_link(mut resp: Response, headers: &HeaderMap, uri: &Uri, next: Option<String>) -> Response {
     use base64::Engine;
     let Some(next) = next else { return resp };
     let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(next.as_bytes());
-    let mut query: Vec<&str> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("cursor="))
-        .collect();
+    let mut query: Vec<&str> =
+        uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty() && !p.starts_with("cursor=")).collect();
     let cursor_param = format!("cursor={cursor}");
     query.push(&cursor_param);
     let url = format!("{}{}?{}", base_url(headers), uri.path(), query.join("&"));
@@ -183,11 +137,9 @@ pub fn xet_token_response(state: &AppState, headers: &HeaderMap, write: bool) ->
     let body = serde_json::json!({ "casUrl": cas_url, "accessToken": token, "exp": exp });
     let mut resp = axum::Json(body).into_response();
     let h = resp.headers_mut();
-    for (name, value) in [
-        ("x-xet-cas-url", cas_url),
-        ("x-xet-access-token", token),
-        ("x-xet-token-expiration", exp.to_string()),
-    ] {
+    for (name, value) in
+        [("x-xet-cas-url", cas_url), ("x-xet-access-token", token), ("x-xet-token-expiration", exp.to_string())]
+    {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
         }
@@ -199,18 +151,8 @@ pub fn caller(state: &AppState, headers: &HeaderMap) -> Caller {
     state.tokens.caller(headers)
 }
 
-async fn cas_proxy(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state
-        .cas
-        .proxy(&base_url(&headers), method, &uri, &headers, body)
-        .await
-        .into_response()
+async fn cas_proxy(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    state.cas.proxy(&base_url(&headers), method, &uri, &headers, body).await.into_response()
 }
 
 async fn xorb_data(
@@ -220,9 +162,5 @@ async fn xorb_data(
     headers: HeaderMap,
 ) -> Response {
     let exp = q.get("exp").and_then(|e| e.parse().ok());
-    state
-        .cas
-        .xorb_data(&hash, exp, &headers)
-        .await
-        .into_response()
+    state.cas.xorb_data(&hash, exp, &headers).await.into_response()
 }

@@ -11,9 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::tree::{list_level, list_recursive, Entry};
-use super::{
-    base_url, caller, decoded_segments, rfc3339, with_next_link, xet_token_response, Page, Shared,
-};
+use super::{base_url, caller, decoded_segments, rfc3339, with_next_link, xet_token_response, Page, Shared};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::model::{lfs_pointer, Repo, RepoFile, RepoKind, RepoRef, Storage};
@@ -43,11 +41,7 @@ pub struct RepoPath {
 
 impl RepoPath {
     fn parse(kind: RepoKind, segs: &[String]) -> ApiResult<Self> {
-        let id_len = if segs.len() >= 2 && !ACTIONS.contains(&segs[1].as_str()) {
-            2
-        } else {
-            1
-        };
+        let id_len = if segs.len() >= 2 && !ACTIONS.contains(&segs[1].as_str()) { 2 } else { 1 };
         if segs.len() < id_len || segs[0].is_empty() {
             return Err(ApiError::repo_not_found());
         }
@@ -65,14 +59,8 @@ impl RepoPath {
     /// Returns it with the remaining arguments.
     fn revision_and_rest(&self) -> ApiResult<(String, Vec<String>)> {
         let args = &self.args;
-        let first = args
-            .first()
-            .ok_or_else(|| ApiError::bad_request("revision missing"))?;
-        let take = if first == "refs" && args.len() >= 3 {
-            3
-        } else {
-            1
-        };
+        let first = args.first().ok_or_else(|| ApiError::bad_request("revision missing"))?;
+        let take = if first == "refs" && args.len() >= 3 { 3 } else { 1 };
         let rev = args[..take].join("/");
         validate_revision(&rev)?;
         Ok((rev, args[take..].to_vec()))
@@ -130,37 +118,22 @@ pub async fn repo_api(
                 state.store.read(|st| -> ApiResult<()> {
                     let r = visible_repo(st, &path.repo, &who)?;
                     if write {
-                        who.check_write(
-                            r.reference().namespace(),
-                            r.private,
-                            ApiError::repo_not_found(),
-                        )?;
+                        who.check_write(r.reference().namespace(), r.private, ApiError::repo_not_found())?;
                     }
-                    r.resolve(&rev)
-                        .map(|_| ())
-                        .ok_or_else(|| ApiError::revision_not_found(&rev))
+                    r.resolve(&rev).map(|_| ()).ok_or_else(|| ApiError::revision_not_found(&rev))
                 })?;
                 Ok(xet_token_response(&state, &headers, write))
             }
-            (Method::POST, Some("preupload")) => {
-                super::commit::preupload(&state, &path.repo, &who, &body)
-            }
+            (Method::POST, Some("preupload")) => super::commit::preupload(&state, &path.repo, &who, &body),
             (Method::POST, Some("commit")) => {
                 let (rev, _) = path.revision_and_rest()?;
                 super::commit::commit(&state, &headers, &path.repo, &rev, &who, &q, &body).await
             }
-            (Method::POST | Method::DELETE, Some("branch")) => {
-                branch(&state, &method, &path, &who, &body)
-            }
-            (Method::POST | Method::DELETE, Some("tag")) => {
-                tag(&state, &method, &path, &who, &body)
-            }
+            (Method::POST | Method::DELETE, Some("branch")) => branch(&state, &method, &path, &who, &body),
+            (Method::POST | Method::DELETE, Some("tag")) => tag(&state, &method, &path, &who, &body),
             (Method::GET, Some("refs")) => refs(&state, &path, &who),
             (Method::GET, Some("commits")) => commits(&state, &headers, &uri, &path, &who, &q),
-            _ => Err(ApiError::not_found(format!(
-                "no route for {method} {}",
-                uri.path()
-            ))),
+            _ => Err(ApiError::not_found(format!("no route for {method} {}", uri.path()))),
         }
     }
     .await;
@@ -177,20 +150,12 @@ fn info(
 ) -> ApiResult<Response> {
     state.store.read(|st| {
         let r = visible_repo(st, &path.repo, who)?;
-        let commit = r
-            .commit(rev)
-            .ok_or_else(|| ApiError::revision_not_found(rev))?;
+        let commit = r.commit(rev).ok_or_else(|| ApiError::revision_not_found(rev))?;
         let blobs = q.get("blobs").is_some_and(|v| v == "true" || v == "1");
         let siblings: Vec<Value> = commit
             .files
             .iter()
-            .map(|(p, f)| {
-                if blobs {
-                    sibling_with_blob(p, f)
-                } else {
-                    json!({ "rfilename": p })
-                }
-            })
+            .map(|(p, f)| if blobs { sibling_with_blob(p, f) } else { json!({ "rfilename": p }) })
             .collect();
         let mut doc = json!({
             "_id": &r.id,
@@ -240,10 +205,7 @@ fn dir_oid(files: &std::collections::BTreeMap<String, RepoFile>, dir: &str) -> S
     use sha1::{Digest, Sha1};
     let prefix = format!("{dir}/");
     let mut h = Sha1::new();
-    for (k, f) in files
-        .range(prefix.clone()..)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-    {
+    for (k, f) in files.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
         h.update(k.as_bytes());
         h.update(b"\0");
         h.update(f.oid.as_bytes());
@@ -283,11 +245,7 @@ fn tree(
     let dir = rest.join("/");
     let recursive = q.get("recursive").is_some_and(|v| v == "true" || v == "1");
     let expand = q.get("expand").is_some_and(|v| v == "true" || v == "1");
-    let page = if expand {
-        Page::from_query(q, 50, 1000)?
-    } else {
-        Page::from_query(q, 1000, 10_000)?
-    };
+    let page = if expand { Page::from_query(q, 50, 1000)? } else { Page::from_query(q, 1000, 10_000)? };
     state.store.read(|st| {
         let r = visible_repo(st, &path.repo, who)?;
         let commit = r.commit(&rev).ok_or_else(|| ApiError::revision_not_found(&rev))?;
@@ -333,7 +291,8 @@ fn paths_info(state: &Shared, path: &RepoPath, who: &Caller, body: &[u8]) -> Api
             let p = p.trim_matches('/');
             if let Some(f) = commit.files.get(p) {
                 out.push(file_entry(p, f));
-            } else if commit.files.range(format!("{p}/")..).next().is_some_and(|(k, _)| k.starts_with(&format!("{p}/"))) {
+            } else if commit.files.range(format!("{p}/")..).next().is_some_and(|(k, _)| k.starts_with(&format!("{p}/")))
+            {
                 out.push(json!({ "type": "directory", "oid": dir_oid(&commit.files, p), "size": 0, "path": p }));
             }
         }
@@ -343,22 +302,11 @@ fn paths_info(state: &Shared, path: &RepoPath, who: &Caller, body: &[u8]) -> Api
 
 /// Parses a JSON body, answering 400 with the parser's message when it is malformed.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let body = if body.is_empty() { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn branch(
-    state: &Shared,
-    method: &Method,
-    path: &RepoPath,
-    who: &Caller,
-    body: &[u8],
-) -> ApiResult<Response> {
+fn branch(state: &Shared, method: &Method, path: &RepoPath, who: &Caller, body: &[u8]) -> ApiResult<Response> {
     #[derive(Deserialize)]
     struct Req {
         #[serde(rename = "startingPoint")]
@@ -370,20 +318,12 @@ fn branch(
         state.store.delete_branch(&repo, &name)?;
     } else {
         let req: Req = parse_body(body)?;
-        state
-            .store
-            .create_branch(&repo, &name, req.starting_point.as_deref())?;
+        state.store.create_branch(&repo, &name, req.starting_point.as_deref())?;
     }
     Ok(Json(json!({})).into_response())
 }
 
-fn tag(
-    state: &Shared,
-    method: &Method,
-    path: &RepoPath,
-    who: &Caller,
-    body: &[u8],
-) -> ApiResult<Response> {
+fn tag(state: &Shared, method: &Method, path: &RepoPath, who: &Caller, body: &[u8]) -> ApiResult<Response> {
     #[derive(Deserialize)]
     struct Req {
         tag: String,
@@ -469,16 +409,16 @@ impl CreateRepo {
     fn repo_ref(&self, who: &Caller) -> ApiResult<RepoRef> {
         let kind = match self.kind.as_deref() {
             None => RepoKind::Model,
-            Some(k) => RepoKind::from_singular(k)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown repo type {k:?}")))?,
+            Some(k) => {
+                RepoKind::from_singular(k).ok_or_else(|| ApiError::bad_request(format!("unknown repo type {k:?}")))?
+            }
         };
         let id = match (&self.organization, self.name.contains('/')) {
             (_, true) => self.name.clone(),
             (Some(org), false) => format!("{org}/{}", self.name),
             (None, false) => format!(
                 "{}/{}",
-                who.name()
-                    .ok_or_else(|| ApiError::unauthorized("authentication required"))?,
+                who.name().ok_or_else(|| ApiError::unauthorized("authentication required"))?,
                 self.name
             ),
         };
@@ -488,17 +428,21 @@ impl CreateRepo {
 }
 
 pub async fn create_repo(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = (|| {
+    let result = (|| -> ApiResult<Response> {
         let req: CreateRepo = parse_body(&body)?;
         let who = caller(&state, &headers);
         let repo = req.repo_ref(&who)?;
         let private = req.private.unwrap_or(false) || req.visibility.as_deref() == Some("private");
         who.check_write(repo.namespace(), private, ApiError::repo_not_found())?;
-        state.store.create_repo(&repo, private)?;
         let url = format!("{}/{repo}", base_url(&headers));
-        Ok::<_, ApiError>(
-            Json(json!({ "url": url, "name": repo.id, "id": repo.id })).into_response(),
-        )
+        match state.store.create_repo(&repo, private) {
+            Ok(()) => Ok(Json(json!({ "url": url, "name": repo.id, "id": repo.id })).into_response()),
+            // The Hub names the existing repo in its 409, and clients read it back.
+            Err(e) if e.status == axum::http::StatusCode::CONFLICT => {
+                Ok((e.status, Json(json!({ "error": e.message, "url": url }))).into_response())
+            }
+            Err(e) => Err(e),
+        }
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }

@@ -26,18 +26,10 @@ struct Resolved {
     blob_oid: Option<String>,
 }
 
-pub async fn resolve(
-    State(state): State<Shared>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+pub async fn resolve(State(state): State<Shared>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let result = async {
         if method != Method::GET && method != Method::HEAD {
-            return Err(ApiError::not_found(format!(
-                "no route for {method} {}",
-                uri.path()
-            )));
+            return Err(ApiError::not_found(format!("no route for {method} {}", uri.path())));
         }
         let segs = decoded_segments(uri.path())?;
         let resolved = if segs.first().map(String::as_str) == Some("buckets") {
@@ -57,21 +49,14 @@ fn resolve_repo(state: &Shared, headers: &HeaderMap, segs: &[String]) -> ApiResu
         Some("spaces") => (RepoKind::Space, &segs[1..]),
         _ => (RepoKind::Model, segs),
     };
-    let id_len = match (
-        rest.get(1).map(String::as_str),
-        rest.get(2).map(String::as_str),
-    ) {
+    let id_len = match (rest.get(1).map(String::as_str), rest.get(2).map(String::as_str)) {
         (Some("resolve"), _) => 1,
         (_, Some("resolve")) => 2,
         _ => return Err(ApiError::not_found("Not found")),
     };
     let repo = RepoRef::new(kind, rest[..id_len].join("/"));
     let after = &rest[id_len + 1..];
-    let take = if after.first().map(String::as_str) == Some("refs") && after.len() >= 4 {
-        3
-    } else {
-        1
-    };
+    let take = if after.first().map(String::as_str) == Some("refs") && after.len() >= 4 { 3 } else { 1 };
     if after.len() <= take {
         return Err(ApiError::entry_not_found(""));
     }
@@ -81,13 +66,8 @@ fn resolve_repo(state: &Shared, headers: &HeaderMap, segs: &[String]) -> ApiResu
     let who = caller(state, headers);
     state.store.read(|st| {
         let r = visible_repo(st, &repo, &who)?;
-        let commit = r
-            .commit(&rev)
-            .ok_or_else(|| ApiError::revision_not_found(&rev))?;
-        let f = commit
-            .files
-            .get(&path)
-            .ok_or_else(|| ApiError::entry_not_found(&path))?;
+        let commit = r.commit(&rev).ok_or_else(|| ApiError::revision_not_found(&rev))?;
+        let f = commit.files.get(&path).ok_or_else(|| ApiError::entry_not_found(&path))?;
         Ok(Resolved {
             size: f.size,
             etag: f.etag().to_string(),
@@ -115,16 +95,9 @@ fn resolve_bucket(state: &Shared, headers: &HeaderMap, segs: &[String]) -> ApiRe
     let who = caller(state, headers);
     state.store.read(|st| {
         let b = st.buckets.get(&id);
-        who.check_read(
-            segs.first().map(String::as_str),
-            b.is_some_and(|b| b.private),
-            ApiError::bucket_not_found(),
-        )?;
+        who.check_read(segs.first().map(String::as_str), b.is_some_and(|b| b.private), ApiError::bucket_not_found())?;
         let b = b.ok_or_else(ApiError::bucket_not_found)?;
-        let f = b
-            .files
-            .get(&path)
-            .ok_or_else(|| ApiError::entry_not_found(&path))?;
+        let f = b.files.get(&path).ok_or_else(|| ApiError::entry_not_found(&path))?;
         Ok(Resolved {
             size: f.size,
             etag: f.xet_hash.clone(),
@@ -137,12 +110,7 @@ fn resolve_bucket(state: &Shared, headers: &HeaderMap, segs: &[String]) -> ApiRe
     })
 }
 
-async fn respond(
-    state: &Shared,
-    method: &Method,
-    req_headers: &HeaderMap,
-    r: Resolved,
-) -> ApiResult<Response> {
+async fn respond(state: &Shared, method: &Method, req_headers: &HeaderMap, r: Resolved) -> ApiResult<Response> {
     let mut h = HeaderMap::new();
     let quoted_etag = format!("\"{}\"", r.etag);
     let mut put = |name: &'static str, value: String| {
@@ -151,10 +119,7 @@ async fn respond(
         }
     };
     put("etag", quoted_etag.clone());
-    put(
-        "last-modified",
-        httpdate::fmt_http_date(r.last_modified.into()),
-    );
+    put("last-modified", httpdate::fmt_http_date(r.last_modified.into()));
     put("accept-ranges", "bytes".into());
     put("content-type", "application/octet-stream".into());
     if let Some(sha) = &r.repo_commit {
@@ -166,9 +131,7 @@ async fn respond(
         put("x-linked-etag", quoted_etag.clone());
         put("link", format!("<{}>; rel=\"xet-auth\"", r.token_url));
     }
-    let if_none_match = req_headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok());
+    let if_none_match = req_headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
     if if_none_match.is_some_and(|v| v.trim() == quoted_etag || v.trim() == r.etag) {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
@@ -183,21 +146,16 @@ async fn respond(
     }
     let (start, end) = range.unwrap_or((0, r.size));
     let body = match (&r.blob_oid, &r.xet_hash) {
-        (Some(oid), _) => bytes::Bytes::from(
-            read_blob_range(&crate::blobs::blob_path(&state.blob_dir, oid), start, end).await?,
-        ),
+        (Some(oid), _) => {
+            bytes::Bytes::from(read_blob_range(&crate::blobs::blob_path(&state.blob_dir, oid), start, end).await?)
+        }
         (None, Some(xet)) => state.cas.read_file(xet, start, end).await?,
         (None, None) => return Err(ApiError::internal("file has no content")),
     };
     if range.is_some() {
         h.insert(
             header::CONTENT_RANGE,
-            HeaderValue::from_str(&format!(
-                "bytes {start}-{}/{}",
-                end.saturating_sub(1),
-                r.size
-            ))
-            .expect("ascii"),
+            HeaderValue::from_str(&format!("bytes {start}-{}/{}", end.saturating_sub(1), r.size)).expect("ascii"),
         );
         return Ok((StatusCode::PARTIAL_CONTENT, h, body).into_response());
     }
@@ -205,20 +163,14 @@ async fn respond(
 }
 
 fn range_not_satisfiable(size: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        format!("range not satisfiable for a file of {size} bytes"),
-    )
+    ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, format!("range not satisfiable for a file of {size} bytes"))
 }
 
 /// `bytes=a-b` / `bytes=a-` / `bytes=-n` → half-open `[start, end)`.
 fn parse_single_range(spec: &str, size: u64) -> Option<(u64, u64)> {
     let (a, b) = spec.trim().strip_prefix("bytes=")?.split_once('-')?;
     let (start, end) = match (a.is_empty(), b.is_empty()) {
-        (false, false) => (
-            a.parse().ok()?,
-            b.parse::<u64>().ok()?.saturating_add(1).min(size),
-        ),
+        (false, false) => (a.parse().ok()?, b.parse::<u64>().ok()?.saturating_add(1).min(size)),
         (false, true) => (a.parse().ok()?, size),
         (true, false) => (size.saturating_sub(b.parse().ok()?), size),
         (true, true) => return None,
@@ -230,11 +182,9 @@ async fn read_blob_range(path: &std::path::Path, start: u64, end: u64) -> ApiRes
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::File::open(&path)
-            .map_err(|e| ApiError::internal(format!("blob missing: {e}")))?;
+        let f = std::fs::File::open(&path).map_err(|e| ApiError::internal(format!("blob missing: {e}")))?;
         let mut buf = vec![0u8; (end - start) as usize];
-        f.read_exact_at(&mut buf, start)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        f.read_exact_at(&mut buf, start).map_err(|e| ApiError::internal(e.to_string()))?;
         Ok(buf)
     })
     .await

@@ -55,11 +55,7 @@ pub fn list_level<'a, V>(
             });
             return (out, last);
         }
-        let from = if key[prefix.len()..].starts_with('/') {
-            prefix.len() + 1
-        } else {
-            prefix.len()
-        };
+        let from = if key[prefix.len()..].starts_with('/') { prefix.len() + 1 } else { prefix.len() };
         match key[from..].find('/') {
             Some(i) => {
                 let dir = key[..from + i].to_string();
@@ -83,16 +79,10 @@ pub fn list_recursive<'a, V>(
     cursor: Option<&str>,
     limit: usize,
 ) -> (Vec<Entry<'a, V>>, Option<String>) {
-    let offset: usize = cursor
-        .and_then(|c| c.strip_prefix("i:"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let offset: usize = cursor.and_then(|c| c.strip_prefix("i:")).and_then(|n| n.parse().ok()).unwrap_or(0);
     let mut all = Vec::new();
     let mut open_dirs: Vec<String> = Vec::new();
-    for (key, value) in map
-        .range(prefix.to_string()..)
-        .take_while(|(k, _)| k.starts_with(prefix))
-    {
+    for (key, value) in map.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)) {
         let rel = &key[prefix.len()..];
         open_dirs.retain(|d| key.starts_with(&format!("{d}/")));
         let mut end = 0;
@@ -132,15 +122,7 @@ mod tests {
 
     #[test]
     fn one_level_groups_subdirectories() {
-        let m = map(&[
-            "a-b/x",
-            "a/1.manifest",
-            "a/1.manifest#1",
-            "a/y/z",
-            "a/y/zz",
-            "a0",
-            "b",
-        ]);
+        let m = map(&["a-b/x", "a/1.manifest", "a/1.manifest#1", "a/y/z", "a/y/zz", "a0", "b"]);
         let (root, next) = list_level(&m, "", None, 100);
         assert_eq!(paths(&root), ["a-b/", "a/", "a0", "b"]);
         assert!(next.is_none());
@@ -150,10 +132,7 @@ mod tests {
         let (raw, _) = list_level(&m, "a/1.manifest", None, 100);
         assert_eq!(paths(&raw), ["a/1.manifest", "a/1.manifest#1"]);
         let (raw_dir, _) = list_level(&m, "a", None, 100);
-        assert_eq!(
-            paths(&raw_dir),
-            ["a-b/", "a/1.manifest", "a/1.manifest#1", "a/y/", "a0"]
-        );
+        assert_eq!(paths(&raw_dir), ["a-b/", "a/1.manifest", "a/1.manifest#1", "a/y/", "a0"]);
     }
 
     #[test]

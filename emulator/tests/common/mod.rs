@@ -1,0 +1,57 @@
+//! Helpers shared by the emulator's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use hf_hub_emulator::{Emulator, EmulatorConfig};
+
+pub const WRITE_TOKEN: &str = "hf_alice_write";
+pub const READ_TOKEN: &str = "hf_alice_read";
+pub const OTHER_TOKEN: &str = "hf_bob_write";
+
+/// Deterministic pseudo-random bytes (xorshift), so fixtures are the same every run.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A small repo: a Xet-backed model file, git-blob text files, awkward names.
+pub fn write_fixture(dir: &Path) {
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("config.json", br#"{"model_type": "tiny", "hidden": 8}"#.to_vec()),
+        ("model.safetensors", bytes(1, 3 * 1024 * 1024 + 5)),
+        ("README.md", b"# tiny\n\nA fixture.\n".to_vec()),
+        ("nested dir/notes #1 100%.txt", b"hash, percent and spaces\n".to_vec()),
+        ("nested dir/deeper/\u{fc}nic\u{f6}de.txt", "unicode \u{2713}\n".as_bytes().to_vec()),
+    ];
+    for (rel, content) in files {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
+/// An emulator with alice (write and read tokens) and bob (write token).
+pub async fn start() -> Emulator {
+    Emulator::start_temp_with(|c: EmulatorConfig| {
+        c.token("alice", WRITE_TOKEN, true).token("alice", READ_TOKEN, false).token("bob", OTHER_TOKEN, true)
+    })
+    .await
+    .expect("emulator starts")
+}
+
+/// Lowers xet-core's retry defaults (5 attempts, 3 s base) so failing tests fail fast.
+pub fn fast_xet_retries() {
+    // SAFETY: set once before any thread reads the variables (tests call it first thing).
+    unsafe {
+        std::env::set_var("HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "2");
+        std::env::set_var("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms");
+    }
+}

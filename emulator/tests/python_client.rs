@@ -1,0 +1,47 @@
+//! The real Python `huggingface_hub` client (with hf_xet) against the emulator.
+//! The interpreter is `$HF_MOUNT_PYTHON` (the CI venv) or `python3`; it must
+//! have `huggingface_hub` and `hf_xet` installed, or the test fails.
+
+mod common;
+
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn huggingface_hub_client_works_against_the_emulator() {
+    let hub = common::start().await;
+    let fixture = tempfile::tempdir().unwrap();
+    common::write_fixture(fixture.path());
+    hub.seed_repo("alice/tiny", fixture.path(), false).await.unwrap();
+    hub.seed_repo("alice/secret", fixture.path(), true).await.unwrap();
+
+    let python = std::env::var("HF_MOUNT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let hf_home = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/hub_client_check.py");
+    let endpoint = hub.endpoint();
+    let fixture_path = fixture.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&python)
+            .arg(script)
+            .env("HF_ENDPOINT", endpoint)
+            .env("HF_HOME", hf_home.path())
+            .env("HF_HUB_DISABLE_TELEMETRY", "1")
+            .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            .env("HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "2")
+            .env("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms")
+            .env_remove("HF_TOKEN")
+            .env("FIXTURE", fixture_path)
+            .env("WRITE_TOKEN", common::WRITE_TOKEN)
+            .env("READ_TOKEN", common::READ_TOKEN)
+            .env("OTHER_TOKEN", common::OTHER_TOKEN)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "Python client checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("14 passed, 0 failed"), "not every check ran:\n{stdout}");
+    hub.stop().await;
+}
