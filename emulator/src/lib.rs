@@ -23,6 +23,7 @@ pub mod model;
 pub mod routes;
 pub mod seed;
 pub mod store;
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

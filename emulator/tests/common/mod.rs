@@ -55,3 +55,67 @@ pub fn fast_xet_retries() {
         std::env::set_var("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms");
     }
 }
+
+/// A plain HTTP client for poking routes (no proxy, short timeout).
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(20)).build().unwrap()
+}
+
+/// Starts an emulator with `alice/tiny` seeded from the fixture; returns it with the fixture dir.
+pub async fn start_seeded() -> (Emulator, tempfile::TempDir) {
+    let hub = start().await;
+    let fixture = tempfile::tempdir().unwrap();
+    write_fixture(fixture.path());
+    hub.seed_repo("alice/tiny", fixture.path(), false).await.unwrap();
+    (hub, fixture)
+}
+
+/// Commits small text files through the NDJSON commit route (no Xet upload).
+pub async fn commit_text_files(hub: &Emulator, repo: &str, files: &[(&str, &str)]) -> String {
+    use base64::Engine;
+    let mut body = String::from("{\"key\":\"header\",\"value\":{\"summary\":\"add files\"}}\n");
+    for (path, content) in files {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+        body.push_str(
+            &serde_json::json!({"key":"file","value":{"path":path,"content":b64,"encoding":"base64"}}).to_string(),
+        );
+        body.push('\n');
+    }
+    let resp = http()
+        .post(format!("{}/api/models/{repo}/commit/main", hub.endpoint()))
+        .bearer_auth(WRITE_TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let v: serde_json::Value = resp.json().await.unwrap();
+    v["commitOid"].as_str().unwrap().to_string()
+}
+
+/// Follows `Link: rel="next"` from `url`, collecting every page's array.
+pub async fn get_all_pages(url: &str, token: Option<&str>) -> (Vec<serde_json::Value>, usize) {
+    let mut out = Vec::new();
+    let mut next = Some(url.to_string());
+    let mut pages = 0;
+    while let Some(u) = next.take() {
+        let mut req = http().get(&u);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{u}");
+        next = resp
+            .headers()
+            .get("link")
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.strip_prefix('<'))
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .map(|(u, _)| u.to_string());
+        let page: Vec<serde_json::Value> = resp.json().await.unwrap();
+        out.extend(page);
+        pages += 1;
+    }
+    (out, pages)
+}
