@@ -186,25 +186,26 @@ pub async fn paths_info(
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
+#[serde(tag = "type")]
 enum BatchLine {
-    AddFile {
+    #[serde(rename = "addFile")]
+    Add {
         path: String,
         #[serde(rename = "xetHash")]
         xet_hash: String,
         #[serde(default)]
         mtime: Option<i64>,
     },
-    CopyFile {
+    #[serde(rename = "copyFile")]
+    Copy {
         path: String,
         #[serde(rename = "xetHash")]
         xet_hash: String,
         #[serde(default)]
         mtime: Option<i64>,
     },
-    DeleteFile {
-        path: String,
-    },
+    #[serde(rename = "deleteFile")]
+    Delete { path: String },
 }
 
 /// Applies an NDJSON batch atomically. Every add must come before every delete,
@@ -226,7 +227,7 @@ pub async fn batch(
             let line: BatchLine = serde_json::from_str(raw)
                 .map_err(|e| ApiError::bad_request(format!("invalid NDJSON at line {}: {e}", n + 1)))?;
             match line {
-                BatchLine::AddFile { path, xet_hash, mtime } | BatchLine::CopyFile { path, xet_hash, mtime } => {
+                BatchLine::Add { path, xet_hash, mtime } | BatchLine::Copy { path, xet_hash, mtime } => {
                     if seen_delete {
                         return Err(ApiError::bad_request(format!(
                             "line {}: all additions must come before deletions",
@@ -237,7 +238,7 @@ pub async fn batch(
                     let mtime = mtime.and_then(|ms| Utc.timestamp_millis_opt(ms).single()).unwrap_or_else(Utc::now);
                     ops.push(BatchOp::Add { path, xet_hash, size, mtime });
                 }
-                BatchLine::DeleteFile { path } => {
+                BatchLine::Delete { path } => {
                     seen_delete = true;
                     ops.push(BatchOp::Delete { path });
                 }
