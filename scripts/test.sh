@@ -13,4 +13,4 @@ fi
 "$venv/bin/pip" install --quiet -r tests-requirements.txt
 export HF_MOUNT_PYTHON="$venv/bin/python"
 
-cargo test --workspace --all-targets "$@"
+cargo test --workspace "$@"
