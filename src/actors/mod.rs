@@ -1,0 +1,372 @@
+//! The actor engine: a supervisor and the actors it spawns linked, each the
+//! only owner of one piece of state. A failed actor is restarted with the
+//! same state object (inode table, handles, cache index), so inode numbers
+//! and open handles survive; callers that were mid-call retry once the
+//! registry points at the new incarnation.
+
+pub mod chunk_cache;
+pub mod inode_table;
+pub mod poller;
+pub mod prefetch;
+pub mod revalidator;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{FsError, FsResult};
+use crate::hub::{HubClient, Probe, RemoteEntry, RemoteFile, RemoteKind, Source, XetAdapter};
+use chunk_cache::{CacheMsg, CacheState, ChunkCache};
+use inode_table::{InodeMsg, InodeState, InodeTable, Invalidation};
+use poller::{Poller, PollerArgs, PollerMsg};
+use prefetch::{HandleState, Prefetch, PrefetchMsg};
+use revalidator::{Revalidator, RevalidatorMsg};
+
+/// How long an actor call may wait for a reply before it is retried (actor restarting).
+const ACTOR_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts of one actor call across restarts.
+const ACTOR_CALL_ATTEMPTS: u32 = 4;
+
+/// Everything the actors need to reach the Hub and CAS for one source.
+pub struct Remote {
+    pub hub: Arc<HubClient>,
+    pub xet: XetAdapter,
+    source: RwLock<Source>,
+    /// Commit sha (repos) or `updatedAt` (buckets) of the last probe.
+    version: RwLock<String>,
+}
+
+impl Remote {
+    pub fn new(hub: Arc<HubClient>, source: Source, probe: &Probe) -> Self {
+        let mut source = source;
+        source.id = probe.id.clone();
+        let commit = if source.is_bucket() { String::new() } else { probe.version.clone() };
+        let xet = XetAdapter::new(hub.clone(), source.clone(), commit);
+        Self { hub, xet, source: RwLock::new(source), version: RwLock::new(probe.version.clone()) }
+    }
+
+    pub fn source(&self) -> Source {
+        self.source.read().clone()
+    }
+
+    pub fn source_label(&self) -> String {
+        self.source.read().to_string()
+    }
+
+    pub fn version(&self) -> String {
+        self.version.read().clone()
+    }
+
+    /// The commit listings and lookups are made at ("" for buckets).
+    fn commit(&self) -> String {
+        if self.source.read().is_bucket() {
+            String::new()
+        } else {
+            self.version.read().clone()
+        }
+    }
+
+    /// Records a newer probe; returns whether the version moved.
+    pub fn advance(&self, probe: &Probe) -> bool {
+        let mut v = self.version.write();
+        if *v == probe.version {
+            return false;
+        }
+        *v = probe.version.clone();
+        drop(v);
+        if !self.source.read().is_bucket() {
+            self.xet.set_commit(&probe.version);
+        }
+        true
+    }
+
+    pub async fn probe(&self) -> FsResult<Probe> {
+        let src = self.source();
+        Ok(self.hub.probe(&src).await?)
+    }
+
+    pub async fn head(&self, path: &str) -> FsResult<Option<RemoteFile>> {
+        let src = self.source();
+        Ok(self.hub.head_file(&src, &self.commit(), &src.repo_path(path)).await?)
+    }
+
+    /// One level below `path` (a mount path), with entry paths relative to the mount.
+    pub async fn list(&self, path: &str) -> FsResult<Vec<RemoteEntry>> {
+        let src = self.source();
+        let entries = self.hub.list_dir(&src, &self.commit(), &src.repo_path(path)).await?;
+        let strip = if src.subfolder.is_empty() { 0 } else { src.subfolder.len() + 1 };
+        Ok(entries.into_iter().map(|e| RemoteEntry { path: e.path[strip..].to_string(), kind: e.kind }).collect())
+    }
+
+    pub async fn is_dir(&self, path: &str) -> FsResult<bool> {
+        let src = self.source();
+        Ok(self.hub.is_dir(&src, &self.commit(), &src.repo_path(path)).await?)
+    }
+
+    /// Bytes `[start, end)` of a file: through xet-core for Xet files, the resolve URL otherwise.
+    pub async fn read(&self, path: &str, file: &RemoteFile, start: u64, end: u64) -> FsResult<Bytes> {
+        if start >= end {
+            return Ok(Bytes::new());
+        }
+        match &file.xet_hash {
+            Some(hash) => Ok(self.xet.read(hash, file.size, start..end).await?),
+            None => {
+                let src = self.source();
+                Ok(self.hub.get_range(&src, &self.commit(), &src.repo_path(path), start, end).await?)
+            }
+        }
+    }
+}
+
+impl RemoteKind {
+    pub fn is_dir(&self) -> bool {
+        matches!(self, RemoteKind::Dir)
+    }
+}
+
+/// The actors of one mount, as the engine reaches them.
+#[derive(Clone)]
+pub struct Refs {
+    pub inode: ActorRef<InodeMsg>,
+    pub revalidator: ActorRef<RevalidatorMsg>,
+    pub prefetch: ActorRef<PrefetchMsg>,
+    pub cache: ActorRef<CacheMsg>,
+    pub poller: Option<ActorRef<PollerMsg>>,
+}
+
+/// The current incarnation of every actor; the supervisor swaps entries on restart.
+#[derive(Clone)]
+pub struct Registry(Arc<RwLock<Option<Refs>>>);
+
+impl Registry {
+    pub fn get(&self) -> FsResult<Refs> {
+        self.0.read().clone().ok_or_else(|| FsError::Io("the mount is shutting down".into()))
+    }
+}
+
+/// Calls an actor (picked from the registry each attempt), retrying while it restarts.
+pub async fn call<M, T>(
+    registry: &Registry,
+    pick: impl Fn(&Refs) -> ActorRef<M>,
+    build: impl Fn(RpcReplyPort<T>) -> M,
+) -> FsResult<T>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    call_with_timeout(registry, pick, build, ACTOR_CALL_TIMEOUT).await
+}
+
+/// Like [`call`], for replies that wait on the network (bounded by `timeout`).
+pub async fn call_with_timeout<M, T>(
+    registry: &Registry,
+    pick: impl Fn(&Refs) -> ActorRef<M>,
+    build: impl Fn(RpcReplyPort<T>) -> M,
+    timeout: Duration,
+) -> FsResult<T>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    let mut last = String::new();
+    for attempt in 0..ACTOR_CALL_ATTEMPTS {
+        let actor = pick(&registry.get()?);
+        match actor.call(&build, Some(timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(v)) => return Ok(v),
+            Ok(ractor::rpc::CallResult::Timeout) => return Err(FsError::TimedOut(timeout, "actor reply".into())),
+            Ok(ractor::rpc::CallResult::SenderError) => last = "actor stopped before replying".into(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+    }
+    Err(FsError::Io(format!("actor unavailable: {last}")))
+}
+
+/// Which actor, for the test hook that kills one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActorKind {
+    InodeTable,
+    Revalidator,
+    Prefetch,
+    ChunkCache,
+    Poller,
+}
+
+/// What the supervisor needs to (re)spawn every actor.
+pub struct EngineArgs {
+    pub remote: Arc<Remote>,
+    pub inodes: Arc<Mutex<InodeState>>,
+    pub handles: Arc<Mutex<HandleState>>,
+    pub cache: Arc<Mutex<CacheState>>,
+    pub invalidations: UnboundedSender<Invalidation>,
+    pub poll_interval: Option<Duration>,
+    pub registry: Registry,
+}
+
+pub enum SupervisorMsg {
+    /// Counts of restarts so far, per actor.
+    Restarts { reply: RpcReplyPort<u64> },
+}
+
+pub struct Supervisor;
+
+pub struct SupervisorState {
+    args: EngineArgs,
+    restarts: u64,
+}
+
+impl Supervisor {
+    /// Starts the supervisor and all actors; the registry is filled before this returns.
+    pub async fn start(args: EngineArgs) -> anyhow::Result<ActorRef<SupervisorMsg>> {
+        let (sup, _) = Actor::spawn(None, Supervisor, args).await?;
+        Ok(sup)
+    }
+}
+
+async fn spawn_one(kind: ActorKind, args: &EngineArgs, me: ActorCell, refs: &mut Option<Refs>) -> anyhow::Result<()> {
+    macro_rules! link {
+        ($actor:expr, $args:expr) => {
+            Actor::spawn_linked(None, $actor, $args, me.clone()).await?.0
+        };
+    }
+    match kind {
+        ActorKind::InodeTable => {
+            let a = link!(InodeTable, args.inodes.clone());
+            if let Some(r) = refs.as_mut() {
+                r.inode = a;
+            }
+        }
+        ActorKind::Revalidator => {
+            let a = link!(Revalidator, args.remote.clone());
+            if let Some(r) = refs.as_mut() {
+                r.revalidator = a;
+            }
+        }
+        ActorKind::Prefetch => {
+            let a = link!(Prefetch, args.handles.clone());
+            if let Some(r) = refs.as_mut() {
+                r.prefetch = a;
+            }
+        }
+        ActorKind::ChunkCache => {
+            let a = link!(ChunkCache, args.cache.clone());
+            if let Some(r) = refs.as_mut() {
+                r.cache = a;
+            }
+        }
+        ActorKind::Poller => {
+            let poller_args = PollerArgs {
+                remote: args.remote.clone(),
+                registry: args.registry.clone(),
+                invalidations: args.invalidations.clone(),
+                interval: args.poll_interval,
+            };
+            let a = link!(Poller, poller_args);
+            if let Some(r) = refs.as_mut() {
+                r.poller = Some(a);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kind_of(refs: &Refs, cell: &ActorCell) -> Option<ActorKind> {
+    let id = cell.get_id();
+    if refs.inode.get_id() == id {
+        Some(ActorKind::InodeTable)
+    } else if refs.revalidator.get_id() == id {
+        Some(ActorKind::Revalidator)
+    } else if refs.prefetch.get_id() == id {
+        Some(ActorKind::Prefetch)
+    } else if refs.cache.get_id() == id {
+        Some(ActorKind::ChunkCache)
+    } else if refs.poller.as_ref().is_some_and(|p| p.get_id() == id) {
+        Some(ActorKind::Poller)
+    } else {
+        None
+    }
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = EngineArgs;
+
+    async fn pre_start(
+        &self,
+        me: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let cell = me.get_cell();
+        let inode = Actor::spawn_linked(None, InodeTable, args.inodes.clone(), cell.clone()).await?.0;
+        let revalidator = Actor::spawn_linked(None, Revalidator, args.remote.clone(), cell.clone()).await?.0;
+        let prefetch = Actor::spawn_linked(None, Prefetch, args.handles.clone(), cell.clone()).await?.0;
+        let cache = Actor::spawn_linked(None, ChunkCache, args.cache.clone(), cell.clone()).await?.0;
+        *args.registry.0.write() = Some(Refs { inode, revalidator, prefetch, cache, poller: None });
+        if args.poll_interval.is_some() {
+            let mut refs = args.registry.0.read().clone();
+            spawn_one(ActorKind::Poller, &args, cell.clone(), &mut refs).await?;
+            *args.registry.0.write() = refs;
+        }
+        Ok(SupervisorState { args, restarts: 0 })
+    }
+
+    async fn post_stop(&self, _: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        if let Some(refs) = st.args.registry.0.write().take() {
+            refs.inode.stop(None);
+            refs.revalidator.stop(None);
+            refs.prefetch.stop(None);
+            refs.cache.stop(None);
+            if let Some(p) = refs.poller {
+                p.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Restarts { reply } => {
+                let _ = reply.send(st.restarts);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, why) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, format!("stopped: {}", reason.unwrap_or_default()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(refs) = st.args.registry.0.read().clone() else { return Ok(()) }; // shutting down
+        let Some(kind) = kind_of(&refs, &cell) else { return Ok(()) };
+        tracing::error!("actor {kind:?} {why}; restarting it");
+        let mut refs = Some(refs);
+        spawn_one(kind, &st.args, me.get_cell(), &mut refs).await?;
+        *st.args.registry.0.write() = refs;
+        st.restarts += 1;
+        Ok(())
+    }
+}
+
+/// Builds the registry handle before the supervisor fills it.
+pub fn new_registry() -> Registry {
+    Registry(Arc::new(RwLock::new(None)))
+}

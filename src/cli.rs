@@ -1,0 +1,132 @@
+//! Running a mount in the foreground: validate everything, mount, serve until
+//! unmounted or signalled (then unmount cleanly). Errors are one clear line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::MountArgs;
+use crate::engine::Engine;
+use crate::frontends::fuse::{self, FuseOptions};
+use crate::hub::HubClient;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and info from hf-mount).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,hf_mount=info,fuser=error".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// The cache directory: the one asked for (created, checked writable), or a temporary one.
+fn cache_dir(args: &MountArgs) -> anyhow::Result<(Option<PathBuf>, Option<tempfile::TempDir>)> {
+    if args.no_disk_cache {
+        return Ok((None, None));
+    }
+    match &args.cache_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("cache dir {}", dir.display()))?;
+            let probe =
+                tempfile::tempfile_in(dir).with_context(|| format!("cache dir {} is not writable", dir.display()));
+            probe?;
+            Ok((Some(dir.clone()), None))
+        }
+        None => {
+            let tmp = tempfile::Builder::new().prefix("hf-mount-cache-").tempdir()?;
+            Ok((Some(tmp.path().to_path_buf()), Some(tmp)))
+        }
+    }
+}
+
+/// Everything a mount needs, checked, with the engine started.
+pub struct Prepared {
+    pub runtime: tokio::runtime::Runtime,
+    pub engine: Engine,
+    pub options: FuseOptions,
+    pub mountpoint: PathBuf,
+    _cache: Option<tempfile::TempDir>,
+}
+
+/// Validates the options and starts the engine (probing the source).
+pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
+    let source = args.parse_source()?;
+    if !args.read_only && source.is_bucket() {
+        tracing::info!("buckets are mounted read-only in this version");
+    }
+    fuse::check_mountpoint(&args.mountpoint)?;
+    let (disk, cache_guard) = cache_dir(args)?;
+    let token = args.token_source()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("hf-mount-worker")
+        .enable_all()
+        .build()?;
+    let hub = HubClient::new(&args.hub_endpoint, token, args.read_timeout())?;
+    let config = args.engine_config(&source, disk);
+    let engine = runtime.block_on(Engine::start(hub, source, config))?;
+    let ttl = engine.config().metadata_ttl;
+    let options = FuseOptions {
+        uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+        gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+        max_threads: args.max_threads,
+        allow_other: args.allow_other,
+        ttl,
+    };
+    Ok(Prepared { runtime, engine, options, mountpoint: args.mountpoint.clone(), _cache: cache_guard })
+}
+
+/// `hf-mount-fuse`: mounts in the foreground until unmounted or signalled.
+pub fn run_fuse(args: MountArgs) -> anyhow::Result<()> {
+    let p = prepare(&args)?;
+    let target = std::fs::canonicalize(&p.mountpoint)?;
+    let source = p.engine.source();
+    let version = p.engine.version();
+    let mount = fuse::mount(p.engine.clone(), p.runtime.handle().clone(), &p.mountpoint, p.options.clone())?;
+    eprintln!("hf-mount: {source} ({version}) mounted at {}", p.mountpoint.display());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended2 = ended.clone();
+    p.runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let watcher = tokio::task::spawn_blocking(move || {
+            // Polls the kernel's mount table: an outside `umount` ends the session.
+            while is_mounted(&target) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            ended2.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = tx.send(());
+        });
+        tokio::select! {
+            _ = term.recv() => eprintln!("hf-mount: SIGTERM, unmounting"),
+            _ = int.recv() => eprintln!("hf-mount: SIGINT, unmounting"),
+            _ = rx => {},
+        }
+        drop(watcher);
+        anyhow::Ok(())
+    })?;
+    if ended.load(std::sync::atomic::Ordering::SeqCst) {
+        mount.wait()?;
+    } else {
+        mount.unmount()?;
+    }
+    p.engine.shutdown();
+    eprintln!("hf-mount: unmounted {}", p.mountpoint.display());
+    Ok(())
+}
+
+/// Whether the canonical path `path` is a mount point in this process's mount namespace.
+pub fn is_mounted(path: &std::path::Path) -> bool {
+    let target = path.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| {
+            m.lines().any(|l| l.split_whitespace().nth(1).map(unescape_mount_path).as_deref() == Some(target.as_str()))
+        })
+        .unwrap_or(false)
+}
+
+/// `/proc/mounts` escapes space, tab, newline and backslash as octal.
+fn unescape_mount_path(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}

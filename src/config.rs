@@ -1,0 +1,175 @@
+//! The mount options: one struct, parsed from flags (and the environment for
+//! the Hub endpoint and token), validated before anything is mounted.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::engine::EngineConfig;
+use crate::hub::{Source, TokenSource};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceType {
+    /// A model, dataset or space: [datasets/|spaces/]owner/name[/subfolder]
+    Repo,
+    /// A bucket: namespace/name[/subfolder]
+    Bucket,
+}
+
+/// Options of a mount, shared by every frontend.
+#[derive(Args, Clone, Debug)]
+pub struct MountArgs {
+    /// What to mount: `repo` or `bucket`.
+    #[arg(value_enum)]
+    pub source_type: SourceType,
+    /// `[datasets/|spaces/]owner/name[/subfolder]` for repos, `ns/name[/subfolder]` for buckets.
+    pub source: String,
+    /// An existing, empty directory.
+    pub mountpoint: PathBuf,
+
+    /// Branch, tag, commit sha or refs/pr/N (repos). A commit sha pins the mount: nothing is revalidated.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// The Hub to talk to.
+    #[arg(long, env = "HF_ENDPOINT", default_value = "https://huggingface.co")]
+    pub hub_endpoint: String,
+    /// Hugging Face token (prefer HF_TOKEN or --token-file: flags show up in `ps`).
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    pub hf_token: Option<String>,
+    /// File holding the token; re-read when it changes, so it can rotate.
+    #[arg(long, conflicts_with = "hf_token")]
+    pub token_file: Option<PathBuf>,
+    /// Mount read-only. Buckets are always read-only in this version.
+    #[arg(long)]
+    pub read_only: bool,
+
+    /// On-disk cache directory (default: a temporary directory removed at unmount).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Cap of the on-disk cache (e.g. 10G, 512M); least recently used blocks are evicted.
+    #[arg(long, default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Keep file bytes in memory only.
+    #[arg(long)]
+    pub no_disk_cache: bool,
+    /// Cap of the in-memory cache (e.g. 256M).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub memory_cache_size: u64,
+
+    /// How long file attributes and listings are trusted before the Hub is asked again.
+    #[arg(long, default_value_t = 10_000)]
+    pub metadata_ttl_ms: u64,
+    /// Revalidate attributes on every access (slow, most consistent).
+    #[arg(long)]
+    pub metadata_ttl_minimal: bool,
+    /// How often to check the remote for changes; 0 turns polling off.
+    #[arg(long, default_value_t = 30)]
+    pub poll_interval_secs: u64,
+    /// Deadline of each Hub or CAS request, retries included; a read that misses it fails with EIO.
+    #[arg(long, default_value_t = 30_000)]
+    pub read_timeout_ms: u64,
+
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 16)]
+    pub max_threads: usize,
+    /// Owner reported for every file (default: the current user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// Group reported for every file (default: the current group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Serve OS metadata probes (.DS_Store, ._*, Thumbs.db, …) from the Hub instead of answering "no such file".
+    #[arg(long)]
+    pub no_filter_os_files: bool,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf when not root).
+    #[arg(long)]
+    pub allow_other: bool,
+}
+
+/// Parses `10G`, `512M`, `64K`, `1000` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s, 1u64),
+        Some((i, _)) => {
+            let unit = s[i..].trim().to_ascii_uppercase();
+            let mult = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
+            };
+            (&s[..i], mult)
+        }
+    };
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+impl MountArgs {
+    pub fn parse_source(&self) -> anyhow::Result<Source> {
+        let parsed = match self.source_type {
+            SourceType::Repo => Source::repo(&self.source, self.revision.as_deref()),
+            SourceType::Bucket => {
+                if self.revision.is_some() {
+                    anyhow::bail!("--revision applies to repos; buckets have no revisions");
+                }
+                Source::bucket(&self.source)
+            }
+        };
+        parsed.map_err(anyhow::Error::msg)
+    }
+
+    pub fn token_source(&self) -> anyhow::Result<TokenSource> {
+        match (&self.token_file, &self.hf_token) {
+            (Some(path), _) => {
+                TokenSource::file(path.clone()).map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))
+            }
+            (None, Some(t)) => Ok(TokenSource::fixed(t)),
+            (None, None) => Ok(TokenSource::anonymous()),
+        }
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms.max(1))
+    }
+
+    /// The engine's view of these options; `disk_cache` is the directory actually used.
+    pub fn engine_config(&self, source: &Source, disk_cache: Option<PathBuf>) -> EngineConfig {
+        let metadata_ttl = if source.is_pinned() {
+            None
+        } else if self.metadata_ttl_minimal {
+            Some(Duration::ZERO)
+        } else {
+            Some(Duration::from_millis(self.metadata_ttl_ms))
+        };
+        let poll =
+            (!source.is_pinned() && self.poll_interval_secs > 0).then(|| Duration::from_secs(self.poll_interval_secs));
+        EngineConfig {
+            metadata_ttl,
+            negative_ttl: metadata_ttl.unwrap_or(Duration::from_secs(3600)).max(Duration::from_secs(1)),
+            poll_interval: poll,
+            filter_os_files: !self.no_filter_os_files,
+            memory_cache_bytes: self.memory_cache_size,
+            disk_cache: disk_cache.map(|d| (d, self.cache_size)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("G").is_err());
+    }
+}

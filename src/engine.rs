@@ -1,0 +1,714 @@
+//! The backend-neutral message API that both frontends call. Each method is
+//! a short conversation with the actors: ask the owner of the state, and when
+//! the answer is "not known yet", ask the revalidator (which coalesces Hub
+//! requests) and report the result back to the owner. Waiting happens here,
+//! in the caller's task, never inside an actor.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use ractor::ActorRef;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::Semaphore;
+
+use crate::actors::chunk_cache::{
+    read_block, BlockKey, CacheConfig, CacheMsg, CacheState, CacheStats, Slot, BLOCK_BYTES,
+};
+use crate::actors::inode_table::{Children, Ino, InodeMsg, InodeState, Invalidation, Lookup, NodeKind, NodeView};
+use crate::actors::prefetch::{DirSnapshot, Fh, HandleState, PrefetchMsg};
+use crate::actors::revalidator::RevalidatorMsg;
+use crate::actors::{
+    call, call_with_timeout, new_registry, ActorKind, EngineArgs, Registry, Remote, Supervisor, SupervisorMsg,
+};
+use crate::error::{FsError, FsResult};
+use crate::hub::{HubClient, RemoteFile, Source};
+
+/// Read-aheads running at once, mount-wide; past this, read-ahead is skipped.
+const MAX_CONCURRENT_READAHEADS: usize = 4;
+/// Plain (non-Xet) files up to this size are fetched and verified whole.
+const WHOLE_FILE_MAX_BYTES: u64 = 16 << 20;
+/// OS metadata files that desktop tools probe for; answered "no such file" without a Hub request.
+const OS_JUNK_NAMES: &[&str] = &[
+    ".DS_Store",
+    "Thumbs.db",
+    "desktop.ini",
+    ".Spotlight-V100",
+    ".Trashes",
+    ".fseventsd",
+    ".localized",
+    ".hidden",
+    ".metadata_never_index",
+    "autorun.inf",
+];
+
+/// True for names desktop tools create or probe that never exist on the Hub.
+pub fn is_os_junk(name: &str) -> bool {
+    name.starts_with("._") || OS_JUNK_NAMES.contains(&name)
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How long attributes are trusted; `None`: forever (sha-pinned mounts). Zero: revalidate on every access.
+    pub metadata_ttl: Option<Duration>,
+    pub negative_ttl: Duration,
+    /// `None` disables polling.
+    pub poll_interval: Option<Duration>,
+    pub filter_os_files: bool,
+    pub memory_cache_bytes: u64,
+    /// `None` disables the disk cache.
+    pub disk_cache: Option<(std::path::PathBuf, u64)>,
+}
+
+/// What the frontends need to answer `stat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub is_dir: bool,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+impl Attr {
+    fn of(view: &NodeView, mount_time: SystemTime) -> Self {
+        match &view.kind {
+            NodeKind::Dir => Attr { ino: view.ino, is_dir: true, size: 0, mtime: mount_time },
+            NodeKind::File(f) => {
+                Attr { ino: view.ino, is_dir: false, size: f.size, mtime: f.mtime.unwrap_or(mount_time) }
+            }
+        }
+    }
+}
+
+/// A directory entry with its attributes.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: String,
+    pub attr: Attr,
+}
+
+struct Inner {
+    registry: Registry,
+    remote: Arc<Remote>,
+    supervisor: ActorRef<SupervisorMsg>,
+    cfg: EngineConfig,
+    mount_time: SystemTime,
+    invalidations: Mutex<Option<UnboundedReceiver<Invalidation>>>,
+    invalidations_tx: tokio::sync::mpsc::UnboundedSender<Invalidation>,
+    readaheads: Arc<Semaphore>,
+}
+
+/// The handle frontends hold; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Probes the source (failing with a clear error when it cannot be mounted) and starts the actors.
+    pub async fn start(hub: Arc<HubClient>, source: Source, cfg: EngineConfig) -> anyhow::Result<Self> {
+        let probe = hub.probe(&source).await.map_err(|e| describe_probe_error(&source, e))?;
+        let remote = Arc::new(Remote::new(hub, source.clone(), &probe));
+        if !source.subfolder.is_empty() && !remote.is_dir("").await.map_err(|e| anyhow::anyhow!("{source}: {e}"))? {
+            anyhow::bail!("{source}: subfolder {:?} does not exist", source.subfolder);
+        }
+        let (tx, rx) = unbounded_channel();
+        let cache = CacheState::new(CacheConfig { memory_bytes: cfg.memory_cache_bytes, disk: cfg.disk_cache.clone() })
+            .map_err(|e| anyhow::anyhow!("cache directory unusable: {e}"))?;
+        let registry = new_registry();
+        let args = EngineArgs {
+            remote: remote.clone(),
+            inodes: Arc::new(Mutex::new(InodeState::new(cfg.negative_ttl))),
+            handles: Arc::new(Mutex::new(HandleState::default())),
+            cache: Arc::new(Mutex::new(cache)),
+            invalidations: tx.clone(),
+            poll_interval: cfg.poll_interval,
+            registry: registry.clone(),
+        };
+        let supervisor = Supervisor::start(args).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                registry,
+                remote,
+                supervisor,
+                cfg,
+                mount_time: SystemTime::now(),
+                invalidations: Mutex::new(Some(rx)),
+                invalidations_tx: tx,
+                readaheads: Arc::new(Semaphore::new(MAX_CONCURRENT_READAHEADS)),
+            }),
+        })
+    }
+
+    pub fn source(&self) -> Source {
+        self.inner.remote.source()
+    }
+
+    /// The commit sha (repos) or `updatedAt` (buckets) currently served.
+    pub fn version(&self) -> String {
+        self.inner.remote.version()
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    /// Kernel invalidations from remote changes; the frontend takes the receiver once.
+    pub fn take_invalidations(&self) -> Option<UnboundedReceiver<Invalidation>> {
+        self.inner.invalidations.lock().take()
+    }
+
+    fn reg(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Replies that wait on the Hub get its deadline plus a margin.
+    fn net_timeout(&self) -> Duration {
+        self.inner.remote.hub.deadline() + Duration::from_secs(2)
+    }
+
+    fn attr(&self, view: &NodeView) -> Attr {
+        Attr::of(view, self.inner.mount_time)
+    }
+
+    fn stale(&self, view: &NodeView) -> bool {
+        matches!(view.kind, NodeKind::File(_))
+            && self.inner.cfg.metadata_ttl.is_some_and(|ttl| view.checked_at.elapsed() >= ttl)
+    }
+
+    /// HEADs a file whose attributes passed their TTL; on Hub trouble keeps the cached ones.
+    async fn revalidate(&self, view: NodeView) -> FsResult<NodeView> {
+        let path = view.path.clone();
+        let head = call_with_timeout(
+            self.reg(),
+            |r| r.revalidator.clone(),
+            |reply| RevalidatorMsg::Head { path: path.clone(), reply },
+            self.net_timeout(),
+        )
+        .await;
+        let file = match head.and_then(|r| r) {
+            Ok(f) => f,
+            Err(e @ FsError::PermissionDenied(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(path = %view.path, "revalidation failed, serving cached attributes: {e}");
+                return Ok(view);
+            }
+        };
+        let ino = view.ino;
+        call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Revalidated { ino, file: file.clone(), reply }).await?
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        let view = call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Get { ino, reply }).await??;
+        let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
+        Ok(self.attr(&view))
+    }
+
+    /// Looks `name` up in `parent`; a success counts as one kernel reference.
+    pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
+        if self.inner.cfg.filter_os_files && is_os_junk(name) {
+            return Err(FsError::NotFound);
+        }
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(FsError::Invalid(format!("bad name {name:?}")));
+        }
+        let max_age = self.inner.cfg.metadata_ttl;
+        let answer = call(
+            self.reg(),
+            |r| r.inode.clone(),
+            |reply| InodeMsg::Lookup { parent, name: name.to_string(), count: true, max_age, reply },
+        )
+        .await??;
+        let view = match answer {
+            Lookup::Found(view) => view,
+            Lookup::Missing => return Err(FsError::NotFound),
+            Lookup::Unknown { path } => self.resolve_remote(parent, name, path).await?,
+        };
+        if !self.stale(&view) {
+            return Ok(self.attr(&view));
+        }
+        let ino = view.ino;
+        match self.revalidate(view).await {
+            Ok(v) => Ok(self.attr(&v)),
+            Err(e) => {
+                let _ =
+                    call(self.reg(), |r| r.inode.clone(), |_: ractor::RpcReplyPort<()>| InodeMsg::Forget { ino, n: 1 })
+                        .await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A name under an unlisted (or stale) directory: HEAD it; if no file, ask whether it is a directory.
+    async fn resolve_remote(&self, parent: Ino, name: &str, path: String) -> FsResult<NodeView> {
+        let t = self.net_timeout();
+        let head = call_with_timeout(
+            self.reg(),
+            |r| r.revalidator.clone(),
+            |reply| RevalidatorMsg::Head { path: path.clone(), reply },
+            t,
+        )
+        .await??;
+        let kind = match head {
+            Some(file) => NodeKind::File(Arc::new(file)),
+            None => {
+                let is_dir = call_with_timeout(
+                    self.reg(),
+                    |r| r.revalidator.clone(),
+                    |reply| RevalidatorMsg::IsDir { path: path.clone(), reply },
+                    t,
+                )
+                .await??;
+                if !is_dir {
+                    let name = name.to_string();
+                    let _ = self.reg().get()?.inode.send_message(InodeMsg::Absent { parent, name });
+                    return Err(FsError::NotFound);
+                }
+                NodeKind::Dir
+            }
+        };
+        call(
+            self.reg(),
+            |r| r.inode.clone(),
+            |reply| InodeMsg::Insert { parent, name: name.to_string(), kind: kind.clone(), count: true, reply },
+        )
+        .await?
+    }
+
+    pub fn forget(&self, ino: Ino, n: u64) {
+        if let Ok(refs) = self.reg().get() {
+            let _ = refs.inode.send_message(InodeMsg::Forget { ino, n });
+        }
+    }
+
+    /// The kernel took one reference to each of these through `readdirplus`.
+    pub fn add_lookups(&self, inos: Vec<Ino>) {
+        if let Ok(refs) = self.reg().get() {
+            let _ = refs.inode.send_message(InodeMsg::AddLookups { inos });
+        }
+    }
+
+    /// The children of a directory, listing it (once, coalesced) when needed.
+    pub async fn list(&self, ino: Ino) -> FsResult<Vec<DirEntry>> {
+        let max_age = self.inner.cfg.metadata_ttl;
+        let mut listed_once = false;
+        loop {
+            let age = if listed_once { None } else { max_age };
+            let children = call(
+                self.reg(),
+                |r| r.inode.clone(),
+                |reply| InodeMsg::Children { ino, max_age: age, count: false, reply },
+            )
+            .await??;
+            match children {
+                Children::Listed(entries) => {
+                    return Ok(entries
+                        .iter()
+                        .map(|(name, v)| DirEntry { name: name.clone(), attr: self.attr(v) })
+                        .collect());
+                }
+                Children::NeedsListing { path } if !listed_once => {
+                    let entries = call_with_timeout(
+                        self.reg(),
+                        |r| r.revalidator.clone(),
+                        |reply| RevalidatorMsg::List { path: path.clone(), reply },
+                        self.net_timeout(),
+                    )
+                    .await??;
+                    let inval = call(
+                        self.reg(),
+                        |r| r.inode.clone(),
+                        |reply| InodeMsg::ApplyListing { ino, entries: entries.clone(), reply },
+                    )
+                    .await?;
+                    self.forward_invalidations(inval);
+                    listed_once = true;
+                }
+                Children::NeedsListing { .. } => return Err(FsError::Io("directory listing vanished".into())),
+            }
+        }
+    }
+
+    fn forward_invalidations(&self, inval: Vec<Invalidation>) {
+        for i in inval {
+            let _ = self.inner.invalidations_tx.send(i);
+        }
+    }
+
+    /// Opens a directory: snapshots its entries, so paging through it costs them once.
+    pub async fn opendir(&self, ino: Ino) -> FsResult<Fh> {
+        let entries = Arc::new(self.list(ino).await?);
+        call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::OpenDir { entries: entries.clone(), reply }).await
+    }
+
+    pub async fn readdir_snapshot(&self, fh: Fh) -> FsResult<DirSnapshot> {
+        call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::DirEntries { fh, reply }).await?
+    }
+
+    pub fn releasedir(&self, fh: Fh) {
+        if let Ok(refs) = self.reg().get() {
+            let _ = refs.prefetch.send_message(PrefetchMsg::ReleaseDir { fh });
+        }
+    }
+
+    /// Opens a file; the answer says whether the kernel may keep its cached pages.
+    pub async fn open(&self, ino: Ino) -> FsResult<(Fh, bool)> {
+        let view = call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Opened { ino, reply }).await??;
+        let before = view.kind.clone();
+        let view = if self.stale(&view) {
+            match self.revalidate(view).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let _ = self.reg().get()?.inode.send_message(InodeMsg::Closed { ino });
+                    return Err(e);
+                }
+            }
+        } else {
+            view
+        };
+        let NodeKind::File(file) = view.kind.clone() else {
+            let _ = self.reg().get()?.inode.send_message(InodeMsg::Closed { ino });
+            return Err(FsError::IsDir);
+        };
+        let keep_cache = before == view.kind;
+        let path = view.path.clone();
+        let fh = call(
+            self.reg(),
+            |r| r.prefetch.clone(),
+            |reply| PrefetchMsg::OpenFile { ino, path: path.clone(), file: file.clone(), reply },
+        )
+        .await?;
+        Ok((fh, keep_cache))
+    }
+
+    pub async fn release(&self, fh: Fh) {
+        if let Ok(Some(ino)) =
+            call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::ReleaseFile { fh, reply }).await
+        {
+            if let Ok(refs) = self.reg().get() {
+                let _ = refs.inode.send_message(InodeMsg::Closed { ino });
+            }
+        }
+    }
+
+    /// Reads `size` bytes at `offset` of an open file; short only at end of file.
+    pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Bytes> {
+        let plan =
+            call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::Plan { fh, offset, size, reply }).await??;
+        if let Some(ahead) = plan.ahead.clone() {
+            if let Ok(permit) = self.inner.readaheads.clone().try_acquire_owned() {
+                let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = me.fetch(&path, &file, ahead).await {
+                        tracing::debug!(%path, "read-ahead failed: {e}");
+                    }
+                });
+            }
+        }
+        if plan.want.is_empty() {
+            return Ok(Bytes::new());
+        }
+        self.fetch(&plan.path, &plan.file, plan.want).await
+    }
+
+    /// Bytes `range` of a file through the chunk cache, fetching missing blocks (single-flight).
+    pub async fn fetch(&self, path: &str, file: &Arc<RemoteFile>, range: Range<u64>) -> FsResult<Bytes> {
+        let content = content_key(path, file);
+        let whole = file.xet_hash.is_none() && file.size <= WHOLE_FILE_MAX_BYTES;
+        let blocks_total = file.size.div_ceil(BLOCK_BYTES);
+        let (first, last) =
+            if whole { (0, blocks_total - 1) } else { (range.start / BLOCK_BYTES, (range.end - 1) / BLOCK_BYTES) };
+        let keys: Vec<BlockKey> = (first..=last).map(|index| BlockKey { content: content.clone(), index }).collect();
+        let slots =
+            call(self.reg(), |r| r.cache.clone(), |reply| CacheMsg::Lookup { keys: keys.clone(), reply }).await?;
+
+        // Claimed runs of consecutive blocks are fetched in one request each, in their own tasks:
+        // a reader that goes away does not cancel a fetch others may be waiting for.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (i, s) in slots.iter().enumerate() {
+            if matches!(s, Slot::Fetch) {
+                let idx = first + i as u64;
+                match runs.last_mut() {
+                    Some((_, end)) if *end + 1 == idx => *end = idx,
+                    _ => runs.push((idx, idx)),
+                }
+            }
+        }
+        let mut run_results = Vec::new();
+        for (a, b) in runs {
+            let (me, path, file, content) = (self.clone(), path.to_string(), file.clone(), content.clone());
+            let task = tokio::spawn(async move { me.fetch_run(&path, &file, &content, a, b, whole).await });
+            run_results.push(((a, b), task));
+        }
+
+        let deadline = self.net_timeout();
+        let mut parts: Vec<Bytes> = Vec::with_capacity(slots.len());
+        let mut run_data: Option<((u64, u64), Vec<Bytes>)> = None;
+        for (i, slot) in slots.into_iter().enumerate() {
+            let idx = first + i as u64;
+            let bytes = match slot {
+                Slot::Mem(b) => b,
+                Slot::Failed(e) => return Err(e),
+                Slot::Disk(p) => self.read_disk_block(path, file, &keys[i], p, whole).await?,
+                Slot::Wait(mut rx) => {
+                    let waited = tokio::time::timeout(deadline, async {
+                        loop {
+                            if let Some(r) = rx.borrow_and_update().clone() {
+                                return r;
+                            }
+                            if rx.changed().await.is_err() {
+                                return Err(FsError::Again("fetch abandoned".into()));
+                            }
+                        }
+                    })
+                    .await;
+                    waited.map_err(|_| FsError::TimedOut(deadline, format!("{path}: waiting for a block")))??
+                }
+                Slot::Fetch => {
+                    if run_data.as_ref().is_none_or(|((_, b), _)| idx > *b) {
+                        let ((a, b), task) = run_results.remove(0);
+                        let data = task.await.map_err(|e| FsError::Io(e.to_string()))??;
+                        run_data = Some(((a, b), data));
+                    }
+                    let ((a, _), data) = run_data.as_ref().expect("run fetched");
+                    data[(idx - a) as usize].clone()
+                }
+            };
+            parts.push(bytes);
+        }
+        assemble(parts, first * BLOCK_BYTES, range)
+    }
+
+    /// Fetches blocks `a..=b` in one remote read and fills the cache with each.
+    async fn fetch_run(
+        &self,
+        path: &str,
+        file: &RemoteFile,
+        content: &Arc<str>,
+        a: u64,
+        b: u64,
+        whole: bool,
+    ) -> FsResult<Vec<Bytes>> {
+        let start = a * BLOCK_BYTES;
+        let end = ((b + 1) * BLOCK_BYTES).min(file.size);
+        let result = self.inner.remote.read(path, file, start, end).await.and_then(|data| {
+            if data.len() as u64 != end - start {
+                return Err(FsError::Io(format!("{path}: got {} bytes for range {start}..{end}", data.len())));
+            }
+            if whole && start == 0 && end == file.size {
+                verify_git_blob(path, file, &data)?;
+            }
+            Ok(data)
+        });
+        let cache = self.reg().get()?.cache;
+        match result {
+            Ok(data) => {
+                let blocks: Vec<Bytes> = (a..=b)
+                    .map(|i| {
+                        let s = ((i - a) * BLOCK_BYTES) as usize;
+                        let e = (s + BLOCK_BYTES as usize).min(data.len());
+                        data.slice(s..e)
+                    })
+                    .collect();
+                for (i, blk) in (a..=b).zip(&blocks) {
+                    let key = BlockKey { content: content.clone(), index: i };
+                    let _ = cache.send_message(CacheMsg::Fill { key, result: Ok(blk.clone()) });
+                }
+                Ok(blocks)
+            }
+            Err(e) => {
+                tracing::warn!(%path, "fetch of bytes {start}..{end} failed: {e}");
+                for i in a..=b {
+                    let key = BlockKey { content: content.clone(), index: i };
+                    let _ = cache.send_message(CacheMsg::Fill { key, result: Err(e.clone()) });
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_disk_block(
+        &self,
+        path: &str,
+        file: &Arc<RemoteFile>,
+        key: &BlockKey,
+        p: std::path::PathBuf,
+        whole: bool,
+    ) -> FsResult<Bytes> {
+        let read = tokio::task::spawn_blocking(move || read_block(&p)).await.map_err(|e| FsError::Io(e.to_string()))?;
+        let cache = self.reg().get()?.cache;
+        match read {
+            Ok(Some(b)) => {
+                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), bytes: b.clone() });
+                Ok(b)
+            }
+            _ => {
+                let _ = cache.send_message(CacheMsg::Corrupt { key: key.clone() });
+                let start = key.index * BLOCK_BYTES;
+                let end = (start + BLOCK_BYTES).min(file.size);
+                let (s, e) = if whole { (0, file.size) } else { (start, end) };
+                let data = self.inner.remote.read(path, file, s, e).await?;
+                if whole {
+                    verify_git_blob(path, file, &data)?;
+                }
+                let blk = data.slice((start - s) as usize..(end - s) as usize);
+                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), bytes: blk.clone() });
+                Ok(blk)
+            }
+        }
+    }
+
+    pub async fn cache_stats(&self) -> FsResult<CacheStats> {
+        call(self.reg(), |r| r.cache.clone(), |reply| CacheMsg::Stats { reply }).await
+    }
+
+    pub async fn inode_count(&self) -> FsResult<usize> {
+        call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Count { reply }).await
+    }
+
+    /// Polls the source now (as the poller would); returns whether it had changed.
+    pub async fn poll_now(&self) -> FsResult<bool> {
+        match self.reg().get()?.poller {
+            Some(_) => {
+                call_with_timeout(
+                    self.reg(),
+                    |r| r.poller.clone().expect("checked"),
+                    |reply| crate::actors::poller::PollerMsg::PollNow { reply },
+                    self.net_timeout() * 4,
+                )
+                .await?
+            }
+            None => Err(FsError::NotSupported),
+        }
+    }
+
+    /// Test hook: kills one actor as a crash would; the supervisor restarts it.
+    pub fn kill_actor(&self, kind: ActorKind) -> FsResult<()> {
+        let refs = self.reg().get()?;
+        match kind {
+            ActorKind::InodeTable => refs.inode.kill(),
+            ActorKind::Revalidator => refs.revalidator.kill(),
+            ActorKind::Prefetch => refs.prefetch.kill(),
+            ActorKind::ChunkCache => refs.cache.kill(),
+            ActorKind::Poller => refs.poller.ok_or(FsError::NotSupported)?.kill(),
+        }
+        Ok(())
+    }
+
+    pub async fn restarts(&self) -> FsResult<u64> {
+        self.inner
+            .supervisor
+            .call(|reply| SupervisorMsg::Restarts { reply }, Some(Duration::from_secs(5)))
+            .await
+            .map_err(|e| FsError::Io(e.to_string()))
+            .and_then(|r| match r {
+                ractor::rpc::CallResult::Success(n) => Ok(n),
+                _ => Err(FsError::Io("supervisor did not answer".into())),
+            })
+    }
+
+    /// Stops the actors (the mount is going away).
+    pub fn shutdown(&self) {
+        self.inner.supervisor.stop(None);
+    }
+}
+
+/// The cache key of a file's content: its Xet hash or git oid (content-addressed).
+fn content_key(path: &str, file: &RemoteFile) -> Arc<str> {
+    match (&file.xet_hash, file.etag.is_empty()) {
+        (Some(h), _) => Arc::from(format!("xet:{h}")),
+        (None, false) => Arc::from(format!("etag:{}", file.etag)),
+        (None, true) => Arc::from(format!("path:{path}:{}", file.size)),
+    }
+}
+
+/// A plain git blob fetched whole must hash to its oid (when the etag is one).
+fn verify_git_blob(path: &str, file: &RemoteFile, data: &[u8]) -> FsResult<()> {
+    use sha1::{Digest, Sha1};
+    let etag = &file.etag;
+    if etag.len() != 40 || !etag.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let mut h = Sha1::new();
+    h.update(format!("blob {}\0", data.len()).as_bytes());
+    h.update(data);
+    let got = hex::encode(h.finalize());
+    if got != *etag {
+        return Err(FsError::Io(format!("{path}: content hash {got} does not match {etag}")));
+    }
+    Ok(())
+}
+
+/// Cuts `range` out of consecutive blocks starting at byte `base`; never short.
+fn assemble(parts: Vec<Bytes>, base: u64, range: Range<u64>) -> FsResult<Bytes> {
+    let want = (range.end - range.start) as usize;
+    let skip = (range.start - base) as usize;
+    if let [only] = &parts[..] {
+        if only.len() >= skip + want {
+            return Ok(only.slice(skip..skip + want));
+        }
+    }
+    let mut out = BytesMut::with_capacity(want);
+    let mut pos = 0usize;
+    for p in parts {
+        let (s, e) = (pos, pos + p.len());
+        pos = e;
+        let from = skip.max(s);
+        let to = (skip + want).min(e);
+        if from < to {
+            out.extend_from_slice(&p[from - s..to - s]);
+        }
+    }
+    if out.len() != want {
+        return Err(FsError::Io(format!("assembled {} of {want} bytes", out.len())));
+    }
+    Ok(out.freeze())
+}
+
+fn describe_probe_error(source: &Source, e: crate::hub::HubError) -> anyhow::Error {
+    use crate::hub::HubError::*;
+    match e {
+        NotFound(_) => anyhow::anyhow!(
+            "{source}: not found (no such repo or revision, or it is private and the token cannot see it){}",
+            if source.is_bucket() { "" } else { "; for a bucket use `bucket NS/NAME`" }
+        ),
+        Unauthorized(_) => anyhow::anyhow!("{source}: 401 Unauthorized: the token is missing, invalid or expired"),
+        Forbidden(_) => anyhow::anyhow!("{source}: 403 Forbidden: the token has no access"),
+        other => anyhow::anyhow!("{source}: cannot reach the Hub: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assemble_cuts_across_blocks_and_never_returns_short() {
+        let parts = vec![Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh"), Bytes::from_static(b"ij")];
+        assert_eq!(assemble(parts.clone(), 100, 102..109).unwrap(), "cdefghi");
+        assert_eq!(assemble(vec![parts[0].clone()], 100, 101..103).unwrap(), "bc");
+        assert!(assemble(parts, 100, 102..120).is_err());
+    }
+
+    #[test]
+    fn os_junk_names() {
+        assert!(is_os_junk(".DS_Store") && is_os_junk("._model.bin") && is_os_junk("Thumbs.db"));
+        assert!(!is_os_junk("model.bin") && !is_os_junk(".gitattributes"));
+    }
+
+    #[test]
+    fn git_blob_verification() {
+        let data = b"hello\n";
+        let f = RemoteFile {
+            size: 6,
+            xet_hash: None,
+            etag: "ce013625030ba8dba906f756967f9e9ca394464a".into(),
+            mtime: None,
+        };
+        assert!(verify_git_blob("x", &f, data).is_ok());
+        assert!(verify_git_blob("x", &f, b"hellO\n").is_err());
+    }
+}

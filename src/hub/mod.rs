@@ -1,0 +1,12 @@
+//! Everything that talks to the Hub and the CAS: the HTTP client, token
+//! sources, source parsing and URL building, and the xet adapter.
+
+pub mod client;
+pub mod source;
+pub mod token;
+pub mod xet;
+
+pub use client::{HubClient, HubError, Probe, RemoteEntry, RemoteFile, RemoteKind};
+pub use source::{Source, SourceKind};
+pub use token::TokenSource;
+pub use xet::XetAdapter;
