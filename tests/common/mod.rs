@@ -1,0 +1,206 @@
+//! Shared helpers for the mount tests: an emulator with seeded fixtures and
+//! real FUSE mounts made in-process through the same code as the CLI.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use hf_hub_emulator::{Emulator, EmulatorConfig};
+use hf_mount::cli::{prepare, Prepared};
+use hf_mount::config::MountArgs;
+use hf_mount::frontends::fuse::{self, FuseMount};
+
+pub const WRITE_TOKEN: &str = "hf_alice_write";
+pub const READ_TOKEN: &str = "hf_alice_read";
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The files of the main fixture repo: a Xet model, git blobs, awkward names, a subfolder.
+pub fn fixture_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("config.json", br#"{"model_type": "tiny", "hidden": 8}"#.to_vec()),
+        ("model.safetensors", bytes(1, 5 * 1024 * 1024 + 333)),
+        ("README.md", b"# tiny\n\nA fixture with a needle: hf-mount-needle-42\n".to_vec()),
+        ("nested dir/notes #1 100%.txt", b"hash, percent and spaces\n".to_vec()),
+        ("nested dir/deeper/\u{fc}nic\u{f6}de.txt", "unicode \u{2713}\n".as_bytes().to_vec()),
+        ("onnx/model.onnx", bytes(2, 700_000)),
+        ("onnx/config.json", b"{\"onnx\": true}\n".to_vec()),
+    ]
+}
+
+pub fn write_files(dir: &Path, files: &[(&str, Vec<u8>)]) {
+    for (rel, content) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+/// An emulator on its own runtime, with `alice` tokens.
+pub struct Hub {
+    pub rt: tokio::runtime::Runtime,
+    pub hub: Option<Emulator>,
+    pub fixture: tempfile::TempDir,
+}
+
+impl Hub {
+    /// Starts an emulator with `alice/tiny` (public) seeded from the fixture.
+    pub fn start() -> Self {
+        // SAFETY: set before the xet runtime reads them; tests in one binary set the same values.
+        unsafe {
+            std::env::set_var("HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "2");
+            std::env::set_var("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let hub = rt
+            .block_on(Emulator::start_temp_with(|c: EmulatorConfig| {
+                c.token("alice", WRITE_TOKEN, true).token("alice", READ_TOKEN, false)
+            }))
+            .unwrap();
+        let fixture = tempfile::tempdir().unwrap();
+        write_files(fixture.path(), &fixture_files());
+        rt.block_on(hub.seed_repo("alice/tiny", fixture.path(), false)).unwrap();
+        Self { rt, hub: Some(hub), fixture }
+    }
+
+    pub fn emulator(&self) -> &Emulator {
+        self.hub.as_ref().unwrap()
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.emulator().endpoint()
+    }
+
+    pub fn seed_repo(&self, spec: &str, files: &[(&str, Vec<u8>)], private: bool) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), files);
+        let r = self.rt.block_on(self.emulator().seed_repo(spec, dir.path(), private)).unwrap();
+        r.commit.unwrap_or_default()
+    }
+
+    pub fn seed_bucket(&self, id: &str, files: &[(&str, Vec<u8>)]) {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), files);
+        self.rt.block_on(self.emulator().seed_bucket(id, dir.path(), false)).unwrap();
+    }
+
+    /// An HTTP call against the emulator (for commits and faults).
+    pub fn http<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.rt.block_on(f)
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(h) = self.hub.take() {
+            self.rt.block_on(h.stop());
+        }
+    }
+}
+
+#[derive(Parser)]
+struct TestCli {
+    #[command(flatten)]
+    args: MountArgs,
+}
+
+/// A real FUSE mount, unmounted on drop.
+pub struct Mounted {
+    pub mount: Option<FuseMount>,
+    pub prepared: Option<Prepared>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Mounted {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn engine(&self) -> &hf_mount::engine::Engine {
+        self.mount.as_ref().unwrap().engine()
+    }
+
+    pub fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.prepared.as_ref().unwrap().runtime.block_on(f)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(m) = self.mount.take() {
+            if m.unmount().is_err() {
+                let _ = std::process::Command::new("fusermount3").arg("-u").arg(self.dir.path()).status();
+            }
+        }
+        if let Some(p) = self.prepared.take() {
+            p.runtime.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Mounts with CLI-style arguments: `["repo", "alice/tiny", "--revision", "v1", …]` (mountpoint added).
+pub fn mount(hub: &Hub, args: &[&str]) -> Mounted {
+    try_mount(hub, args).unwrap()
+}
+
+pub fn try_mount(hub: &Hub, args: &[&str]) -> anyhow::Result<Mounted> {
+    let dir = tempfile::Builder::new().prefix("hf-mount-test-").tempdir()?;
+    let endpoint = hub.endpoint();
+    let mut argv: Vec<String> = vec!["test".into(), args[0].into(), args[1].into(), dir.path().display().to_string()];
+    argv.extend(args[2..].iter().map(|s| s.to_string()));
+    argv.extend(["--hub-endpoint".to_string(), endpoint, "--read-timeout-ms".into(), "10000".into()]);
+    let cli = TestCli::try_parse_from(&argv)?;
+    let prepared = prepare(&cli.args)?;
+    let m = fuse::mount(
+        prepared.engine.clone(),
+        prepared.runtime.handle().clone(),
+        &prepared.mountpoint,
+        prepared.options.clone(),
+    )?;
+    Ok(Mounted { mount: Some(m), prepared: Some(prepared), dir })
+}
+
+/// Runs a shell command, returning (success, stdout, stderr).
+pub fn sh(cmd: &str) -> (bool, String, String) {
+    let out = std::process::Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Reads `len` bytes at `off` with pread.
+pub fn pread(f: &std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = f.read_at(&mut buf[done..], off + done as u64)?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mounted({})", self.dir.path().display())
+    }
+}
