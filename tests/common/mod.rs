@@ -165,7 +165,10 @@ pub fn try_mount(hub: &Hub, args: &[&str]) -> anyhow::Result<Mounted> {
     let endpoint = hub.endpoint();
     let mut argv: Vec<String> = vec!["test".into(), args[0].into(), args[1].into(), dir.path().display().to_string()];
     argv.extend(args[2..].iter().map(|s| s.to_string()));
-    argv.extend(["--hub-endpoint".to_string(), endpoint, "--read-timeout-ms".into(), "10000".into()]);
+    argv.extend(["--hub-endpoint".to_string(), endpoint]);
+    if !args.contains(&"--read-timeout-ms") {
+        argv.extend(["--read-timeout-ms".into(), "10000".into()]);
+    }
     let cli = TestCli::try_parse_from(&argv)?;
     let prepared = prepare(&cli.args)?;
     let m = fuse::mount(

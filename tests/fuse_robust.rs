@@ -1,0 +1,212 @@
+//! Consistency, deadlines, supervision and the cache, on real FUSE mounts.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use common::{fixture_files, mount, pread, Hub};
+use hf_hub_emulator::{FaultKind, FaultSpec, RouteClass};
+use hf_mount::actors::ActorKind;
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+#[test]
+fn remote_commits_show_up_and_pinned_mounts_do_not_move() {
+    let hub = Hub::start();
+    let first = hub.seed_repo(
+        "alice/live",
+        &[("v.txt", b"one\n".to_vec()), ("gone.txt", b"bye\n".to_vec()), ("d/x.txt", b"x".to_vec())],
+        false,
+    );
+    let m = mount(&hub, &["repo", "alice/live", "--metadata-ttl-ms", "500", "--poll-interval-secs", "1"]);
+    let pinned = mount(&hub, &["repo", "alice/live", "--revision", &first]);
+    assert_eq!(std::fs::read_to_string(m.p("v.txt")).unwrap(), "one\n");
+    assert_eq!(std::fs::read_to_string(m.p("d/x.txt")).unwrap(), "x");
+    assert!(m.p("gone.txt").exists());
+    let ino = std::fs::metadata(m.p("v.txt")).unwrap().ino();
+
+    // A new commit: v.txt changes (size too), new.txt appears, gone.txt and d/x.txt change or vanish.
+    let e = hub.endpoint();
+    let body = [
+        r#"{"key":"header","value":{"summary":"change"}}"#,
+        r#"{"key":"file","value":{"path":"v.txt","content":"dHdvLCBsb25nZXIK","encoding":"base64"}}"#,
+        r#"{"key":"file","value":{"path":"new.txt","content":"bmV3Cg==","encoding":"base64"}}"#,
+        r#"{"key":"file","value":{"path":"d/x.txt","content":"eHg=","encoding":"base64"}}"#,
+        r#"{"key":"deletedFile","value":{"path":"gone.txt"}}"#,
+    ]
+    .join("\n");
+    let status = hub.http(async {
+        reqwest::Client::new()
+            .post(format!("{e}/api/models/alice/live/commit/main"))
+            .bearer_auth(common::WRITE_TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success());
+    let seen = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(m.p("v.txt")).ok().as_deref() == Some("two, longer\n")
+            && m.p("new.txt").exists()
+            && !m.p("gone.txt").exists()
+            && std::fs::read_to_string(m.p("d/x.txt")).ok().as_deref() == Some("xx")
+    });
+    assert!(seen, "remote changes not visible within TTL + poll");
+    let names: Vec<String> =
+        std::fs::read_dir(m.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.contains(&"new.txt".to_string()) && !names.contains(&"gone.txt".to_string()), "{names:?}");
+    assert_eq!(std::fs::metadata(m.p("v.txt")).unwrap().len(), 12, "size follows content");
+    assert_eq!(std::fs::metadata(m.p("v.txt")).unwrap().ino(), ino, "inode numbers stay stable");
+    // The sha-pinned mount never revalidates.
+    assert_eq!(std::fs::read_to_string(pinned.p("v.txt")).unwrap(), "one\n");
+    assert!(pinned.p("gone.txt").exists());
+}
+
+#[test]
+fn stalled_cas_fails_reads_in_time_while_metadata_answers_and_recovers() {
+    let hub = Hub::start();
+    let m = mount(&hub, &["repo", "alice/tiny", "--read-timeout-ms", "2000", "--no-disk-cache"]);
+    let want = fixture_files().into_iter().find(|(n, _)| *n == "model.safetensors").unwrap().1;
+    // Warm metadata: list and stat before the CAS stalls.
+    std::fs::read_dir(m.path()).unwrap().for_each(drop);
+    std::fs::metadata(m.p("model.safetensors")).unwrap();
+    hub.emulator().faults().add(FaultSpec::new(RouteClass::CasData, FaultKind::Stall)).unwrap();
+    hub.emulator().faults().add(FaultSpec::new(RouteClass::CasReconstruction, FaultKind::Stall)).unwrap();
+
+    let start = Instant::now();
+    let readers: Vec<_> = (0..32u64)
+        .map(|i| {
+            let path = m.p("model.safetensors");
+            std::thread::spawn(move || {
+                let f = std::fs::File::open(path).unwrap();
+                let t = Instant::now();
+                let r = pread(&f, i * 150_000, 4096);
+                (r.map_err(|e| e.raw_os_error()), t.elapsed())
+            })
+        })
+        .collect();
+    // Metadata keeps answering at once while every reader is stuck on the CAS.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::fs::read_dir(m.path()).unwrap().for_each(drop);
+        std::fs::metadata(m.p("config.json")).unwrap();
+        assert!(t.elapsed() < Duration::from_millis(100), "ls+stat took {:?} during the stall", t.elapsed());
+    }
+    for r in readers {
+        let (result, took) = r.join().unwrap();
+        assert_eq!(result.unwrap_err(), Some(libc::EIO));
+        assert!(took < Duration::from_secs(8), "a stalled read took {took:?}");
+    }
+    assert!(start.elapsed() < Duration::from_secs(10));
+
+    // The CAS recovers: reads work again (after the short failure memory).
+    hub.emulator().faults().clear();
+    let ok = wait_until(Duration::from_secs(6), || {
+        let f = std::fs::File::open(m.p("model.safetensors")).unwrap();
+        pread(&f, 150_000, 4096).ok().is_some_and(|b| b == want[150_000..154_096])
+    });
+    assert!(ok, "reads did not recover");
+}
+
+#[test]
+fn killing_any_actor_keeps_the_mount_working() {
+    let hub = Hub::start();
+    let m = mount(&hub, &["repo", "alice/tiny", "--metadata-ttl-ms", "200", "--poll-interval-secs", "1"]);
+    let want = fixture_files().into_iter().find(|(n, _)| *n == "model.safetensors").unwrap().1;
+    let ino = std::fs::metadata(m.p("model.safetensors")).unwrap().ino();
+    let f = std::fs::File::open(m.p("model.safetensors")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let (path, stop, want) = (m.path().to_path_buf(), stop.clone(), want.clone());
+        std::thread::spawn(move || {
+            let f = std::fs::File::open(path.join("model.safetensors")).unwrap();
+            let mut x = 5u64;
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let off = (x >> 17) % want.len() as u64;
+                let got = pread(&f, off, 65536).expect("read during actor restarts");
+                assert!(got == want[off as usize..(off as usize + 65536).min(want.len())]);
+                std::fs::read_dir(&path).unwrap().for_each(drop);
+                std::fs::metadata(path.join("onnx/config.json")).expect("stat during actor restarts");
+                n += 1;
+            }
+            n
+        })
+    };
+    let before = m.block_on(m.engine().restarts()).unwrap();
+    for kind in
+        [ActorKind::InodeTable, ActorKind::Revalidator, ActorKind::Prefetch, ActorKind::ChunkCache, ActorKind::Poller]
+    {
+        std::thread::sleep(Duration::from_millis(150));
+        m.engine().kill_actor(kind).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = worker.join().expect("the workload survived every restart");
+    assert!(rounds > 5, "only {rounds} rounds of work");
+    assert_eq!(m.block_on(m.engine().restarts()).unwrap(), before + 5);
+    // The handle opened before the restarts still reads, and inode numbers are unchanged.
+    assert!(pread(&f, 0, 1000).unwrap() == want[..1000]);
+    assert_eq!(std::fs::metadata(m.p("model.safetensors")).unwrap().ino(), ino);
+}
+
+#[test]
+fn a_small_cache_evicts_and_corrupt_blocks_are_refetched() {
+    let hub = Hub::start();
+    let want = fixture_files().into_iter().find(|(n, _)| *n == "model.safetensors").unwrap().1;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().display().to_string();
+    {
+        let m = mount(
+            &hub,
+            &["repo", "alice/tiny", "--cache-dir", &dir, "--cache-size", "1M", "--memory-cache-size", "512K"],
+        );
+        assert!(std::fs::read(m.p("model.safetensors")).unwrap() == want);
+        std::thread::sleep(Duration::from_millis(500));
+        let stats = m.block_on(m.engine().cache_stats()).unwrap();
+        assert!(stats.disk_bytes <= 1 << 20, "disk cache over its cap: {stats:?}");
+        assert!(stats.mem_bytes <= 512 << 10, "memory cache over its cap: {stats:?}");
+        assert!(stats.evictions > 0, "{stats:?}");
+    }
+    // Fill a roomy cache, corrupt every block on disk, mount again: bytes are refetched, never served bad.
+    let roomy = tempfile::tempdir().unwrap();
+    let dir = roomy.path().display().to_string();
+    {
+        let m = mount(&hub, &["repo", "alice/tiny", "--cache-dir", &dir]);
+        assert!(std::fs::read(m.p("model.safetensors")).unwrap() == want);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut corrupted = 0;
+    for sub in std::fs::read_dir(roomy.path().join("blocks")).unwrap() {
+        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let mut raw = std::fs::read(&p).unwrap();
+            if corrupted % 2 == 0 {
+                let i = raw.len() / 2;
+                raw[i] ^= 0x5a;
+            } else {
+                raw.truncate(raw.len() - 100);
+            }
+            std::fs::write(&p, raw).unwrap();
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted >= 20, "{corrupted} blocks on disk");
+    let m = mount(&hub, &["repo", "alice/tiny", "--cache-dir", &dir]);
+    assert!(std::fs::read(m.p("model.safetensors")).unwrap() == want, "corrupt cache served");
+    let stats = m.block_on(m.engine().cache_stats()).unwrap();
+    assert!(stats.corrupt >= corrupted as u64 / 2, "{stats:?}");
+}
