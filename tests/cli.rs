@@ -1,0 +1,87 @@
+//! The `hf-mount-fuse` binary: a foreground mount that stops cleanly on
+//! SIGTERM or an outside unmount, and one clear error line for bad input.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Hub;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
+
+fn is_mounted(p: &std::path::Path) -> bool {
+    let canon = std::fs::canonicalize(p).unwrap();
+    hf_mount::cli::is_mounted(&canon)
+}
+
+fn run_err(hub: &Hub, args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).env("HF_ENDPOINT", hub.endpoint()).env_remove("HF_TOKEN").output().unwrap();
+    assert!(!out.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one clear line for {args:?}, got:\n{err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_a_failing_exit() {
+    let hub = Hub::start();
+    let empty = tempfile::tempdir().unwrap();
+    let mp = empty.path().to_str().unwrap();
+    assert!(run_err(&hub, &["repo", "alice/missing", mp]).contains("not found"));
+    assert!(run_err(&hub, &["repo", "alice/tiny", mp, "--revision", "nope"]).contains("not found"));
+    assert!(run_err(&hub, &["repo", "alice/tiny", mp, "--revision", "../x"]).contains("invalid revision"));
+    assert!(run_err(&hub, &["repo", "alice/tiny", "/nonexistent/mnt"]).contains("mountpoint /nonexistent/mnt"));
+    let full = tempfile::tempdir().unwrap();
+    std::fs::write(full.path().join("x"), b"x").unwrap();
+    assert!(run_err(&hub, &["repo", "alice/tiny", full.path().to_str().unwrap()]).contains("is not empty"));
+    let file = full.path().join("x");
+    let cache_err = run_err(&hub, &["repo", "alice/tiny", mp, "--cache-dir", file.join("sub").to_str().unwrap()]);
+    assert!(cache_err.contains("cache dir"), "{cache_err}");
+    assert!(run_err(&hub, &["bucket", "datasets/alice/x", mp]).contains("names a repo"));
+    assert!(run_err(&hub, &["repo", "alice/tiny", mp, "--hf-token", "hf_bogus"]).contains("401"));
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in
+        ["--revision", "--cache-size", "--metadata-ttl-ms", "--poll-interval-secs", "--read-timeout-ms", "--token-file"]
+    {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+}
+
+#[test]
+fn foreground_mount_stops_on_sigterm_and_on_outside_unmount() {
+    let hub = Hub::start();
+    for stop_by_signal in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["repo", "alice/tiny"])
+            .arg(dir.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("mounted at"), "{line}");
+        assert!(is_mounted(dir.path()));
+        assert_eq!(std::fs::read_to_string(dir.path().join("onnx/config.json")).unwrap(), "{\"onnx\": true}\n");
+        if stop_by_signal {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        } else {
+            assert!(Command::new("fusermount3").arg("-u").arg(dir.path()).status().unwrap().success());
+        }
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "mount did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{status}");
+        assert!(!is_mounted(dir.path()));
+    }
+}
