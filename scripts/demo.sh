@@ -1,28 +1,59 @@
 #!/usr/bin/env bash
-# Starts a local Hub emulator with a small demo model repo and dataset (no
-# network needed), then shows it answering as the Hub would.
+# The main job on the embedded default: starts a local Hub emulator with a
+# small demo model and dataset (no network needed), mounts both over FUSE,
+# and shows them working: ls, a file read, a safetensors tensor loaded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release -p hf-hub-emulator
-bin="${CARGO_TARGET_DIR:-target}/release/hf-hub-emulator"
+cargo build --release -p hf-hub-emulator -p hf-mount --bin hf-hub-emulator --bin hf-mount-fuse
+bin="${CARGO_TARGET_DIR:-target}/release"
 work="$(mktemp -d)"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+cleanup() {
+    for m in "$work/model" "$work/dataset"; do
+        mountpoint -q "$m" 2>/dev/null && { fusermount3 -u "$m" 2>/dev/null || umount "$m"; }
+    done
+    kill "${mounts[@]}" 2>/dev/null || true
+    kill "$server" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+mounts=()
+server=""
+trap cleanup EXIT
 
-python3 scripts/make_demo_repo.py "$work/model" "$work/dataset"
-"$bin" seed --data-dir "$work/hub" repo demo/tiny-model "$work/model"
-"$bin" seed --data-dir "$work/hub" repo datasets/demo/tiny-dataset "$work/dataset"
-"$bin" serve --data-dir "$work/hub" > "$work/endpoint" &
+python3 scripts/make_demo_repo.py "$work/src-model" "$work/src-dataset"
+"$bin/hf-hub-emulator" seed --data-dir "$work/hub" repo demo/tiny-model "$work/src-model"
+"$bin/hf-hub-emulator" seed --data-dir "$work/hub" repo datasets/demo/tiny-dataset "$work/src-dataset"
+"$bin/hf-hub-emulator" serve --data-dir "$work/hub" > "$work/endpoint" 2> "$work/hub.log" &
 server=$!
-for _ in $(seq 50); do [ -s "$work/endpoint" ] && break; sleep 0.1; done
-endpoint="$(head -1 "$work/endpoint")"
+for _ in $(seq 100); do [ -s "$work/endpoint" ] && break; sleep 0.1; done
+export HF_ENDPOINT="$(head -1 "$work/endpoint")"
+echo "== local Hub at $HF_ENDPOINT"
 
-echo "== emulator at $endpoint"
-echo "== files of demo/tiny-model"
-curl -s "$endpoint/api/models/demo/tiny-model/tree/main?recursive=true" | python3 -m json.tool
-echo "== config.json"
-curl -s "$endpoint/demo/tiny-model/resolve/main/config.json"; echo
-echo "== model.safetensors header (a Xet file, read by range)"
-curl -sI "$endpoint/demo/tiny-model/resolve/main/model.safetensors" | grep -i -E 'x-xet-hash|x-linked-size'
-echo "== the emulator keeps running until Ctrl-C; HF_ENDPOINT=$endpoint"
-if [ -t 0 ] && [ "${DEMO_EXIT:-0}" != 1 ]; then wait "$server"; fi
+mkdir -p "$work/model" "$work/dataset"
+"$bin/hf-mount-fuse" repo demo/tiny-model "$work/model" 2> "$work/model.log" &
+mounts+=($!)
+"$bin/hf-mount-fuse" repo datasets/demo/tiny-dataset "$work/dataset" 2> "$work/dataset.log" &
+mounts+=($!)
+for _ in $(seq 100); do grep -q "mounted at" "$work/model.log" "$work/dataset.log" 2>/dev/null && \
+    [ "$(grep -l "mounted at" "$work/model.log" "$work/dataset.log" | wc -l)" = 2 ] && break; sleep 0.1; done
+
+echo "== ls -l of the mounted model and dataset"
+ls -l "$work/model" "$work/dataset/data"
+echo "== cat config.json"
+cat "$work/model/config.json"
+echo "== first rows of the dataset"
+head -3 "$work/dataset/data/train.jsonl"
+echo "== a tensor loaded from model.safetensors (Xet-stored, fetched by range)"
+python3 - "$work/model/model.safetensors" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    meta = header["lm_head.bias"]
+    start, end = meta["data_offsets"]
+    f.seek(8 + n + start)
+    values = struct.unpack(f"<{(end - start) // 4}f", f.read(end - start))
+print("lm_head.bias", meta["shape"], list(values))
+PY
+echo "== done; unmounting"

@@ -94,6 +94,7 @@ struct Inner {
     remote: Arc<Remote>,
     supervisor: ActorRef<SupervisorMsg>,
     cfg: EngineConfig,
+    /// Times for entries the Hub gives none: the revision's last modification.
     mount_time: SystemTime,
     invalidations: Mutex<Option<UnboundedReceiver<Invalidation>>>,
     invalidations_tx: tokio::sync::mpsc::UnboundedSender<Invalidation>,
@@ -134,7 +135,7 @@ impl Engine {
                 remote,
                 supervisor,
                 cfg,
-                mount_time: SystemTime::now(),
+                mount_time: probe.modified.unwrap_or_else(SystemTime::now),
                 invalidations: Mutex::new(Some(rx)),
                 invalidations_tx: tx,
                 readaheads: Arc::new(Semaphore::new(MAX_CONCURRENT_READAHEADS)),

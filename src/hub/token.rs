@@ -17,9 +17,12 @@ pub struct TokenSource {
     file: Option<Arc<TokenFile>>,
 }
 
+/// The token last read, the file's modification time then, and when it was last checked.
+type Cached = (Option<Arc<str>>, Option<SystemTime>, Option<Instant>);
+
 struct TokenFile {
     path: PathBuf,
-    cached: Mutex<(Option<Arc<str>>, Option<SystemTime>, Option<Instant>)>,
+    cached: Mutex<Cached>,
 }
 
 impl std::fmt::Debug for TokenSource {
