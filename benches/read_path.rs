@@ -1,0 +1,327 @@
+//! The read path, measured through real FUSE mounts of `hf-mount-fuse`
+//! against the in-process emulator, with baselines measured in the same run:
+//!
+//! - cold sequential read of a large Xet file vs a raw download of it through
+//!   xet-core's client (target ≥ 0.9×); warm re-reads from the page cache and
+//!   from the disk cache;
+//! - 4 KiB random-read IOPS with 1 and 4 jobs, and how many bytes they fetched;
+//! - 4 threads reading quarters of one file through one fd and four fds vs 1 thread;
+//! - time to first byte vs one CAS round trip;
+//! - `ls -l` of a 10k- and a 100k-entry directory, and the Hub requests it made;
+//! - mount time and RSS on a 100k-file repo vs a 10-file repo.
+//!
+//! `cargo bench --bench read_path` (`BENCH_FILE_MIB`, default 1024).
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hf_hub_emulator::store::CommitOp;
+use hf_hub_emulator::testing::XetReader;
+use hf_hub_emulator::{Emulator, FaultKind, FaultSpec, RepoRef, RouteClass};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
+
+struct Mount {
+    child: Child,
+    dir: tempfile::TempDir,
+    took: Duration,
+}
+
+impl Mount {
+    fn start(endpoint: &str, source: &str, extra: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Instant::now();
+        let mut child = Command::new(BIN)
+            .args(["repo", source])
+            .arg(dir.path())
+            .args(extra)
+            .env("HF_ENDPOINT", endpoint)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("mounted at"), "{line}");
+        let took = t.elapsed();
+        Mount { child, dir, took }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn read_all(path: &Path) -> (u64, Duration) {
+    let t = Instant::now();
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+    }
+    (n, t.elapsed())
+}
+
+fn random_reads(path: &Path, jobs: usize, per_job: usize, size: u64) -> Duration {
+    let t = Instant::now();
+    let handles: Vec<_> = (0..jobs)
+        .map(|j| {
+            let path = path.to_path_buf();
+            std::thread::spawn(move || {
+                let f = std::fs::File::open(path).unwrap();
+                let mut x = 0x9e37_79b9u64 + j as u64;
+                let mut buf = vec![0u8; 4096];
+                for _ in 0..per_job {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let off = ((x >> 16) % (size - 4096)) & !4095;
+                    f.read_exact_at(&mut buf, off).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.elapsed()
+}
+
+fn quarters(path: &Path, size: u64, threads: u64, shared_fd: bool) -> Duration {
+    let shared = Arc::new(std::fs::File::open(path).unwrap());
+    let t = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let f = if shared_fd { shared.clone() } else { Arc::new(std::fs::File::open(path).unwrap()) };
+            std::thread::spawn(move || {
+                let part = size / threads;
+                let (start, end) = (i * part, if i + 1 == threads { size } else { (i + 1) * part });
+                let mut buf = vec![0u8; 1 << 20];
+                let mut off = start;
+                while off < end {
+                    let want = ((end - off) as usize).min(buf.len());
+                    let n = f.read_at(&mut buf[..want], off).unwrap();
+                    assert!(n > 0);
+                    off += n as u64;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.elapsed()
+}
+
+fn write_weights(path: &Path, mib: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for w in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+}
+
+/// A repo whose `dir/` holds `n` small git-blob files, committed straight into the store.
+fn wide_repo(hub: &Emulator, rt: &tokio::runtime::Runtime, id: &str, n: usize) {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("seed.txt"), b"x").unwrap();
+    rt.block_on(hub.seed_repo(id, src.path(), false)).unwrap();
+    let repo = RepoRef::parse(id).unwrap();
+    let file = hub.store().read(|st| st.repos[id].head().files["seed.txt"].clone());
+    let ops = (0..n).map(|i| CommitOp::Put { path: format!("dir/f{i:06}.txt"), file: file.clone() }).collect();
+    hub.store().commit(&repo, "main", "wide", None, false, ops).unwrap();
+}
+
+fn main() {
+    let mib: u64 = std::env::var("BENCH_FILE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let size = mib << 20;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hub = rt.block_on(Emulator::start_temp()).unwrap();
+    let e = hub.endpoint();
+    let src = tempfile::tempdir().unwrap();
+    write_weights(&src.path().join("weights.safetensors"), mib);
+    rt.block_on(hub.seed_repo("bench/big", src.path(), false)).unwrap();
+    drop(src);
+    wide_repo(&hub, &rt, "bench/wide10k", 10_000);
+    wide_repo(&hub, &rt, "bench/wide100k", 100_000);
+    let tiny = tempfile::tempdir().unwrap();
+    for i in 0..10 {
+        std::fs::write(tiny.path().join(format!("f{i}.txt")), b"x").unwrap();
+    }
+    rt.block_on(hub.seed_repo("bench/ten", tiny.path(), false)).unwrap();
+    let hash = rt.block_on(async {
+        let h = reqwest::Client::new()
+            .head(format!("{e}/bench/big/resolve/main/weights.safetensors"))
+            .send()
+            .await
+            .unwrap();
+        h.headers()["x-xet-hash"].to_str().unwrap().to_string()
+    });
+    let token_url = format!("{e}/api/models/bench/big/xet-read-token/main");
+
+    println!("hf-mount read path ({mib} MiB Xet file over FUSE, emulator on loopback, 2 cores)");
+    // Baseline: raw download through the xet client.
+    let raw = rt.block_on(async {
+        let reader = XetReader::connect(&token_url, None).await.unwrap();
+        let t = Instant::now();
+        reader.stream_all(&hash, size, |_| {}).await.unwrap();
+        t.elapsed()
+    });
+    let raw_mbps = mbps(size, raw);
+    println!("  raw download (xet client)            {raw_mbps:8.1} MB/s");
+
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().display().to_string();
+    let cold = {
+        let m = Mount::start(&e, "bench/big", &["--cache-dir", &cache_dir]);
+        let (n, d) = read_all(&m.p("weights.safetensors"));
+        assert_eq!(n, size);
+        let cold = mbps(n, d);
+        println!(
+            "  cold sequential read (FUSE)          {cold:8.1} MB/s   {:.2}x raw (target >= 0.9x)",
+            cold / raw_mbps
+        );
+        let (n, d) = read_all(&m.p("weights.safetensors"));
+        println!("  warm re-read (page cache)            {:8.1} MB/s", mbps(n, d));
+        cold
+    };
+    let _ = cold;
+    {
+        std::thread::sleep(Duration::from_secs(1));
+        let m = Mount::start(&e, "bench/big", &["--cache-dir", &cache_dir]);
+        let (n, d) = read_all(&m.p("weights.safetensors"));
+        println!("  warm re-read (disk cache, new mount) {:8.1} MB/s", mbps(n, d));
+    }
+
+    // Random 4 KiB reads, cold mounts; count the bytes the CAS served.
+    for jobs in [1usize, 4] {
+        let counter = hub.faults().add(FaultSpec::new(RouteClass::CasData, FaultKind::Latency { ms: 0 })).unwrap();
+        let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
+        let per_job = 400;
+        let d = random_reads(&m.p("weights.safetensors"), jobs, per_job, size);
+        let fetches = hub.faults().list().into_iter().find(|r| r.id == counter).map_or(0, |r| r.hits);
+        hub.faults().remove(counter);
+        let iops = (jobs * per_job) as f64 / d.as_secs_f64();
+        println!(
+            "  4 KiB random reads, {jobs} job(s)          {iops:8.0} IOPS  ({fetches} CAS data fetches for {} reads)",
+            jobs * per_job
+        );
+    }
+
+    // Quarters of one file: 1 thread, 4 threads on one fd, 4 threads on four fds (cold each time).
+    let mut base = 0.0;
+    for (threads, shared, label) in
+        [(1, true, "1 thread"), (4, true, "4 threads, one fd"), (4, false, "4 threads, four fds")]
+    {
+        let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
+        let d = quarters(&m.p("weights.safetensors"), size, threads, shared);
+        let rate = mbps(size, d);
+        if threads == 1 {
+            base = rate;
+        }
+        println!("  quarters, {label:<22}   {rate:8.1} MB/s   {:.2}x 1 thread", rate / base);
+    }
+
+    // Time to first byte vs one CAS round trip (a reconstruction query).
+    {
+        let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
+        let t = Instant::now();
+        let f = std::fs::File::open(m.p("weights.safetensors")).unwrap();
+        let mut buf = [0u8; 4096];
+        f.read_exact_at(&mut buf, size / 2).unwrap();
+        let ttfb = t.elapsed();
+        let rtt = rt.block_on(async {
+            let c = reqwest::Client::new();
+            let tok: serde_json::Value = c.get(&token_url).send().await.unwrap().json().await.unwrap();
+            let mut best = Duration::MAX;
+            for _ in 0..5 {
+                let t = Instant::now();
+                c.get(format!("{e}/cas/v2/reconstructions/{hash}"))
+                    .bearer_auth(tok["accessToken"].as_str().unwrap())
+                    .header("range", "bytes=0-4095")
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap();
+                best = best.min(t.elapsed());
+            }
+            best
+        });
+        println!(
+            "  time to first byte                   {:8.2} ms    {:.1} CAS round trips ({:.2} ms each)",
+            ttfb.as_secs_f64() * 1e3,
+            ttfb.as_secs_f64() / rtt.as_secs_f64(),
+            rtt.as_secs_f64() * 1e3
+        );
+    }
+
+    // ls -l of wide directories; count the Hub metadata requests made.
+    for (id, n) in [("bench/wide10k", 10_000), ("bench/wide100k", 100_000)] {
+        let m = Mount::start(&e, id, &[]);
+        let counter = hub.faults().add(FaultSpec::new(RouteClass::HubMetadata, FaultKind::Latency { ms: 0 })).unwrap();
+        let t = Instant::now();
+        let out = Command::new("ls").arg("-l").arg(m.p("dir")).output().unwrap();
+        let d = t.elapsed();
+        let requests = hub.faults().list().into_iter().find(|r| r.id == counter).map_or(0, |r| r.hits);
+        hub.faults().remove(counter);
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count() - 1;
+        assert_eq!(lines, n);
+        println!("  ls -l of {n:>6} entries              {:8.2} s     {requests} Hub requests (target <= 2 s, no per-entry request)", d.as_secs_f64());
+    }
+
+    // Mount time and RSS: 100k-file repo vs 10-file repo.
+    let ten = Mount::start(&e, "bench/ten", &[]);
+    let wide = Mount::start(&e, "bench/wide100k", &[]);
+    std::fs::metadata(ten.dir.path()).unwrap();
+    std::fs::metadata(wide.dir.path()).unwrap();
+    let (t10, t100k) = (ten.took.as_secs_f64() * 1e3, wide.took.as_secs_f64() * 1e3);
+    let (r10, r100k) = (ten.rss_kib(), wide.rss_kib());
+    println!(
+        "  mount time, 10 files / 100k files    {t10:8.1} ms / {t100k:.1} ms   ({:+.0}%)",
+        (t100k / t10 - 1.0) * 100.0
+    );
+    println!(
+        "  RSS after mount, 10 / 100k files     {r10:8} KiB / {r100k} KiB ({:+.0}%)",
+        (r100k as f64 / r10 as f64 - 1.0) * 100.0
+    );
+    drop((ten, wide));
+    rt.block_on(hub.stop());
+}
