@@ -28,6 +28,8 @@ use crate::hub::{HubClient, RemoteFile, Source};
 
 /// Read-aheads running at once, mount-wide; past this, read-ahead is skipped.
 const MAX_CONCURRENT_READAHEADS: usize = 4;
+/// One remote request fetches at most this many blocks; longer runs are split and fetched in parallel.
+const FETCH_MAX_BLOCKS: u64 = (16 << 20) / BLOCK_BYTES;
 /// Plain (non-Xet) files up to this size are fetched and verified whole.
 const WHOLE_FILE_MAX_BYTES: u64 = 16 << 20;
 /// OS metadata files that desktop tools probe for; answered "no such file" without a Hub request.
@@ -129,6 +131,9 @@ impl Engine {
             registry: registry.clone(),
         };
         let supervisor = Supervisor::start(args).await?;
+        // Connect to the CAS in the background, so the first read pays only for its data.
+        let warm = remote.clone();
+        tokio::spawn(async move { warm.xet.warm().await });
         Ok(Self {
             inner: Arc::new(Inner {
                 registry,
@@ -403,7 +408,7 @@ impl Engine {
                 let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(e) = me.fetch(&path, &file, ahead).await {
+                    if let Err(e) = me.fetch_blocks(&path, &file, ahead, false).await {
                         tracing::debug!(%path, "read-ahead failed: {e}");
                     }
                 });
@@ -417,6 +422,19 @@ impl Engine {
 
     /// Bytes `range` of a file through the chunk cache, fetching missing blocks (single-flight).
     pub async fn fetch(&self, path: &str, file: &Arc<RemoteFile>, range: Range<u64>) -> FsResult<Bytes> {
+        let (first, parts) = self.fetch_blocks(path, file, range.clone(), true).await?;
+        assemble(parts, first * BLOCK_BYTES, range)
+    }
+
+    /// Makes sure the blocks covering `range` are cached; with `collect`, returns them
+    /// (with the index of the first). Read-ahead only fills the cache and waits for its fetches.
+    async fn fetch_blocks(
+        &self,
+        path: &str,
+        file: &Arc<RemoteFile>,
+        range: Range<u64>,
+        collect: bool,
+    ) -> FsResult<(u64, Vec<Bytes>)> {
         let content = content_key(path, file);
         let whole = file.xet_hash.is_none() && file.size <= WHOLE_FILE_MAX_BYTES;
         let blocks_total = file.size.div_ceil(BLOCK_BYTES);
@@ -439,6 +457,9 @@ impl Engine {
             }
         }
         let mut run_results = Vec::new();
+        let runs = runs.into_iter().flat_map(|(a, b)| {
+            (a..=b).step_by(FETCH_MAX_BLOCKS as usize).map(move |s| (s, (s + FETCH_MAX_BLOCKS - 1).min(b)))
+        });
         for (a, b) in runs {
             let (me, path, file, content) = (self.clone(), path.to_string(), file.clone(), content.clone());
             let task = tokio::spawn(async move { me.fetch_run(&path, &file, &content, a, b, whole).await });
@@ -450,6 +471,9 @@ impl Engine {
         let mut run_data: Option<((u64, u64), Vec<Bytes>)> = None;
         for (i, slot) in slots.into_iter().enumerate() {
             let idx = first + i as u64;
+            if !collect && !matches!(slot, Slot::Fetch) {
+                continue; // read-ahead: cached, failed or being fetched by someone else
+            }
             let bytes = match slot {
                 Slot::Mem(b) => b,
                 Slot::Failed(e) => return Err(e),
@@ -480,7 +504,7 @@ impl Engine {
             };
             parts.push(bytes);
         }
-        assemble(parts, first * BLOCK_BYTES, range)
+        Ok((first, parts))
     }
 
     /// Fetches blocks `a..=b` in one remote read and fills the cache with each.
@@ -495,25 +519,19 @@ impl Engine {
     ) -> FsResult<Vec<Bytes>> {
         let start = a * BLOCK_BYTES;
         let end = ((b + 1) * BLOCK_BYTES).min(file.size);
-        let result = self.inner.remote.read(path, file, start, end).await.and_then(|data| {
-            if data.len() as u64 != end - start {
-                return Err(FsError::Io(format!("{path}: got {} bytes for range {start}..{end}", data.len())));
+        let result = self.inner.remote.read(path, file, start, end).await.and_then(|pieces| {
+            let got: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+            if got != end - start {
+                return Err(FsError::Io(format!("{path}: got {got} bytes for range {start}..{end}")));
             }
             if whole && start == 0 && end == file.size {
-                verify_git_blob(path, file, &data)?;
+                verify_git_blob(path, file, &pieces)?;
             }
-            Ok(data)
+            Ok(split_blocks(&pieces, BLOCK_BYTES as usize))
         });
         let cache = self.reg().get()?.cache;
         match result {
-            Ok(data) => {
-                let blocks: Vec<Bytes> = (a..=b)
-                    .map(|i| {
-                        let s = ((i - a) * BLOCK_BYTES) as usize;
-                        let e = (s + BLOCK_BYTES as usize).min(data.len());
-                        data.slice(s..e)
-                    })
-                    .collect();
+            Ok(blocks) => {
                 for (i, blk) in (a..=b).zip(&blocks) {
                     let key = BlockKey { content: content.clone(), index: i };
                     let _ = cache.send_message(CacheMsg::Fill { key, result: Ok(blk.clone()) });
@@ -551,9 +569,13 @@ impl Engine {
                 let start = key.index * BLOCK_BYTES;
                 let end = (start + BLOCK_BYTES).min(file.size);
                 let (s, e) = if whole { (0, file.size) } else { (start, end) };
-                let data = self.inner.remote.read(path, file, s, e).await?;
+                let pieces = self.inner.remote.read(path, file, s, e).await?;
                 if whole {
-                    verify_git_blob(path, file, &data)?;
+                    verify_git_blob(path, file, &pieces)?;
+                }
+                let data = Bytes::from(pieces.concat());
+                if data.len() as u64 != e - s {
+                    return Err(FsError::Io(format!("{path}: short fetch of {s}..{e}")));
                 }
                 let blk = data.slice((start - s) as usize..(end - s) as usize);
                 let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), bytes: blk.clone() });
@@ -626,16 +648,55 @@ fn content_key(path: &str, file: &RemoteFile) -> Arc<str> {
     }
 }
 
+/// Cuts consecutive pieces into blocks of `block` bytes (the last may be shorter),
+/// slicing without a copy where a block lies within one piece.
+fn split_blocks(pieces: &[Bytes], block: usize) -> Vec<Bytes> {
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(total.div_ceil(block));
+    let (mut piece, mut at) = (0usize, 0usize);
+    let mut left = total;
+    while left > 0 {
+        let want = block.min(left);
+        while pieces[piece].len() == at {
+            piece += 1;
+            at = 0;
+        }
+        let p = &pieces[piece];
+        if p.len() - at >= want {
+            out.push(p.slice(at..at + want));
+            at += want;
+        } else {
+            let mut buf = BytesMut::with_capacity(want);
+            while buf.len() < want {
+                while pieces[piece].len() == at {
+                    piece += 1;
+                    at = 0;
+                }
+                let p = &pieces[piece];
+                let take = (want - buf.len()).min(p.len() - at);
+                buf.extend_from_slice(&p[at..at + take]);
+                at += take;
+            }
+            out.push(buf.freeze());
+        }
+        left -= want;
+    }
+    out
+}
+
 /// A plain git blob fetched whole must hash to its oid (when the etag is one).
-fn verify_git_blob(path: &str, file: &RemoteFile, data: &[u8]) -> FsResult<()> {
+fn verify_git_blob(path: &str, file: &RemoteFile, pieces: &[Bytes]) -> FsResult<()> {
     use sha1::{Digest, Sha1};
     let etag = &file.etag;
     if etag.len() != 40 || !etag.chars().all(|c| c.is_ascii_hexdigit()) {
         return Ok(());
     }
+    let len: usize = pieces.iter().map(Bytes::len).sum();
     let mut h = Sha1::new();
-    h.update(format!("blob {}\0", data.len()).as_bytes());
-    h.update(data);
+    h.update(format!("blob {len}\0").as_bytes());
+    for p in pieces {
+        h.update(p);
+    }
     let got = hex::encode(h.finalize());
     if got != *etag {
         return Err(FsError::Io(format!("{path}: content hash {got} does not match {etag}")));
@@ -709,7 +770,16 @@ mod tests {
             etag: "ce013625030ba8dba906f756967f9e9ca394464a".into(),
             mtime: None,
         };
-        assert!(verify_git_blob("x", &f, data).is_ok());
-        assert!(verify_git_blob("x", &f, b"hellO\n").is_err());
+        assert!(verify_git_blob("x", &f, &[Bytes::from_static(b"hel"), Bytes::from_static(b"lo\n")]).is_ok());
+        assert!(verify_git_blob("x", &f, &[Bytes::from_static(b"hellO\n")]).is_err());
+        let _ = data;
+    }
+
+    #[test]
+    fn blocks_split_across_pieces() {
+        let pieces = [Bytes::from_static(b"abcde"), Bytes::from_static(b"fg"), Bytes::from_static(b"hijklmn")];
+        let blocks = split_blocks(&pieces, 4);
+        let got: Vec<&[u8]> = blocks.iter().map(|b| b.as_ref()).collect();
+        assert_eq!(got, [&b"abcd"[..], b"efgh", b"ijkl", b"mn"]);
     }
 }

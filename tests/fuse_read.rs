@@ -212,3 +212,26 @@ fn buckets_mount_read_only_with_strict_descendants() {
     let hint = try_mount(&hub, &["repo", "buckets/alice/ckpt"]).unwrap_err().to_string();
     assert!(hint.contains("bucket alice/ckpt"), "{hint}");
 }
+
+#[test]
+fn renamed_repos_resolve_to_the_canonical_id_and_hub_hiccups_are_retried() {
+    let hub = Hub::start();
+    let repo = |s: &str| hf_hub_emulator::RepoRef::parse(s).unwrap();
+    hub.emulator().store().add_alias(&repo("alice/old-name"), &repo("alice/tiny")).unwrap();
+    let m = mount(&hub, &["repo", "alice/old-name"]);
+    assert_eq!(m.engine().source().id, "alice/tiny");
+    assert!(std::fs::read(m.p("config.json")).unwrap() == fixture("config.json"));
+    drop(m);
+
+    // A 429 with RateLimit and two 503s on the Hub: the mount waits them out and succeeds.
+    use hf_hub_emulator::{FaultKind, FaultSpec, RouteClass};
+    let faults = hub.emulator().faults();
+    faults.add(FaultSpec::new(RouteClass::HubMetadata, FaultKind::RateLimit { reset_secs: 1 }).times(1)).unwrap();
+    faults.add(FaultSpec::new(RouteClass::HubMetadata, FaultKind::Error { status: 503 }).times(2)).unwrap();
+    let t = std::time::Instant::now();
+    let m = mount(&hub, &["repo", "alice/tiny"]);
+    assert!(t.elapsed() >= std::time::Duration::from_secs(1), "the RateLimit wait was not honoured");
+    assert!(std::fs::read(m.p("onnx/config.json")).unwrap() == fixture("onnx/config.json"));
+    let hits: u64 = faults.list().iter().map(|r| r.hits).sum();
+    assert_eq!(hits, 3);
+}

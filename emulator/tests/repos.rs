@@ -325,3 +325,23 @@ impl ParseRepo for &str {
         hf_hub_emulator::RepoRef::parse(self).unwrap()
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn info_expand_limits_the_fields() {
+    let (hub, _fx) = start_seeded().await;
+    let e = hub.endpoint();
+    let v: Value = http()
+        .get(format!("{e}/api/models/alice/tiny/revision/main?expand[]=sha&expand[]=lastModified"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["_id", "id", "lastModified", "sha"]);
+    let full: Value = http().get(format!("{e}/api/models/alice/tiny")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(full["siblings"].as_array().unwrap().len(), 5);
+    hub.stop().await;
+}

@@ -107,16 +107,17 @@ impl Remote {
         Ok(self.hub.is_dir(&src, &self.commit(), &src.repo_path(path)).await?)
     }
 
-    /// Bytes `[start, end)` of a file: through xet-core for Xet files, the resolve URL otherwise.
-    pub async fn read(&self, path: &str, file: &RemoteFile, start: u64, end: u64) -> FsResult<Bytes> {
+    /// Bytes `[start, end)` of a file as consecutive pieces (no copy): through xet-core for
+    /// Xet files, the resolve URL otherwise.
+    pub async fn read(&self, path: &str, file: &RemoteFile, start: u64, end: u64) -> FsResult<Vec<Bytes>> {
         if start >= end {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         match &file.xet_hash {
             Some(hash) => Ok(self.xet.read(hash, file.size, start..end).await?),
             None => {
                 let src = self.source();
-                Ok(self.hub.get_range(&src, &self.commit(), &src.repo_path(path), start, end).await?)
+                Ok(vec![self.hub.get_range(&src, &self.commit(), &src.repo_path(path), start, end).await?])
             }
         }
     }

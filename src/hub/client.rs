@@ -230,7 +230,13 @@ impl HubClient {
             #[serde(rename = "updatedAt")]
             updated_at: Option<String>,
         }
-        let url = src.info_url(&self.endpoint);
+        // Only the fields a mount needs: a big repo's info otherwise lists every file.
+        let url = match src.kind {
+            super::SourceKind::Repo(_) => {
+                format!("{}?expand[]=sha&expand[]=lastModified", src.info_url(&self.endpoint))
+            }
+            super::SourceKind::Bucket => src.info_url(&self.endpoint),
+        };
         let (info, _): (Info, _) = self.get_json(&url).await?;
         let stamp = info.updated_at.or(info.last_modified);
         let version = match (&info.sha, &stamp) {
@@ -265,12 +271,25 @@ impl HubClient {
         }
     }
 
-    /// Whether `repo_path` is a directory (a listing of it has at least one strict descendant).
+    /// Whether `repo_path` is a directory: it has a strict descendant. Reads as few
+    /// entries as it can (one for repos; raw-prefix bucket listings may need a page or more).
     pub async fn is_dir(&self, src: &Source, commit: &str, repo_path: &str) -> Result<bool, HubError> {
-        match self.list_dir(src, commit, repo_path).await {
-            Ok(entries) => Ok(!entries.is_empty()),
-            Err(HubError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
+        let limit = if src.is_bucket() { 100 } else { 1 };
+        let mut url = format!("{}?limit={limit}", src.tree_url(&self.endpoint, commit, repo_path));
+        let prefix = if repo_path.is_empty() { String::new() } else { format!("{repo_path}/") };
+        loop {
+            let (page, headers): (Vec<TreeEntry>, _) = match self.get_json(&url).await {
+                Ok(r) => r,
+                Err(HubError::NotFound(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if page.iter().any(|e| e.path.starts_with(&prefix) && e.path.len() > prefix.len()) {
+                return Ok(true);
+            }
+            match next_link(&headers) {
+                Some(next) if src.is_bucket() => url = next,
+                _ => return Ok(false),
+            }
         }
     }
 

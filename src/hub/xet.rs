@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::OnceCell;
 use xet_client::cas_client::auth::{AuthConfig, AuthError, TokenInfo, TokenRefresher};
@@ -89,8 +89,16 @@ impl XetAdapter {
             .await
     }
 
-    /// Bytes `range` of the Xet file `hash` (of `size` bytes), within the Hub client's deadline.
-    pub async fn read(&self, hash: &str, size: u64, range: Range<u64>) -> Result<Bytes, HubError> {
+    /// Connects in the background (credentials, session), so the first read pays no set-up.
+    pub async fn warm(&self) {
+        if let Err(e) = self.session().await {
+            tracing::debug!("xet session not ready yet: {e}");
+        }
+    }
+
+    /// Bytes `range` of the Xet file `hash` (of `size` bytes), within the Hub client's deadline,
+    /// as the pieces xet-core produced them (no copy).
+    pub async fn read(&self, hash: &str, size: u64, range: Range<u64>) -> Result<Vec<Bytes>, HubError> {
         let deadline = self.hub.deadline();
         let what = format!("xet {hash}[{}..{}]", range.start, range.end);
         let fetch = async {
@@ -99,11 +107,13 @@ impl XetAdapter {
             let fail = |e: String| HubError::Network(what.clone(), e);
             let (_, mut stream) =
                 session.downloads.download_stream_range(&info, range.clone()).await.map_err(|e| fail(e.to_string()))?;
-            let mut out = BytesMut::with_capacity((range.end - range.start) as usize);
+            let mut out = Vec::new();
             while let Some(chunk) = stream.next().await.map_err(|e| fail(e.to_string()))? {
-                out.extend_from_slice(&chunk);
+                if !chunk.is_empty() {
+                    out.push(chunk);
+                }
             }
-            Ok(out.freeze())
+            Ok(out)
         };
         match tokio::time::timeout(deadline, fetch).await {
             Ok(r) => r,

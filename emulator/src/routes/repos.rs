@@ -105,10 +105,10 @@ pub async fn repo_api(
         let path = RepoPath::parse(kind, &segs[2..])?;
         let who = caller(&state, &headers);
         match (method.clone(), path.action.as_deref()) {
-            (Method::GET, None) => info(&state, &headers, &path, "main", &who, &q),
+            (Method::GET, None) => info(&state, &headers, &uri, &path, "main", &who, &q),
             (Method::GET, Some("revision")) => {
                 let (rev, _) = path.revision_and_rest()?;
-                info(&state, &headers, &path, &rev, &who, &q)
+                info(&state, &headers, &uri, &path, &rev, &who, &q)
             }
             (Method::GET, Some("tree")) => tree(&state, &headers, &uri, &path, &who, &q),
             (Method::POST, Some("paths-info")) => paths_info(&state, &path, &who, &body),
@@ -140,23 +140,38 @@ pub async fn repo_api(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// Repo info; `expand=F` / `expand[]=F` (repeatable) limit the answer to those fields, as on the Hub.
 fn info(
     state: &Shared,
     headers: &HeaderMap,
+    uri: &Uri,
     path: &RepoPath,
     rev: &str,
     who: &Caller,
     q: &HashMap<String, String>,
 ) -> ApiResult<Response> {
+    let expand: Vec<String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "expand" || *k == "expand[]" || *k == "expand%5B%5D")
+        .map(|(_, v)| v.to_string())
+        .collect();
     state.store.read(|st| {
         let r = visible_repo(st, &path.repo, who)?;
         let commit = r.commit(rev).ok_or_else(|| ApiError::revision_not_found(rev))?;
         let blobs = q.get("blobs").is_some_and(|v| v == "true" || v == "1");
-        let siblings: Vec<Value> = commit
-            .files
-            .iter()
-            .map(|(p, f)| if blobs { sibling_with_blob(p, f) } else { json!({ "rfilename": p }) })
-            .collect();
+        let wants_siblings = expand.is_empty() || expand.iter().any(|e| e == "siblings");
+        let siblings: Vec<Value> = if wants_siblings {
+            commit
+                .files
+                .iter()
+                .map(|(p, f)| if blobs { sibling_with_blob(p, f) } else { json!({ "rfilename": p }) })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut doc = json!({
             "_id": &r.id,
             "id": &r.id,
@@ -177,6 +192,11 @@ fn info(
             RepoKind::Model => doc["modelId"] = json!(&r.id),
             RepoKind::Space => doc["sdk"] = json!("static"),
             RepoKind::Dataset => {}
+        }
+        if !expand.is_empty() {
+            if let Some(map) = doc.as_object_mut() {
+                map.retain(|k, _| k == "_id" || k == "id" || expand.iter().any(|e| e == k));
+            }
         }
         Ok(Json(doc).into_response())
     })
