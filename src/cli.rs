@@ -59,14 +59,16 @@ fn tune_allocator() {
     }
 }
 
-/// Validates the options and starts the engine (probing the source).
-pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
+/// Validates the options and starts the engine (probing the source), on a runtime of its own.
+/// The temporary cache directory (if any) lives as long as the returned guard.
+pub fn prepare_engine(
+    args: &MountArgs,
+) -> anyhow::Result<(tokio::runtime::Runtime, Engine, Option<tempfile::TempDir>)> {
     tune_allocator();
     let source = args.parse_source()?;
     if !args.read_only && source.is_bucket() {
         tracing::info!("buckets are mounted read-only in this version");
     }
-    fuse::check_mountpoint(&args.mountpoint)?;
     let (disk, cache_guard) = cache_dir(args)?;
     let token = args.token_source()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -77,6 +79,19 @@ pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
     let hub = HubClient::new(&args.hub_endpoint, token, args.read_timeout())?;
     let config = args.engine_config(&source, disk);
     let engine = runtime.block_on(Engine::start(hub, source, config))?;
+    Ok((runtime, engine, cache_guard))
+}
+
+/// The mountpoint argument, which a mount requires.
+pub fn mountpoint(args: &MountArgs) -> anyhow::Result<PathBuf> {
+    args.mountpoint.clone().ok_or_else(|| anyhow::anyhow!("a MOUNTPOINT is required"))
+}
+
+/// Validates the options (mountpoint included) and starts the engine.
+pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
+    let mountpoint = mountpoint(args)?;
+    fuse::check_mountpoint(&mountpoint)?;
+    let (runtime, engine, cache) = prepare_engine(args)?;
     let ttl = engine.config().metadata_ttl;
     let options = FuseOptions {
         uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
@@ -85,7 +100,7 @@ pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
         allow_other: args.allow_other,
         ttl,
     };
-    Ok(Prepared { runtime, engine, options, mountpoint: args.mountpoint.clone(), _cache: cache_guard })
+    Ok(Prepared { runtime, engine, options, mountpoint, _cache: cache })
 }
 
 /// `hf-mount-fuse`: mounts in the foreground until unmounted or signalled.

@@ -25,8 +25,8 @@ pub struct MountArgs {
     pub source_type: SourceType,
     /// `[datasets/|spaces/]owner/name[/subfolder]` for repos, `ns/name[/subfolder]` for buckets.
     pub source: String,
-    /// An existing, empty directory.
-    pub mountpoint: PathBuf,
+    /// An existing, empty directory (not needed with `--serve-only`).
+    pub mountpoint: Option<PathBuf>,
 
     /// Branch, tag, commit sha or refs/pr/N (repos). A commit sha pins the mount: nothing is revalidated.
     #[arg(long)]

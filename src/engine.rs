@@ -206,6 +206,11 @@ impl Engine {
         call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Revalidated { ino, file: file.clone(), reply }).await?
     }
 
+    /// The directory holding `ino` (the root is its own parent).
+    pub async fn parent(&self, ino: Ino) -> FsResult<Ino> {
+        Ok(call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Get { ino, reply }).await??.parent)
+    }
+
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let view = call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Get { ino, reply }).await??;
         let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
@@ -403,6 +408,28 @@ impl Engine {
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Bytes> {
         let plan =
             call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::Plan { fh, offset, size, reply }).await??;
+        self.read_planned(plan).await
+    }
+
+    /// Reads a file by inode, without an open (stateless protocols): attributes are
+    /// revalidated as for `getattr`, and read-ahead follows the inode's read pattern.
+    /// Returns the bytes and the file's size.
+    pub async fn read_ino(&self, ino: Ino, offset: u64, size: u32) -> FsResult<(Bytes, u64)> {
+        let view = call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Get { ino, reply }).await??;
+        let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
+        let NodeKind::File(file) = view.kind else { return Err(FsError::IsDir) };
+        let path = view.path.clone();
+        let plan = call(
+            self.reg(),
+            |r| r.prefetch.clone(),
+            |reply| PrefetchMsg::PlanIno { ino, path: path.clone(), file: file.clone(), offset, size, reply },
+        )
+        .await?;
+        let bytes = self.read_planned(plan).await?;
+        Ok((bytes, file.size))
+    }
+
+    async fn read_planned(&self, plan: crate::actors::prefetch::ReadPlan) -> FsResult<Bytes> {
         if let Some(ahead) = plan.ahead.clone() {
             if let Ok(permit) = self.inner.readaheads.clone().try_acquire_owned() {
                 let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());

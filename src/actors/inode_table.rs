@@ -32,6 +32,7 @@ pub enum NodeKind {
 #[derive(Clone, Debug)]
 pub struct NodeView {
     pub ino: Ino,
+    pub parent: Ino,
     /// Path inside the mount ("" for the root).
     pub path: String,
     pub kind: NodeKind,
@@ -55,7 +56,13 @@ struct Node {
 
 impl Node {
     fn view(&self, ino: Ino) -> NodeView {
-        NodeView { ino, path: self.path.clone(), kind: self.kind.clone(), checked_at: self.checked_at }
+        NodeView {
+            ino,
+            parent: self.parent,
+            path: self.path.clone(),
+            kind: self.kind.clone(),
+            checked_at: self.checked_at,
+        }
     }
 }
 

@@ -39,15 +39,20 @@ struct FileHandle {
     ahead_to: u64,
 }
 
+/// Implicit per-file handles kept at most (stateless protocols such as NFS).
+const IMPLICIT_HANDLES_MAX: usize = 4096;
+
 pub struct HandleState {
     files: HashMap<Fh, FileHandle>,
     dirs: HashMap<Fh, DirSnapshot>,
+    /// Handles made for reads that come without an open (NFS), one per inode.
+    implicit: HashMap<Ino, FileHandle>,
     next_fh: Fh,
 }
 
 impl Default for HandleState {
     fn default() -> Self {
-        Self { files: HashMap::new(), dirs: HashMap::new(), next_fh: 1 }
+        Self { files: HashMap::new(), dirs: HashMap::new(), implicit: HashMap::new(), next_fh: 1 }
     }
 }
 
@@ -73,6 +78,15 @@ pub enum PrefetchMsg {
         offset: u64,
         size: u32,
         reply: RpcReplyPort<FsResult<ReadPlan>>,
+    },
+    /// A read without an open: planned on the inode's implicit handle (made or refreshed here).
+    PlanIno {
+        ino: Ino,
+        path: String,
+        file: Arc<RemoteFile>,
+        offset: u64,
+        size: u32,
+        reply: RpcReplyPort<ReadPlan>,
     },
     ReleaseFile {
         fh: Fh,
@@ -126,6 +140,20 @@ impl Actor for Prefetch {
             }
             PrefetchMsg::Plan { fh, offset, size, reply } => {
                 let _ = reply.send(st.files.get_mut(&fh).ok_or(FsError::Stale).map(|h| plan(h, offset, size)));
+            }
+            PrefetchMsg::PlanIno { ino, path, file, offset, size, reply } => {
+                let fresh = st.implicit.get(&ino).is_none_or(|h| h.file != file);
+                if fresh {
+                    if st.implicit.len() >= IMPLICIT_HANDLES_MAX {
+                        let victim = st.implicit.keys().next().copied();
+                        if let Some(v) = victim {
+                            st.implicit.remove(&v);
+                        }
+                    }
+                    st.implicit.insert(ino, FileHandle { ino, path, file, last_end: u64::MAX, window: 0, ahead_to: 0 });
+                }
+                let h = st.implicit.get_mut(&ino).expect("inserted above");
+                let _ = reply.send(plan(h, offset, size));
             }
             PrefetchMsg::ReleaseFile { fh, reply } => {
                 let _ = reply.send(st.files.remove(&fh).map(|h| h.ino));

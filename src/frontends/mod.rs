@@ -2,3 +2,4 @@
 //! hold no filesystem state of their own.
 
 pub mod fuse;
+pub mod nfs;

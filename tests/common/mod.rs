@@ -207,3 +207,8 @@ impl std::fmt::Debug for Mounted {
         write!(f, "Mounted({})", self.dir.path().display())
     }
 }
+
+/// Parses CLI-style arguments (argv[0] included) into mount options.
+pub fn parse_args(argv: &[String]) -> MountArgs {
+    TestCli::try_parse_from(argv).unwrap().args
+}

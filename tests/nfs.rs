@@ -1,0 +1,248 @@
+//! The NFS frontend, spoken to by real NFSv3 clients: the `nfs3_client`
+//! crate, and Debian's libnfs-utils (`nfs-ls`, `nfs-cat`, `nfs-cp`) when
+//! installed (CI installs them).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{bytes, fixture_files, Hub};
+use hf_mount::cli::prepare_engine;
+use hf_mount::frontends::nfs::NfsServer;
+use nfs3_client::tokio::{TokioConnector, TokioIo};
+use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
+use nfs3_types::nfs3::{
+    cookieverf3, diropargs3, filename3, nfs_fh3, nfsstat3, GETATTR3args, LOOKUP3args, Nfs3Option, Nfs3Result,
+    READ3args, READDIRPLUS3args, REMOVE3args,
+};
+use nfs3_types::xdr_codec::Opaque;
+use tokio::net::TcpStream;
+
+type Conn = Nfs3Connection<TokioIo<TcpStream>>;
+
+struct Served {
+    server: Option<NfsServer>,
+    rt: tokio::runtime::Runtime,
+    _cache: Option<tempfile::TempDir>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}
+
+fn serve(hub: &Hub, args: &[&str]) -> Served {
+    let mut argv: Vec<String> = vec!["test".into(), args[0].into(), args[1].into()];
+    argv.extend(args[2..].iter().map(|s| s.to_string()));
+    argv.extend(["--hub-endpoint".into(), hub.endpoint(), "--read-timeout-ms".into(), "10000".into()]);
+    let (rt, engine, cache) = prepare_engine(&common::parse_args(&argv)).unwrap();
+    let server = rt.block_on(NfsServer::start(engine, "127.0.0.1:0", 0, 0)).unwrap();
+    Served { server: Some(server), rt, _cache: cache }
+}
+
+impl Served {
+    fn port(&self) -> u16 {
+        self.server.as_ref().unwrap().addr.port()
+    }
+
+    fn connect(&self) -> Conn {
+        let port = self.port();
+        self.rt.block_on(async {
+            Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
+                .connect_from_privileged_port(false)
+                .mount_port(port)
+                .nfs3_port(port)
+                .mount()
+                .await
+                .unwrap()
+        })
+    }
+}
+
+async fn lookup_path(c: &mut Conn, path: &str) -> Result<nfs_fh3, nfsstat3> {
+    let mut fh = c.root_nfs_fh3();
+    for name in path.split('/').filter(|s| !s.is_empty()) {
+        let args = LOOKUP3args {
+            what: diropargs3 { dir: fh.clone(), name: filename3(Opaque::owned(name.as_bytes().to_vec())) },
+        };
+        match c.nfs3_client.lookup(&args).await.unwrap() {
+            Nfs3Result::Ok(ok) => fh = ok.object,
+            Nfs3Result::Err((stat, _)) => return Err(stat),
+        }
+    }
+    Ok(fh)
+}
+
+async fn read_range(c: &mut Conn, fh: &nfs_fh3, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
+    match c.nfs3_client.read(&READ3args { file: fh.clone(), offset, count }).await.unwrap() {
+        Nfs3Result::Ok(ok) => Ok((ok.data.0.to_vec(), ok.eof)),
+        Nfs3Result::Err((stat, _)) => Err(stat),
+    }
+}
+
+async fn read_all(c: &mut Conn, fh: &nfs_fh3) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let (data, eof) = read_range(c, fh, out.len() as u64, 1 << 20).await.unwrap();
+        out.extend_from_slice(&data);
+        if eof || data.is_empty() {
+            return out;
+        }
+    }
+}
+
+/// Every entry of a directory through READDIRPLUS paging; returns names and the page count.
+async fn list_all(c: &mut Conn, dir: &nfs_fh3, maxcount: u32) -> (Vec<String>, usize) {
+    let (mut names, mut cookie, mut verf, mut pages) = (Vec::new(), 0u64, cookieverf3::default(), 0);
+    loop {
+        let args = READDIRPLUS3args { dir: dir.clone(), cookie, cookieverf: verf, dircount: maxcount, maxcount };
+        let Nfs3Result::Ok(ok) = c.nfs3_client.readdirplus(&args).await.unwrap() else { panic!("readdirplus failed") };
+        pages += 1;
+        verf = ok.cookieverf;
+        for e in &ok.reply.entries.0 {
+            let name = String::from_utf8(e.name.0.to_vec()).unwrap();
+            cookie = e.cookie;
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+        if ok.reply.eof {
+            return (names, pages);
+        }
+    }
+}
+
+#[test]
+fn nfs3_client_reads_lists_and_gets_the_right_errors() {
+    let hub = Hub::start();
+    let s = serve(&hub, &["repo", "alice/tiny"]);
+    let mut c = s.connect();
+    s.rt.block_on(async {
+        for (name, content) in fixture_files() {
+            let fh = lookup_path(&mut c, name).await.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(read_all(&mut c, &fh).await == content, "{name}");
+        }
+        // Random ranges of the Xet file.
+        let want = fixture_files().into_iter().find(|(n, _)| *n == "model.safetensors").unwrap().1;
+        let fh = lookup_path(&mut c, "model.safetensors").await.unwrap();
+        let mut x = 3u64;
+        for _ in 0..300 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let off = (x >> 17) % want.len() as u64;
+            let (data, _) = read_range(&mut c, &fh, off, 50_000).await.unwrap();
+            assert!(data == want[off as usize..(off as usize + 50_000).min(want.len())], "range at {off}");
+        }
+        // A lookup in a directory never listed, then the listing of the root.
+        let deep = lookup_path(&mut c, "nested dir/deeper/\u{fc}nic\u{f6}de.txt").await.unwrap();
+        assert_eq!(read_all(&mut c, &deep).await, "unicode \u{2713}\n".as_bytes());
+        let root = c.root_nfs_fh3();
+        let (mut names, _) = list_all(&mut c, &root, 4096).await;
+        names.sort();
+        assert_eq!(names, ["README.md", "config.json", "model.safetensors", "nested dir", "onnx"]);
+        // Errors: ENOENT, ROFS, STALE.
+        assert_eq!(lookup_path(&mut c, "nope").await.unwrap_err(), nfsstat3::NFS3ERR_NOENT);
+        let rm = REMOVE3args {
+            object: diropargs3 { dir: root.clone(), name: filename3(Opaque::owned(b"config.json".to_vec())) },
+        };
+        let Nfs3Result::Err((stat, _)) = c.nfs3_client.remove(&rm).await.unwrap() else { panic!("remove succeeded") };
+        assert_eq!(stat, nfsstat3::NFS3ERR_ROFS);
+        let mut stale = fh.data.0.to_vec();
+        stale[0] ^= 0xff; // an older server generation
+        let stale = nfs_fh3 { data: Opaque::owned(stale) };
+        let got = c.nfs3_client.getattr(&GETATTR3args { object: stale }).await.unwrap();
+        assert!(matches!(got, Nfs3Result::Err((nfsstat3::NFS3ERR_STALE | nfsstat3::NFS3ERR_BADHANDLE, _))), "{got:?}");
+        let unknown = nfs_fh3 { data: Opaque::owned([&fh.data.0[..8], &987654321u64.to_le_bytes()[..]].concat()) };
+        let got = c.nfs3_client.getattr(&GETATTR3args { object: unknown }).await.unwrap();
+        assert!(matches!(got, Nfs3Result::Err((nfsstat3::NFS3ERR_STALE, _))), "{got:?}");
+        let attrs = c.nfs3_client.getattr(&GETATTR3args { object: fh.clone() }).await.unwrap().unwrap();
+        assert_eq!(attrs.obj_attributes.size, want.len() as u64);
+    });
+}
+
+#[test]
+fn a_10k_entry_directory_pages_completely_and_remote_changes_show() {
+    let hub = Hub::start();
+    let files: Vec<(String, Vec<u8>)> = (0..10_000).map(|i| (format!("wide/f{i:05}.txt"), b"x".to_vec())).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    hub.seed_repo("alice/wide", &refs, false);
+    let s = serve(&hub, &["repo", "alice/wide", "--metadata-ttl-ms", "300", "--poll-interval-secs", "1"]);
+    let mut c = s.connect();
+    let e = hub.endpoint();
+    s.rt.block_on(async {
+        let dir = lookup_path(&mut c, "wide").await.unwrap();
+        let (names, pages) = list_all(&mut c, &dir, 8192).await;
+        assert!(pages > 10, "{pages} pages");
+        assert_eq!(names.len(), 10_000);
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 10_000, "no duplicates across pages");
+
+        // A remote change: size and content both, no stale data behind a fresh attribute.
+        let fh = lookup_path(&mut c, "wide/f00007.txt").await.unwrap();
+        assert_eq!(read_all(&mut c, &fh).await, b"x");
+        let body = "{\"key\":\"header\",\"value\":{\"summary\":\"c\"}}\n{\"key\":\"file\",\"value\":{\"path\":\"wide/f00007.txt\",\"content\":\"Y2hhbmdlZCE=\",\"encoding\":\"base64\"}}\n";
+        let st = reqwest::Client::new()
+            .post(format!("{e}/api/models/alice/wide/commit/main"))
+            .bearer_auth(common::WRITE_TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(st.is_success());
+        let mut seen = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let attrs = c.nfs3_client.getattr(&GETATTR3args { object: fh.clone() }).await.unwrap().unwrap();
+            if attrs.obj_attributes.size == 8 {
+                assert_eq!(read_all(&mut c, &fh).await, b"changed!");
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "the change did not show");
+    });
+}
+
+#[test]
+fn buckets_serve_read_only_and_libnfs_utils_agree() {
+    let hub = Hub::start();
+    hub.seed_bucket(
+        "alice/b",
+        &[("a/one.bin", bytes(11, 2_000_000)), ("a/two.txt", b"two\n".to_vec()), ("top #1.txt", b"top".to_vec())],
+    );
+    let s = serve(&hub, &["bucket", "alice/b"]);
+    let mut c = s.connect();
+    s.rt.block_on(async {
+        let fh = lookup_path(&mut c, "a/one.bin").await.unwrap();
+        assert!(read_all(&mut c, &fh).await == bytes(11, 2_000_000));
+        let root = c.root_nfs_fh3();
+        let (mut names, _) = list_all(&mut c, &root, 4096).await;
+        names.sort();
+        assert_eq!(names, ["a", "top #1.txt"]);
+        let _ = Nfs3Option::<nfs_fh3>::None;
+    });
+    // The outside client: Debian's libnfs-utils.
+    if std::process::Command::new("nfs-ls").arg("--help").output().is_err() {
+        panic!("nfs-ls (libnfs-utils) is not installed; .ci/run installs it");
+    }
+    let port = s.port();
+    let url = |path: &str| format!("nfs://127.0.0.1/{path}?nfsport={port}&mountport={port}&version=3");
+    let ls = std::process::Command::new("nfs-ls").args(["-R", &url("/")]).output().unwrap();
+    let out = String::from_utf8_lossy(&ls.stdout);
+    assert!(ls.status.success(), "{out}{}", String::from_utf8_lossy(&ls.stderr));
+    for name in ["one.bin", "two.txt", "top #1.txt"] {
+        assert!(out.contains(name), "nfs-ls -R lacks {name}:\n{out}");
+    }
+    let cat = std::process::Command::new("nfs-cat").arg(url("/a/two.txt")).output().unwrap();
+    assert_eq!(cat.stdout, b"two\n");
+    let dest = tempfile::tempdir().unwrap();
+    let target = dest.path().join("one.bin");
+    let cp = std::process::Command::new("nfs-cp").arg(url("/a/one.bin")).arg(&target).output().unwrap();
+    assert!(cp.status.success(), "{}", String::from_utf8_lossy(&cp.stderr));
+    assert!(std::fs::read(&target).unwrap() == bytes(11, 2_000_000));
+}
