@@ -158,3 +158,82 @@ pub fn is_mounted(path: &std::path::Path) -> bool {
 fn unescape_mount_path(s: &str) -> String {
     s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
+
+/// Waits for SIGINT, SIGTERM, or (when `watch` is set) the mountpoint going away.
+/// Returns true when the mount went away on its own.
+fn wait_for_stop(runtime: &tokio::runtime::Runtime, watch: Option<PathBuf>) -> anyhow::Result<bool> {
+    runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let gone = async move {
+            match watch {
+                Some(target) => {
+                    while is_mounted(&target) {
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => { eprintln!("hf-mount: SIGTERM, stopping"); Ok(false) },
+            _ = int.recv() => { eprintln!("hf-mount: SIGINT, stopping"); Ok(false) },
+            _ = gone => Ok(true),
+        }
+    })
+}
+
+/// `hf-mount-nfs`: serves NFSv3 on loopback and mounts it with the system's NFS
+/// client, or only serves it (`--serve-only`).
+pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
+    use crate::frontends::nfs::{nfs_client_available, NfsServer};
+    let m = &args.mount;
+    let target = if args.serve_only {
+        None
+    } else {
+        let mp = mountpoint(m)?;
+        fuse::check_mountpoint(&mp)?;
+        if !nfs_client_available() {
+            anyhow::bail!(
+                "this system has no NFS client (no nfs kernel module or mount.nfs helper); \
+                 mount over FUSE with --fuse (hf-mount-fuse) or serve without mounting with --serve-only"
+            );
+        }
+        Some(std::fs::canonicalize(&mp)?)
+    };
+    let (runtime, engine, _cache) = prepare_engine(m)?;
+    let uid = m.uid.unwrap_or_else(|| unsafe { libc::getuid() });
+    let gid = m.gid.unwrap_or_else(|| unsafe { libc::getgid() });
+    let server = runtime.block_on(NfsServer::start(engine.clone(), &args.listen, uid, gid))?;
+    let actimeo = engine.config().metadata_ttl.map_or(3600, |t| t.as_secs().max(1));
+    let source = engine.source();
+    let Some(target) = target else {
+        println!("serving {source} over NFSv3 at {}", server.addr);
+        println!("mount it with: {}", server.mount_command("MOUNTPOINT", actimeo));
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        wait_for_stop(&runtime, None)?;
+        server.stop();
+        return Ok(());
+    };
+    let command = server.mount_command(&target.display().to_string(), actimeo);
+    let mut argv: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+    if unsafe { libc::geteuid() } != 0 {
+        argv.insert(0, "-n".into());
+        argv.insert(0, "sudo".into());
+    }
+    let status = std::process::Command::new(&argv[0]).args(&argv[1..]).status()?;
+    if !status.success() {
+        server.stop();
+        anyhow::bail!("`{}` failed ({status})", argv.join(" "));
+    }
+    eprintln!("hf-mount: {source} mounted at {} over NFSv3 ({})", target.display(), server.addr);
+    let went_away = wait_for_stop(&runtime, Some(target.clone()))?;
+    if !went_away {
+        let _ = std::process::Command::new("umount").arg(&target).status();
+    }
+    server.stop();
+    eprintln!("hf-mount: unmounted {}", target.display());
+    Ok(())
+}

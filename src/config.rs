@@ -87,6 +87,20 @@ pub struct MountArgs {
     pub allow_other: bool,
 }
 
+/// Options of the NFS frontend.
+#[derive(Args, Clone, Debug)]
+pub struct NfsArgs {
+    #[command(flatten)]
+    pub mount: MountArgs,
+    /// Serve NFS without mounting it here (containers, another host or namespace mounts it);
+    /// prints the address and the mount command to run.
+    #[arg(long)]
+    pub serve_only: bool,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+}
+
 /// Parses `10G`, `512M`, `64K`, `1000` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();

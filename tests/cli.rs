@@ -85,3 +85,53 @@ fn foreground_mount_stops_on_sigterm_and_on_outside_unmount() {
         assert!(!is_mounted(dir.path()));
     }
 }
+
+const NFS_BIN: &str = env!("CARGO_BIN_EXE_hf-mount-nfs");
+
+#[test]
+fn nfs_serve_only_prints_the_mount_command_and_serves() {
+    let hub = Hub::start();
+    let mut child = Command::new(NFS_BIN)
+        .args(["repo", "alice/tiny", "--serve-only"])
+        .env("HF_ENDPOINT", hub.endpoint())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut first, mut second) = (String::new(), String::new());
+    out.read_line(&mut first).unwrap();
+    out.read_line(&mut second).unwrap();
+    let addr = first.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(first.starts_with("serving alice/tiny over NFSv3 at 127.0.0.1:"), "{first}");
+    let port = addr.rsplit(':').next().unwrap();
+    assert!(second.contains(&format!("mount -t nfs -o vers=3,tcp,nolock,port={port},mountport={port}")), "{second}");
+    let url = format!("nfs://127.0.0.1//onnx/config.json?nfsport={port}&mountport={port}&version=3");
+    let cat = Command::new("nfs-cat").arg(&url).output().expect("nfs-cat (libnfs-utils) installed");
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "{\"onnx\": true}\n");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn nfs_mount_without_an_nfs_client_says_what_to_use_instead() {
+    let hub = Hub::start();
+    let dir = tempfile::tempdir().unwrap();
+    if hf_mount::frontends::nfs::nfs_client_available() {
+        eprintln!("this system has an NFS client; the no-client error path is not exercised here");
+        return;
+    }
+    let out = Command::new(NFS_BIN)
+        .args(["repo", "alice/tiny"])
+        .arg(dir.path())
+        .env("HF_ENDPOINT", hub.endpoint())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no NFS client") && err.contains("--fuse") && err.contains("--serve-only"), "{err}");
+    let missing =
+        Command::new(NFS_BIN).args(["repo", "alice/tiny"]).env("HF_ENDPOINT", hub.endpoint()).output().unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("MOUNTPOINT is required"));
+}
