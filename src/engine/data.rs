@@ -1,0 +1,351 @@
+//! The data path of the engine: reads through the chunk cache, fetching
+//! missing blocks in runs (single-flight, in tasks of their own so a reader
+//! that goes away cancels nothing others wait for), read-ahead that only
+//! fills the cache, and the checks that keep reads exact (never short before
+//! EOF; plain git blobs verified against their oid when fetched whole).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Engine, FETCH_MAX_BLOCKS, WHOLE_FILE_MAX_BYTES};
+use crate::actors::call;
+use crate::actors::chunk_cache::{read_block, BlockKey, CacheMsg, Slot, BLOCK_BYTES};
+use crate::actors::inode_table::{Ino, InodeMsg, NodeKind};
+use crate::actors::prefetch::{Fh, PrefetchMsg};
+use crate::error::{FsError, FsResult};
+use crate::hub::RemoteFile;
+
+impl Engine {
+    /// Reads `size` bytes at `offset` of an open file; short only at end of file.
+    pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Bytes> {
+        let plan =
+            call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::Plan { fh, offset, size, reply }).await??;
+        self.read_planned(plan).await
+    }
+
+    /// Reads a file by inode, without an open (stateless protocols): attributes are
+    /// revalidated as for `getattr`, and read-ahead follows the inode's read pattern.
+    /// Returns the bytes and the file's size.
+    pub async fn read_ino(&self, ino: Ino, offset: u64, size: u32) -> FsResult<(Bytes, u64)> {
+        let view = call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Get { ino, reply }).await??;
+        let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
+        let NodeKind::File(file) = view.kind else { return Err(FsError::IsDir) };
+        let path = view.path.clone();
+        let plan = call(
+            self.reg(),
+            |r| r.prefetch.clone(),
+            |reply| PrefetchMsg::PlanIno { ino, path: path.clone(), file: file.clone(), offset, size, reply },
+        )
+        .await?;
+        let bytes = self.read_planned(plan).await?;
+        Ok((bytes, file.size))
+    }
+
+    async fn read_planned(&self, plan: crate::actors::prefetch::ReadPlan) -> FsResult<Bytes> {
+        if let Some(ahead) = plan.ahead.clone() {
+            if let Ok(permit) = self.inner.readaheads.clone().try_acquire_owned() {
+                let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Err(e) = me.fetch_blocks(&path, &file, ahead, false).await {
+                        tracing::debug!(%path, "read-ahead failed: {e}");
+                    }
+                });
+            }
+        }
+        if plan.want.is_empty() {
+            return Ok(Bytes::new());
+        }
+        self.fetch(&plan.path, &plan.file, plan.want).await
+    }
+
+    /// Bytes `range` of a file through the chunk cache, fetching missing blocks (single-flight).
+    pub async fn fetch(&self, path: &str, file: &Arc<RemoteFile>, range: Range<u64>) -> FsResult<Bytes> {
+        let (first, parts) = self.fetch_blocks(path, file, range.clone(), true).await?;
+        assemble(parts, first * BLOCK_BYTES, range)
+    }
+
+    /// Makes sure the blocks covering `range` are cached; with `collect`, returns them
+    /// (with the index of the first). Read-ahead only fills the cache and waits for its fetches.
+    async fn fetch_blocks(
+        &self,
+        path: &str,
+        file: &Arc<RemoteFile>,
+        range: Range<u64>,
+        collect: bool,
+    ) -> FsResult<(u64, Vec<Bytes>)> {
+        let content = content_key(path, file);
+        let whole = file.xet_hash.is_none() && file.size <= WHOLE_FILE_MAX_BYTES;
+        let blocks_total = file.size.div_ceil(BLOCK_BYTES);
+        let (first, last) =
+            if whole { (0, blocks_total - 1) } else { (range.start / BLOCK_BYTES, (range.end - 1) / BLOCK_BYTES) };
+        let keys: Vec<BlockKey> = (first..=last).map(|index| BlockKey { content: content.clone(), index }).collect();
+        let slots =
+            call(self.reg(), |r| r.cache.clone(), |reply| CacheMsg::Lookup { keys: keys.clone(), reply }).await?;
+
+        // Claimed runs of consecutive blocks are fetched in one request each, in their own tasks:
+        // a reader that goes away does not cancel a fetch others may be waiting for.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (i, s) in slots.iter().enumerate() {
+            if matches!(s, Slot::Fetch) {
+                let idx = first + i as u64;
+                match runs.last_mut() {
+                    Some((_, end)) if *end + 1 == idx => *end = idx,
+                    _ => runs.push((idx, idx)),
+                }
+            }
+        }
+        let mut run_results = Vec::new();
+        let runs = runs.into_iter().flat_map(|(a, b)| {
+            (a..=b).step_by(FETCH_MAX_BLOCKS as usize).map(move |s| (s, (s + FETCH_MAX_BLOCKS - 1).min(b)))
+        });
+        for (a, b) in runs {
+            let (me, path, file, content) = (self.clone(), path.to_string(), file.clone(), content.clone());
+            let task = tokio::spawn(async move { me.fetch_run(&path, &file, &content, a, b, whole).await });
+            run_results.push(((a, b), task));
+        }
+
+        let deadline = self.net_timeout();
+        let mut parts: Vec<Bytes> = Vec::with_capacity(slots.len());
+        let mut run_data: Option<((u64, u64), Vec<Bytes>)> = None;
+        for (i, slot) in slots.into_iter().enumerate() {
+            let idx = first + i as u64;
+            if !collect && !matches!(slot, Slot::Fetch) {
+                continue; // read-ahead: cached, failed or being fetched by someone else
+            }
+            let bytes = match slot {
+                Slot::Mem(b) => b,
+                Slot::Failed(e) => return Err(e),
+                Slot::Disk(p) => self.read_disk_block(path, file, &keys[i], p, whole).await?,
+                Slot::Wait(mut rx) => {
+                    let waited = tokio::time::timeout(deadline, async {
+                        loop {
+                            if let Some(r) = rx.borrow_and_update().clone() {
+                                return r;
+                            }
+                            if rx.changed().await.is_err() {
+                                return Err(FsError::Again("fetch abandoned".into()));
+                            }
+                        }
+                    })
+                    .await;
+                    waited.map_err(|_| FsError::TimedOut(deadline, format!("{path}: waiting for a block")))??
+                }
+                Slot::Fetch => {
+                    if run_data.as_ref().is_none_or(|((_, b), _)| idx > *b) {
+                        let ((a, b), task) = run_results.remove(0);
+                        let data = task.await.map_err(|e| FsError::Io(e.to_string()))??;
+                        run_data = Some(((a, b), data));
+                    }
+                    let ((a, _), data) = run_data.as_ref().expect("run fetched");
+                    data[(idx - a) as usize].clone()
+                }
+            };
+            parts.push(bytes);
+        }
+        Ok((first, parts))
+    }
+
+    /// Fetches blocks `a..=b` in one remote read and fills the cache with each.
+    async fn fetch_run(
+        &self,
+        path: &str,
+        file: &RemoteFile,
+        content: &Arc<str>,
+        a: u64,
+        b: u64,
+        whole: bool,
+    ) -> FsResult<Vec<Bytes>> {
+        let start = a * BLOCK_BYTES;
+        let end = ((b + 1) * BLOCK_BYTES).min(file.size);
+        let result = self.inner.remote.read(path, file, start, end).await.and_then(|pieces| {
+            let got: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+            if got != end - start {
+                return Err(FsError::Io(format!("{path}: got {got} bytes for range {start}..{end}")));
+            }
+            if whole && start == 0 && end == file.size {
+                verify_git_blob(path, file, &pieces)?;
+            }
+            Ok(split_blocks(&pieces, BLOCK_BYTES as usize))
+        });
+        let cache = self.reg().get()?.cache;
+        match result {
+            Ok(blocks) => {
+                for (i, blk) in (a..=b).zip(&blocks) {
+                    let key = BlockKey { content: content.clone(), index: i };
+                    let _ = cache.send_message(CacheMsg::Fill { key, result: Ok(blk.clone()) });
+                }
+                Ok(blocks)
+            }
+            Err(e) => {
+                tracing::warn!(%path, "fetch of bytes {start}..{end} failed: {e}");
+                for i in a..=b {
+                    let key = BlockKey { content: content.clone(), index: i };
+                    let _ = cache.send_message(CacheMsg::Fill { key, result: Err(e.clone()) });
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn read_disk_block(
+        &self,
+        path: &str,
+        file: &Arc<RemoteFile>,
+        key: &BlockKey,
+        p: std::path::PathBuf,
+        whole: bool,
+    ) -> FsResult<Bytes> {
+        let read = tokio::task::spawn_blocking(move || read_block(&p)).await.map_err(|e| FsError::Io(e.to_string()))?;
+        let cache = self.reg().get()?.cache;
+        match read {
+            Ok(Some(b)) => {
+                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), bytes: b.clone() });
+                Ok(b)
+            }
+            _ => {
+                let _ = cache.send_message(CacheMsg::Corrupt { key: key.clone() });
+                let start = key.index * BLOCK_BYTES;
+                let end = (start + BLOCK_BYTES).min(file.size);
+                let (s, e) = if whole { (0, file.size) } else { (start, end) };
+                let pieces = self.inner.remote.read(path, file, s, e).await?;
+                if whole {
+                    verify_git_blob(path, file, &pieces)?;
+                }
+                let data = Bytes::from(pieces.concat());
+                if data.len() as u64 != e - s {
+                    return Err(FsError::Io(format!("{path}: short fetch of {s}..{e}")));
+                }
+                let blk = data.slice((start - s) as usize..(end - s) as usize);
+                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), bytes: blk.clone() });
+                Ok(blk)
+            }
+        }
+    }
+}
+
+/// The cache key of a file's content: its Xet hash or git oid (content-addressed).
+fn content_key(path: &str, file: &RemoteFile) -> Arc<str> {
+    match (&file.xet_hash, file.etag.is_empty()) {
+        (Some(h), _) => Arc::from(format!("xet:{h}")),
+        (None, false) => Arc::from(format!("etag:{}", file.etag)),
+        (None, true) => Arc::from(format!("path:{path}:{}", file.size)),
+    }
+}
+
+/// Cuts consecutive pieces into blocks of `block` bytes (the last may be shorter),
+/// slicing without a copy where a block lies within one piece.
+fn split_blocks(pieces: &[Bytes], block: usize) -> Vec<Bytes> {
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    let mut out = Vec::with_capacity(total.div_ceil(block));
+    let (mut piece, mut at) = (0usize, 0usize);
+    let mut left = total;
+    while left > 0 {
+        let want = block.min(left);
+        while pieces[piece].len() == at {
+            piece += 1;
+            at = 0;
+        }
+        let p = &pieces[piece];
+        if p.len() - at >= want {
+            out.push(p.slice(at..at + want));
+            at += want;
+        } else {
+            let mut buf = BytesMut::with_capacity(want);
+            while buf.len() < want {
+                while pieces[piece].len() == at {
+                    piece += 1;
+                    at = 0;
+                }
+                let p = &pieces[piece];
+                let take = (want - buf.len()).min(p.len() - at);
+                buf.extend_from_slice(&p[at..at + take]);
+                at += take;
+            }
+            out.push(buf.freeze());
+        }
+        left -= want;
+    }
+    out
+}
+
+/// A plain git blob fetched whole must hash to its oid (when the etag is one).
+fn verify_git_blob(path: &str, file: &RemoteFile, pieces: &[Bytes]) -> FsResult<()> {
+    use sha1::{Digest, Sha1};
+    let etag = &file.etag;
+    if etag.len() != 40 || !etag.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let mut h = Sha1::new();
+    h.update(format!("blob {len}\0").as_bytes());
+    for p in pieces {
+        h.update(p);
+    }
+    let got = hex::encode(h.finalize());
+    if got != *etag {
+        return Err(FsError::Io(format!("{path}: content hash {got} does not match {etag}")));
+    }
+    Ok(())
+}
+
+/// Cuts `range` out of consecutive blocks starting at byte `base`; never short.
+fn assemble(parts: Vec<Bytes>, base: u64, range: Range<u64>) -> FsResult<Bytes> {
+    let want = (range.end - range.start) as usize;
+    let skip = (range.start - base) as usize;
+    if let [only] = &parts[..] {
+        if only.len() >= skip + want {
+            return Ok(only.slice(skip..skip + want));
+        }
+    }
+    let mut out = BytesMut::with_capacity(want);
+    let mut pos = 0usize;
+    for p in parts {
+        let (s, e) = (pos, pos + p.len());
+        pos = e;
+        let from = skip.max(s);
+        let to = (skip + want).min(e);
+        if from < to {
+            out.extend_from_slice(&p[from - s..to - s]);
+        }
+    }
+    if out.len() != want {
+        return Err(FsError::Io(format!("assembled {} of {want} bytes", out.len())));
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assemble_cuts_across_blocks_and_never_returns_short() {
+        let parts = vec![Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh"), Bytes::from_static(b"ij")];
+        assert_eq!(assemble(parts.clone(), 100, 102..109).unwrap(), "cdefghi");
+        assert_eq!(assemble(vec![parts[0].clone()], 100, 101..103).unwrap(), "bc");
+        assert!(assemble(parts, 100, 102..120).is_err());
+    }
+
+    #[test]
+    fn git_blob_verification() {
+        let f = RemoteFile {
+            size: 6,
+            xet_hash: None,
+            etag: "ce013625030ba8dba906f756967f9e9ca394464a".into(),
+            mtime: None,
+        };
+        assert!(verify_git_blob("x", &f, &[Bytes::from_static(b"hel"), Bytes::from_static(b"lo\n")]).is_ok());
+        assert!(verify_git_blob("x", &f, &[Bytes::from_static(b"hellO\n")]).is_err());
+    }
+
+    #[test]
+    fn blocks_split_across_pieces() {
+        let pieces = [Bytes::from_static(b"abcde"), Bytes::from_static(b"fg"), Bytes::from_static(b"hijklmn")];
+        let blocks = split_blocks(&pieces, 4);
+        let got: Vec<&[u8]> = blocks.iter().map(|b| b.as_ref()).collect();
+        assert_eq!(got, [&b"abcd"[..], b"efgh", b"ijkl", b"mn"]);
+    }
+}
