@@ -12,8 +12,8 @@ use hf_mount::frontends::nfs::NfsServer;
 use nfs3_client::tokio::{TokioConnector, TokioIo};
 use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
 use nfs3_types::nfs3::{
-    cookieverf3, diropargs3, filename3, nfs_fh3, nfsstat3, GETATTR3args, LOOKUP3args, Nfs3Option, Nfs3Result,
-    READ3args, READDIRPLUS3args, REMOVE3args,
+    cookieverf3, diropargs3, filename3, nfs_fh3, nfsstat3, GETATTR3args, LOOKUP3args, Nfs3Result, READ3args,
+    READDIRPLUS3args, REMOVE3args,
 };
 use nfs3_types::xdr_codec::Opaque;
 use tokio::net::TcpStream;
