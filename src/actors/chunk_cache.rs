@@ -28,8 +28,9 @@ use crate::error::{FsError, FsResult};
 pub const BLOCK_BYTES: u64 = 256 * 1024;
 /// How long a failed fetch answers its error without trying again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(2);
-/// Disk writes in flight at most; past this, blocks are kept in memory only.
-const MAX_PENDING_DISK_WRITES: usize = 64;
+/// Bytes waiting for the disk writer at most; past this, blocks are kept in memory only,
+/// so a fast cold read is never slowed to the disk's write speed.
+const MAX_PENDING_DISK_WRITE_BYTES: u64 = 256 << 20;
 const BLOCK_MAGIC: &[u8; 4] = b"HFMB";
 const BLOCK_HEADER_BYTES: usize = 12;
 
@@ -124,6 +125,8 @@ pub struct CacheStats {
     pub waits: u64,
     pub evictions: u64,
     pub corrupt: u64,
+    /// Blocks not written to disk because the writer was too far behind.
+    pub skipped_writes: u64,
     pub mem_bytes: u64,
     pub disk_bytes: u64,
     pub disk_blocks: u64,
@@ -136,7 +139,10 @@ pub struct CacheState {
     disk_dir: Option<PathBuf>,
     pending: HashMap<BlockKey, watch::Sender<Option<FsResult<Bytes>>>>,
     failed: HashMap<BlockKey, (Instant, FsError)>,
-    writes_in_flight: usize,
+    /// Bytes handed to the writer and not written yet.
+    pending_write_bytes: u64,
+    /// One writer thread: sequential writes are what a disk does best.
+    writer: Option<std::sync::mpsc::Sender<WriteJob>>,
     tick: u64,
     scanned: bool,
     stats: CacheStats,
@@ -158,7 +164,8 @@ impl CacheState {
             disk_dir,
             pending: HashMap::new(),
             failed: HashMap::new(),
-            writes_in_flight: 0,
+            pending_write_bytes: 0,
+            writer: None,
             tick: 0,
             scanned: false,
             stats: CacheStats::default(),
@@ -229,7 +236,9 @@ pub enum CacheMsg {
         path: PathBuf,
         len: u64,
     },
-    DiskWriteFailed,
+    DiskWriteFailed {
+        len: u64,
+    },
     Stats {
         reply: RpcReplyPort<CacheStats>,
     },
@@ -285,22 +294,23 @@ impl Actor for ChunkCache {
                 }
                 match result {
                     Ok(bytes) => {
-                        let write = st.disk_dir.clone().filter(|_| st.writes_in_flight < MAX_PENDING_DISK_WRITES);
-                        if let Some(dir) = write {
-                            st.writes_in_flight += 1;
-                            let name = key.file_name();
-                            let data = bytes.clone();
-                            let me = me.clone();
-                            tokio::task::spawn_blocking(move || {
-                                let msg = match write_block(&dir, &name, &data) {
-                                    Ok(path) => CacheMsg::DiskWritten { name, path, len: data.len() as u64 },
-                                    Err(e) => {
-                                        tracing::warn!("cannot write cache block {name}: {e}");
-                                        CacheMsg::DiskWriteFailed
-                                    }
-                                };
-                                let _ = me.send_message(msg);
-                            });
+                        let len = bytes.len() as u64;
+                        let room = st.pending_write_bytes + len <= MAX_PENDING_DISK_WRITE_BYTES;
+                        if let (Some(dir), true) = (st.disk_dir.clone(), room) {
+                            if st.writer.is_none() {
+                                // A new writer (first use, or after a restart): nothing is pending on it.
+                                st.pending_write_bytes = 0;
+                                st.writer = Some(spawn_writer(dir, me.clone()));
+                            }
+                            let writer = st.writer.as_ref().expect("just set");
+                            let job = WriteJob { name: key.file_name(), data: bytes.clone() };
+                            if writer.send(job).is_ok() {
+                                st.pending_write_bytes += len;
+                            } else {
+                                st.writer = None;
+                            }
+                        } else if st.disk_dir.is_some() {
+                            st.stats.skipped_writes += 1;
                         }
                         st.remember(key, bytes);
                     }
@@ -321,7 +331,7 @@ impl Actor for ChunkCache {
                 }
             }
             CacheMsg::DiskWritten { name, path, len } => {
-                st.writes_in_flight = st.writes_in_flight.saturating_sub(1);
+                st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
                 let tick = st.next_tick();
                 let evicted = st.disk.as_mut().map(|d| d.insert(name, path, len, tick)).unwrap_or_default();
                 st.stats.evictions += evicted.len() as u64;
@@ -333,8 +343,8 @@ impl Actor for ChunkCache {
                     });
                 }
             }
-            CacheMsg::DiskWriteFailed => {
-                st.writes_in_flight = st.writes_in_flight.saturating_sub(1);
+            CacheMsg::DiskWriteFailed { len } => {
+                st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
             }
             CacheMsg::Stats { reply } => {
                 let mut s = st.stats.clone();
@@ -346,6 +356,35 @@ impl Actor for ChunkCache {
         }
         Ok(())
     }
+}
+
+struct WriteJob {
+    name: String,
+    data: Bytes,
+}
+
+/// The disk writer: writes blocks one after the other, reporting each to the actor.
+fn spawn_writer(dir: PathBuf, actor: ActorRef<CacheMsg>) -> std::sync::mpsc::Sender<WriteJob> {
+    let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+    let spawned = std::thread::Builder::new().name("hf-mount-cache-writer".into()).spawn(move || {
+        while let Ok(job) = rx.recv() {
+            let len = job.data.len() as u64;
+            let msg = match write_block(&dir, &job.name, &job.data) {
+                Ok(path) => CacheMsg::DiskWritten { name: job.name, path, len },
+                Err(e) => {
+                    tracing::warn!("cannot write cache block {}: {e}", job.name);
+                    CacheMsg::DiskWriteFailed { len }
+                }
+            };
+            if actor.send_message(msg).is_err() {
+                return; // the actor is gone (a restart makes a new writer)
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the cache writer: {e}");
+    }
+    tx
 }
 
 fn write_block(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
