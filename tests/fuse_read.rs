@@ -235,3 +235,14 @@ fn renamed_repos_resolve_to_the_canonical_id_and_hub_hiccups_are_retried() {
     let hits: u64 = faults.list().iter().map(|r| r.hits).sum();
     assert_eq!(hits, 3);
 }
+
+#[test]
+fn large_sequential_reads_are_negotiated() {
+    use std::os::unix::fs::MetadataExt;
+    let hub = Hub::start();
+    let m = mount(&hub, &["repo", "alice/tiny"]);
+    let dev = std::fs::metadata(m.path()).unwrap().dev();
+    let (major, minor) = (((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff));
+    let ra = std::fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb")).unwrap();
+    assert_eq!(ra.trim(), "1024", "the kernel would cap sequential reads at its 128 KiB default");
+}

@@ -183,6 +183,7 @@ impl Filesystem for HfFuse {
         _lock: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
+        tracing::trace!(ino = ino.0, offset, size, "read");
         self.spawn("read", ino.0, move |engine, _, _| async move {
             match engine.read(fh.0, offset, size).await {
                 Ok(bytes) => reply.data(&bytes),
@@ -473,7 +474,25 @@ pub fn mount(engine: Engine, rt: Handle, mountpoint: &Path, opts: FuseOptions) -
         })?;
     }
     let session = session.spawn().map_err(|e| anyhow::anyhow!("cannot start the FUSE session: {e}"))?;
+    raise_readahead(mountpoint);
     Ok(FuseMount { session: Some(session), engine, mountpoint: mountpoint.to_path_buf() })
+}
+
+/// The kernel's read-ahead for this mount, in KiB. Its default (128 KiB) caps every
+/// sequential FUSE read at 128 KiB; 1 MiB lets reads use the negotiated maximum.
+const KERNEL_READ_AHEAD_KIB: u32 = 1024;
+
+/// Best effort (root only): raises the mount's `read_ahead_kb` in sysfs.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else { return };
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    if let Err(e) = std::fs::write(&path, KERNEL_READ_AHEAD_KIB.to_string()) {
+        tracing::debug!("cannot raise {path}: {e}; sequential reads stay at 128 KiB");
+    }
 }
 
 impl FuseMount {
