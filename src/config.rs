@@ -17,16 +17,21 @@ pub enum SourceType {
     Bucket,
 }
 
-/// Options of a mount, shared by every frontend.
+/// Options of a mount, shared by every frontend. Every option can also come from a
+/// TOML file (`--config`): defaults < file < environment < flags.
 #[derive(Args, Clone, Debug)]
 pub struct MountArgs {
-    /// What to mount: `repo` or `bucket`.
+    /// What to mount: `repo` or `bucket` (or `source_type` in the config file).
     #[arg(value_enum)]
-    pub source_type: SourceType,
+    pub source_type: Option<SourceType>,
     /// `[datasets/|spaces/]owner/name[/subfolder]` for repos, `ns/name[/subfolder]` for buckets.
-    pub source: String,
+    pub source: Option<String>,
     /// An existing, empty directory (not needed with `--serve-only`).
     pub mountpoint: Option<PathBuf>,
+
+    /// A TOML file with any of these options (keys are the option names with `_`; see config/hf-mount.toml).
+    #[arg(long, env = "HF_MOUNT_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// Branch, tag, commit sha or refs/pr/N (repos). A commit sha pins the mount: nothing is revalidated.
     #[arg(long)]
@@ -125,13 +130,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 impl MountArgs {
     pub fn parse_source(&self) -> anyhow::Result<Source> {
-        let parsed = match self.source_type {
-            SourceType::Repo => Source::repo(&self.source, self.revision.as_deref()),
+        let (Some(kind), Some(spec)) = (self.source_type, self.source.as_deref()) else {
+            anyhow::bail!("nothing to mount: give `repo|bucket SOURCE`, or source_type and source in the config file");
+        };
+        let parsed = match kind {
+            SourceType::Repo => Source::repo(spec, self.revision.as_deref()),
             SourceType::Bucket => {
                 if self.revision.is_some() {
                     anyhow::bail!("--revision applies to repos; buckets have no revisions");
                 }
-                Source::bucket(&self.source)
+                Source::bucket(spec)
             }
         };
         parsed.map_err(anyhow::Error::msg)

@@ -1,6 +1,6 @@
 //! `hf-mount-fuse`: mount a Hub repo or bucket over FUSE, in the foreground.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use hf_mount::config::MountArgs;
 
 #[derive(Parser)]
@@ -15,9 +15,14 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
     hf_mount::cli::init_logging();
-    if let Err(e) = hf_mount::cli::run_fuse(cli.mount) {
+    let result = Cli::from_arg_matches(&matches).map_err(anyhow::Error::from).and_then(|cli| {
+        let mut args = cli.mount;
+        hf_mount::config_file::apply(&mut args, &matches)?;
+        hf_mount::cli::run_fuse(args)
+    });
+    if let Err(e) = result {
         eprintln!("hf-mount-fuse: {e:#}");
         std::process::exit(1);
     }

@@ -1,7 +1,7 @@
 //! `hf-mount-nfs`: serve a Hub repo or bucket over NFSv3 on loopback and mount
 //! it with the system's NFS client (or only serve it with `--serve-only`).
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use hf_mount::config::NfsArgs;
 
 #[derive(Parser)]
@@ -16,9 +16,14 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
     hf_mount::cli::init_logging();
-    if let Err(e) = hf_mount::cli::run_nfs(cli.nfs) {
+    let result = Cli::from_arg_matches(&matches).map_err(anyhow::Error::from).and_then(|cli| {
+        let mut args = cli.nfs;
+        hf_mount::config_file::apply_nfs(&mut args, &matches)?;
+        hf_mount::cli::run_nfs(args)
+    });
+    if let Err(e) = result {
         eprintln!("hf-mount-nfs: {e:#}");
         std::process::exit(1);
     }
