@@ -16,9 +16,28 @@ enum Command {
     Fuse(MountArgs),
     /// Serve over NFSv3 and mount it in the foreground (same as `hf-mount-nfs`).
     Nfs(NfsArgs),
+    /// Mount in the background (NFS by default, `--fuse` for FUSE); returns once the mount is
+    /// ready, or prints the mount's error and fails. Logs: $HF_MOUNT_HOME/logs (default ~/.hf-mount).
+    Start(StartArgs),
+    /// List background mounts (pid, state, backend, uptime, source, mountpoint); dead ones are marked.
+    Status,
+    /// Unmount a background mount (waiting for pending work, bounded) and remove its record.
+    Stop {
+        /// The mountpoint given to `start`.
+        mountpoint: std::path::PathBuf,
+    },
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(clap::Args)]
+struct StartArgs {
+    /// Mount over FUSE instead of NFS.
+    #[arg(long)]
+    fuse: bool,
+    #[command(flatten)]
+    nfs: NfsArgs,
 }
 
 #[derive(Subcommand)]
@@ -32,6 +51,8 @@ fn run() -> anyhow::Result<()> {
     hf_mount::cli::init_logging();
     let cli = Cli::from_arg_matches(&matches)?;
     let (_, sub) = matches.subcommand().expect("a subcommand is required");
+    let sub = sub.clone();
+    let sub = &sub;
     match cli.command {
         Command::Fuse(mut args) => {
             hf_mount::config_file::apply(&mut args, sub)?;
@@ -40,6 +61,35 @@ fn run() -> anyhow::Result<()> {
         Command::Nfs(mut args) => {
             hf_mount::config_file::apply_nfs(&mut args, sub)?;
             hf_mount::cli::run_nfs(args)
+        }
+        Command::Start(mut start) => {
+            hf_mount::config_file::apply_nfs(&mut start.nfs, sub)?;
+            let m = &start.nfs.mount;
+            let source = m.parse_source()?;
+            let mountpoint = hf_mount::cli::mountpoint(m)?;
+            let backend = if start.fuse { "fuse" } else { "nfs" };
+            // The child gets the same arguments (it reads the same config file), minus --fuse.
+            let forwarded: Vec<String> =
+                std::env::args().skip_while(|a| a != "start").skip(1).filter(|a| a != "--fuse").collect();
+            let r = hf_mount::daemon::start(backend, &forwarded, &source.to_string(), m.revision.clone(), &mountpoint)?;
+            println!(
+                "{} mounted at {} ({}, pid {}, log {})",
+                r.source,
+                r.mountpoint.display(),
+                r.backend,
+                r.pid,
+                r.log.display()
+            );
+            Ok(())
+        }
+        Command::Status => {
+            print!("{}", hf_mount::daemon::status_text());
+            Ok(())
+        }
+        Command::Stop { mountpoint } => {
+            hf_mount::daemon::stop(&mountpoint)?;
+            println!("unmounted {}", mountpoint.display());
+            Ok(())
         }
         Command::Config(ConfigCommand::Show(mut args)) => {
             let (_, show) = sub.subcommand().expect("config has a subcommand");
