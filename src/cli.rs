@@ -11,11 +11,9 @@ use crate::engine::Engine;
 use crate::frontends::fuse::{self, FuseOptions};
 use crate::hub::HubClient;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and info from hf-mount).
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and info from hf-mount); no export.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "warn,hf_mount=info,fuser=error".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = crate::telemetry::init(&crate::telemetry::TelemetryConfig::default());
 }
 
 /// The cache directory: the one asked for (created, checked writable), or a temporary one.

@@ -90,6 +90,19 @@ pub struct MountArgs {
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf when not root).
     #[arg(long)]
     pub allow_other: bool,
+
+    /// Export traces and metrics over OTLP/gRPC to this endpoint (e.g. http://localhost:4317).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Service name in exported traces and metrics.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "hf-mount")]
+    pub otel_service_name: String,
+    /// Fraction of kernel requests traced (0 to 1).
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0)]
+    pub trace_sample_ratio: f64,
+    /// Log format on stderr (RUST_LOG filters it).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 /// Options of the NFS frontend.
@@ -129,6 +142,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl MountArgs {
+    pub fn telemetry(&self) -> crate::telemetry::TelemetryConfig {
+        crate::telemetry::TelemetryConfig {
+            log_format: self.log_format,
+            otlp_endpoint: self.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            service_name: self.otel_service_name.clone(),
+            sample_ratio: self.trace_sample_ratio,
+        }
+    }
+
     pub fn parse_source(&self) -> anyhow::Result<Source> {
         let (Some(kind), Some(spec)) = (self.source_type, self.source.as_deref()) else {
             anyhow::bail!("nothing to mount: give `repo|bucket SOURCE`, or source_type and source in the config file");

@@ -43,6 +43,10 @@ struct FileConfig {
     gid: Option<u32>,
     no_filter_os_files: Option<bool>,
     allow_other: Option<bool>,
+    otlp_endpoint: Option<String>,
+    otel_service_name: Option<String>,
+    trace_sample_ratio: Option<f64>,
+    log_format: Option<String>,
     /// `fuse` or `nfs` (used by `hf-mount start`).
     backend: Option<String>,
     serve_only: Option<bool>,
@@ -111,6 +115,21 @@ pub fn apply(args: &mut MountArgs, m: &ArgMatches) -> anyhow::Result<()> {
     take!(gid);
     take!(no_filter_os_files);
     take!(allow_other);
+    take!(otlp_endpoint);
+    take!(otel_service_name);
+    take!(trace_sample_ratio);
+    if !from_user(m, "log_format") {
+        if let Some(f) = &f.log_format {
+            args.log_format = match f.as_str() {
+                "text" => crate::telemetry::LogFormat::Text,
+                "json" => crate::telemetry::LogFormat::Json,
+                other => anyhow::bail!("config key `log_format`: {other:?} is not `text` or `json`"),
+            };
+        }
+    }
+    if !(0.0..=1.0).contains(&args.trace_sample_ratio) {
+        anyhow::bail!("trace_sample_ratio must be between 0 and 1, not {}", args.trace_sample_ratio);
+    }
     if !from_user(m, "cache_size") {
         if let Some(v) = f.cache_size {
             args.cache_size = size("cache_size", v)?;
@@ -178,5 +197,10 @@ pub fn show(args: &MountArgs) -> String {
     line("gid", args.gid.map(|g| g.to_string()));
     line("no_filter_os_files", Some(args.no_filter_os_files.to_string()));
     line("allow_other", Some(args.allow_other.to_string()));
+    line("otlp_endpoint", args.otlp_endpoint.as_deref().map(q));
+    line("otel_service_name", Some(q(&args.otel_service_name)));
+    line("trace_sample_ratio", Some(args.trace_sample_ratio.to_string()));
+    let fmt = if args.log_format == crate::telemetry::LogFormat::Json { "json" } else { "text" };
+    line("log_format", Some(q(fmt)));
     out
 }

@@ -13,3 +13,5 @@ pub mod engine;
 pub mod error;
 pub mod frontends;
 pub mod hub;
+pub mod metrics;
+pub mod telemetry;

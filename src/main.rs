@@ -48,7 +48,6 @@ enum ConfigCommand {
 
 fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
-    hf_mount::cli::init_logging();
     let cli = Cli::from_arg_matches(&matches)?;
     let (_, sub) = matches.subcommand().expect("a subcommand is required");
     let sub = sub.clone();
@@ -56,13 +55,16 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Fuse(mut args) => {
             hf_mount::config_file::apply(&mut args, sub)?;
+            let _telemetry = hf_mount::telemetry::init(&args.telemetry())?;
             hf_mount::cli::run_fuse(args)
         }
         Command::Nfs(mut args) => {
             hf_mount::config_file::apply_nfs(&mut args, sub)?;
+            let _telemetry = hf_mount::telemetry::init(&args.mount.telemetry())?;
             hf_mount::cli::run_nfs(args)
         }
         Command::Start(mut start) => {
+            hf_mount::cli::init_logging();
             hf_mount::config_file::apply_nfs(&mut start.nfs, sub)?;
             let m = &start.nfs.mount;
             let source = m.parse_source()?;
@@ -83,10 +85,12 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => {
+            hf_mount::cli::init_logging();
             print!("{}", hf_mount::daemon::status_text());
             Ok(())
         }
         Command::Stop { mountpoint } => {
+            hf_mount::cli::init_logging();
             hf_mount::daemon::stop(&mountpoint)?;
             println!("unmounted {}", mountpoint.display());
             Ok(())

@@ -208,6 +208,11 @@ impl CacheState {
         let size = bytes.len() as u64;
         let evicted = self.mem.insert(key, bytes, size, tick);
         self.stats.evictions += evicted.len() as u64;
+        let m = crate::metrics::get();
+        if !evicted.is_empty() {
+            m.evictions.add(evicted.len() as u64, &[crate::metrics::kv("tier", "memory")]);
+        }
+        m.cache_bytes.record(self.mem.bytes, &[crate::metrics::kv("tier", "memory")]);
         evicted
     }
 }
@@ -282,80 +287,90 @@ impl Actor for ChunkCache {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let mut st = state.lock();
-        match msg {
-            CacheMsg::Lookup { keys, reply } => {
-                let slots = keys.into_iter().map(|k| st.slot(k)).collect();
-                let _ = reply.send(slots);
+        // A child of the sender's span (ractor carries it with the message): one span per actor hop.
+        tracing::debug_span!("actor", otel.name = "actor.chunk_cache").in_scope(|| on_message(me, msg, state))
+    }
+}
+
+/// The actor's message handling: synchronous (work that waits runs in spawned tasks).
+fn on_message(
+    me: ActorRef<CacheMsg>,
+    msg: CacheMsg,
+    state: &mut <ChunkCache as Actor>::State,
+) -> Result<(), ActorProcessingErr> {
+    let mut st = state.lock();
+    match msg {
+        CacheMsg::Lookup { keys, reply } => {
+            let slots = keys.into_iter().map(|k| st.slot(k)).collect();
+            let _ = reply.send(slots);
+        }
+        CacheMsg::Fill { key, result } => {
+            if let Some(tx) = st.pending.remove(&key) {
+                let _ = tx.send(Some(result.clone()));
             }
-            CacheMsg::Fill { key, result } => {
-                if let Some(tx) = st.pending.remove(&key) {
-                    let _ = tx.send(Some(result.clone()));
-                }
-                match result {
-                    Ok(bytes) => {
-                        let len = bytes.len() as u64;
-                        let room = st.pending_write_bytes + len <= MAX_PENDING_DISK_WRITE_BYTES;
-                        if let (Some(dir), true) = (st.disk_dir.clone(), room) {
-                            if st.writer.is_none() {
-                                // A new writer (first use, or after a restart): nothing is pending on it.
-                                st.pending_write_bytes = 0;
-                                st.writer = Some(spawn_writer(dir, me.clone()));
-                            }
-                            let writer = st.writer.as_ref().expect("just set");
-                            let job = WriteJob { name: key.file_name(), data: bytes.clone() };
-                            if writer.send(job).is_ok() {
-                                st.pending_write_bytes += len;
-                            } else {
-                                st.writer = None;
-                            }
-                        } else if st.disk_dir.is_some() {
-                            st.stats.skipped_writes += 1;
+            match result {
+                Ok(bytes) => {
+                    let len = bytes.len() as u64;
+                    let room = st.pending_write_bytes + len <= MAX_PENDING_DISK_WRITE_BYTES;
+                    if let (Some(dir), true) = (st.disk_dir.clone(), room) {
+                        if st.writer.is_none() {
+                            // A new writer (first use, or after a restart): nothing is pending on it.
+                            st.pending_write_bytes = 0;
+                            st.writer = Some(spawn_writer(dir, me.clone()));
                         }
-                        st.remember(key, bytes);
-                    }
-                    Err(e) => {
-                        st.failed.insert(key, (Instant::now(), e));
-                    }
-                }
-            }
-            CacheMsg::Promote { key, bytes } => {
-                st.remember(key, bytes);
-            }
-            CacheMsg::Corrupt { key } => {
-                st.stats.corrupt += 1;
-                let name = key.file_name();
-                if let Some(path) = st.disk.as_mut().and_then(|d| d.remove(&name)) {
-                    tracing::warn!("cache block {} failed its check; deleted, will refetch", path.display());
-                    tokio::task::spawn_blocking(move || std::fs::remove_file(path));
-                }
-            }
-            CacheMsg::DiskWritten { name, path, len } => {
-                st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
-                let tick = st.next_tick();
-                let evicted = st.disk.as_mut().map(|d| d.insert(name, path, len, tick)).unwrap_or_default();
-                st.stats.evictions += evicted.len() as u64;
-                if !evicted.is_empty() {
-                    tokio::task::spawn_blocking(move || {
-                        for (_, p) in evicted {
-                            let _ = std::fs::remove_file(p);
+                        let writer = st.writer.as_ref().expect("just set");
+                        let job = WriteJob { name: key.file_name(), data: bytes.clone() };
+                        if writer.send(job).is_ok() {
+                            st.pending_write_bytes += len;
+                        } else {
+                            st.writer = None;
                         }
-                    });
+                    } else if st.disk_dir.is_some() {
+                        st.stats.skipped_writes += 1;
+                    }
+                    st.remember(key, bytes);
                 }
-            }
-            CacheMsg::DiskWriteFailed { len } => {
-                st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
-            }
-            CacheMsg::Stats { reply } => {
-                let mut s = st.stats.clone();
-                s.mem_bytes = st.mem.bytes;
-                s.disk_bytes = st.disk.as_ref().map_or(0, |d| d.bytes);
-                s.disk_blocks = st.disk.as_ref().map_or(0, |d| d.entries.len() as u64);
-                let _ = reply.send(s);
+                Err(e) => {
+                    st.failed.insert(key, (Instant::now(), e));
+                }
             }
         }
-        Ok(())
+        CacheMsg::Promote { key, bytes } => {
+            st.remember(key, bytes);
+        }
+        CacheMsg::Corrupt { key } => {
+            st.stats.corrupt += 1;
+            let name = key.file_name();
+            if let Some(path) = st.disk.as_mut().and_then(|d| d.remove(&name)) {
+                tracing::warn!("cache block {} failed its check; deleted, will refetch", path.display());
+                tokio::task::spawn_blocking(move || std::fs::remove_file(path));
+            }
+        }
+        CacheMsg::DiskWritten { name, path, len } => {
+            st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
+            let tick = st.next_tick();
+            let evicted = st.disk.as_mut().map(|d| d.insert(name, path, len, tick)).unwrap_or_default();
+            st.stats.evictions += evicted.len() as u64;
+            if !evicted.is_empty() {
+                tokio::task::spawn_blocking(move || {
+                    for (_, p) in evicted {
+                        let _ = std::fs::remove_file(p);
+                    }
+                });
+            }
+        }
+        CacheMsg::DiskWriteFailed { len } => {
+            st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
+        }
+        CacheMsg::Stats { reply } => {
+            let mut s = st.stats.clone();
+            s.mem_bytes = st.mem.bytes;
+            s.disk_bytes = st.disk.as_ref().map_or(0, |d| d.bytes);
+            s.disk_blocks = st.disk.as_ref().map_or(0, |d| d.entries.len() as u64);
+            let _ = reply.send(s);
+        }
     }
+    Ok(())
 }
 
 struct WriteJob {

@@ -315,103 +315,113 @@ impl Actor for InodeTable {
 
     async fn handle(
         &self,
-        _: ActorRef<Self::Msg>,
+        me: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let mut st = state.lock();
-        match msg {
-            InodeMsg::Get { ino, reply } => {
-                let _ = reply.send(st.node(ino).map(|n| n.view(ino)));
-            }
-            InodeMsg::Lookup { parent, name, count, max_age, reply } => {
-                let _ = reply.send(lookup(&mut st, parent, &name, count, max_age));
-            }
-            InodeMsg::AddLookups { inos } => {
-                for ino in inos {
-                    if let Some(n) = st.nodes.get_mut(&ino) {
-                        n.lookups += 1;
-                    }
-                }
-            }
-            InodeMsg::Insert { parent, name, kind, count, reply } => {
-                let answer = st.node(parent).map(|_| ()).map(|_| {
-                    st.negative.remove(&(parent, name.clone()));
-                    let ino = st.upsert_child(parent, &name, kind);
-                    let n = st.nodes.get_mut(&ino).expect("just inserted");
-                    if count {
-                        n.lookups += 1;
-                    }
-                    n.view(ino)
-                });
-                let _ = reply.send(answer);
-            }
-            InodeMsg::Absent { parent, name } => {
-                if let Some(ino) = st.find_child(parent, &name) {
-                    st.mark_removed(ino);
-                }
-                st.add_negative(parent, &name);
-            }
-            InodeMsg::Children { ino, max_age, count, reply } => {
-                let _ = reply.send(children(&mut st, ino, max_age, count));
-            }
-            InodeMsg::ApplyListing { ino, entries, reply } => {
-                let _ = reply.send(apply_listing(&mut st, ino, entries));
-            }
-            InodeMsg::Revalidated { ino, file, reply } => {
-                let answer = match (st.nodes.get_mut(&ino), file) {
-                    (None, _) => Err(FsError::Stale),
-                    (Some(n), Some(f)) => {
-                        n.kind = NodeKind::File(Arc::new(f));
-                        n.checked_at = Instant::now();
-                        Ok(n.view(ino))
-                    }
-                    (Some(n), None) => {
-                        let (parent, name) = (n.parent, n.name.clone());
-                        st.mark_removed(ino);
-                        st.add_negative(parent, &name);
-                        Err(FsError::NotFound)
-                    }
-                };
-                let _ = reply.send(answer);
-            }
-            InodeMsg::Forget { ino, n } => {
-                if let Some(node) = st.nodes.get_mut(&ino) {
-                    node.lookups = node.lookups.saturating_sub(n);
-                }
-                st.maybe_drop(ino);
-            }
-            InodeMsg::Opened { ino, reply } => {
-                let answer = match st.nodes.get_mut(&ino) {
-                    Some(n) => {
-                        n.opens += 1;
-                        Ok(n.view(ino))
-                    }
-                    None => Err(FsError::Stale),
-                };
-                let _ = reply.send(answer);
-            }
-            InodeMsg::Closed { ino } => {
+        // A child of the sender's span (ractor carries it with the message): one span per actor hop.
+        tracing::debug_span!("actor", otel.name = "actor.inode_table").in_scope(|| on_message(me, msg, state))
+    }
+}
+
+/// The actor's message handling: synchronous (work that waits runs in spawned tasks).
+fn on_message(
+    _: ActorRef<InodeMsg>,
+    msg: InodeMsg,
+    state: &mut <InodeTable as Actor>::State,
+) -> Result<(), ActorProcessingErr> {
+    let mut st = state.lock();
+    match msg {
+        InodeMsg::Get { ino, reply } => {
+            let _ = reply.send(st.node(ino).map(|n| n.view(ino)));
+        }
+        InodeMsg::Lookup { parent, name, count, max_age, reply } => {
+            let _ = reply.send(lookup(&mut st, parent, &name, count, max_age));
+        }
+        InodeMsg::AddLookups { inos } => {
+            for ino in inos {
                 if let Some(n) = st.nodes.get_mut(&ino) {
-                    n.opens = n.opens.saturating_sub(1);
+                    n.lookups += 1;
                 }
-                st.maybe_drop(ino);
-            }
-            InodeMsg::LoadedDirs { reply } => {
-                let dirs = st
-                    .nodes
-                    .iter()
-                    .filter(|(_, n)| n.children.is_some() && !n.removed)
-                    .map(|(i, n)| (*i, n.path.clone()))
-                    .collect();
-                let _ = reply.send(dirs);
-            }
-            InodeMsg::Count { reply } => {
-                let _ = reply.send(st.len());
             }
         }
-        Ok(())
+        InodeMsg::Insert { parent, name, kind, count, reply } => {
+            let answer = st.node(parent).map(|_| ()).map(|_| {
+                st.negative.remove(&(parent, name.clone()));
+                let ino = st.upsert_child(parent, &name, kind);
+                let n = st.nodes.get_mut(&ino).expect("just inserted");
+                if count {
+                    n.lookups += 1;
+                }
+                n.view(ino)
+            });
+            let _ = reply.send(answer);
+        }
+        InodeMsg::Absent { parent, name } => {
+            if let Some(ino) = st.find_child(parent, &name) {
+                st.mark_removed(ino);
+            }
+            st.add_negative(parent, &name);
+        }
+        InodeMsg::Children { ino, max_age, count, reply } => {
+            let _ = reply.send(children(&mut st, ino, max_age, count));
+        }
+        InodeMsg::ApplyListing { ino, entries, reply } => {
+            let _ = reply.send(apply_listing(&mut st, ino, entries));
+        }
+        InodeMsg::Revalidated { ino, file, reply } => {
+            let answer = match (st.nodes.get_mut(&ino), file) {
+                (None, _) => Err(FsError::Stale),
+                (Some(n), Some(f)) => {
+                    n.kind = NodeKind::File(Arc::new(f));
+                    n.checked_at = Instant::now();
+                    Ok(n.view(ino))
+                }
+                (Some(n), None) => {
+                    let (parent, name) = (n.parent, n.name.clone());
+                    st.mark_removed(ino);
+                    st.add_negative(parent, &name);
+                    Err(FsError::NotFound)
+                }
+            };
+            let _ = reply.send(answer);
+        }
+        InodeMsg::Forget { ino, n } => {
+            if let Some(node) = st.nodes.get_mut(&ino) {
+                node.lookups = node.lookups.saturating_sub(n);
+            }
+            st.maybe_drop(ino);
+        }
+        InodeMsg::Opened { ino, reply } => {
+            let answer = match st.nodes.get_mut(&ino) {
+                Some(n) => {
+                    n.opens += 1;
+                    Ok(n.view(ino))
+                }
+                None => Err(FsError::Stale),
+            };
+            let _ = reply.send(answer);
+        }
+        InodeMsg::Closed { ino } => {
+            if let Some(n) = st.nodes.get_mut(&ino) {
+                n.opens = n.opens.saturating_sub(1);
+            }
+            st.maybe_drop(ino);
+        }
+        InodeMsg::LoadedDirs { reply } => {
+            let dirs = st
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.children.is_some() && !n.removed)
+                .map(|(i, n)| (*i, n.path.clone()))
+                .collect();
+            let _ = reply.send(dirs);
+        }
+        InodeMsg::Count { reply } => {
+            let _ = reply.send(st.len());
+        }
     }
+    Ok(())
 }
 
 fn lookup(st: &mut InodeState, parent: Ino, name: &str, count: bool, max_age: Option<Duration>) -> FsResult<Lookup> {

@@ -363,6 +363,7 @@ impl Actor for Supervisor {
         spawn_one(kind, &st.args, me.get_cell(), &mut refs).await?;
         *st.args.registry.0.write() = refs;
         st.restarts += 1;
+        crate::metrics::get().actor_restarts.add(1, &[crate::metrics::kv("actor", format!("{kind:?}"))]);
         Ok(())
     }
 }

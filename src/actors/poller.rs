@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -67,21 +68,33 @@ impl Actor for Poller {
         &self,
         me: ActorRef<Self::Msg>,
         msg: Self::Msg,
-        st: &mut Self::State,
+        state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            PollerMsg::Tick => {
-                if st.busy {
-                    return Ok(());
-                }
-                if st.skip > 0 {
-                    st.skip -= 1;
-                    return Ok(());
-                }
-                st.busy = true;
-                let (remote, registry, tx) =
-                    (st.args.remote.clone(), st.args.registry.clone(), st.args.invalidations.clone());
-                tokio::spawn(async move {
+        // A child of the sender's span (ractor carries it with the message): one span per actor hop.
+        tracing::debug_span!("actor", otel.name = "actor.poller").in_scope(|| on_message(me, msg, state))
+    }
+}
+
+/// The actor's message handling: synchronous (work that waits runs in spawned tasks).
+fn on_message(
+    me: ActorRef<PollerMsg>,
+    msg: PollerMsg,
+    st: &mut <Poller as Actor>::State,
+) -> Result<(), ActorProcessingErr> {
+    match msg {
+        PollerMsg::Tick => {
+            if st.busy {
+                return Ok(());
+            }
+            if st.skip > 0 {
+                st.skip -= 1;
+                return Ok(());
+            }
+            st.busy = true;
+            let (remote, registry, tx) =
+                (st.args.remote.clone(), st.args.registry.clone(), st.args.invalidations.clone());
+            tokio::spawn(
+                async move {
                     let ok = match poll_once(&remote, &registry, &tx).await {
                         Ok(_) => true,
                         Err(e) => {
@@ -90,27 +103,31 @@ impl Actor for Poller {
                         }
                     };
                     let _ = me.send_message(PollerMsg::Done { ok });
-                });
-            }
-            PollerMsg::Done { ok } => {
-                st.busy = false;
-                if ok {
-                    st.failures = 0;
-                } else {
-                    st.failures += 1;
-                    st.skip = (1u32 << st.failures.min(5)).min(POLL_MAX_BACKOFF_TICKS) - 1;
                 }
-            }
-            PollerMsg::PollNow { reply } => {
-                let (remote, registry, tx) =
-                    (st.args.remote.clone(), st.args.registry.clone(), st.args.invalidations.clone());
-                tokio::spawn(async move {
-                    let _ = reply.send(poll_once(&remote, &registry, &tx).await);
-                });
+                .instrument(tracing::Span::current()),
+            );
+        }
+        PollerMsg::Done { ok } => {
+            st.busy = false;
+            if ok {
+                st.failures = 0;
+            } else {
+                st.failures += 1;
+                st.skip = (1u32 << st.failures.min(5)).min(POLL_MAX_BACKOFF_TICKS) - 1;
             }
         }
-        Ok(())
+        PollerMsg::PollNow { reply } => {
+            let (remote, registry, tx) =
+                (st.args.remote.clone(), st.args.registry.clone(), st.args.invalidations.clone());
+            tokio::spawn(
+                async move {
+                    let _ = reply.send(poll_once(&remote, &registry, &tx).await);
+                }
+                .instrument(tracing::Span::current()),
+            );
+        }
     }
+    Ok(())
 }
 
 /// One poll; returns whether the source had changed.

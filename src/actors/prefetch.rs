@@ -126,56 +126,66 @@ impl Actor for Prefetch {
 
     async fn handle(
         &self,
-        _: ActorRef<Self::Msg>,
+        me: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let mut st = state.lock();
-        match msg {
-            PrefetchMsg::OpenFile { ino, path, file, reply } => {
-                let fh = st.next_fh;
-                st.next_fh += 1;
-                st.files.insert(fh, FileHandle { ino, path, file, last_end: u64::MAX, window: 0, ahead_to: 0 });
-                let _ = reply.send(fh);
-            }
-            PrefetchMsg::Plan { fh, offset, size, reply } => {
-                let _ = reply.send(st.files.get_mut(&fh).ok_or(FsError::Stale).map(|h| plan(h, offset, size)));
-            }
-            PrefetchMsg::PlanIno { ino, path, file, offset, size, reply } => {
-                let fresh = st.implicit.get(&ino).is_none_or(|h| h.file != file);
-                if fresh {
-                    if st.implicit.len() >= IMPLICIT_HANDLES_MAX {
-                        let victim = st.implicit.keys().next().copied();
-                        if let Some(v) = victim {
-                            st.implicit.remove(&v);
-                        }
-                    }
-                    st.implicit.insert(ino, FileHandle { ino, path, file, last_end: u64::MAX, window: 0, ahead_to: 0 });
-                }
-                let h = st.implicit.get_mut(&ino).expect("inserted above");
-                let _ = reply.send(plan(h, offset, size));
-            }
-            PrefetchMsg::ReleaseFile { fh, reply } => {
-                let _ = reply.send(st.files.remove(&fh).map(|h| h.ino));
-            }
-            PrefetchMsg::OpenDir { entries, reply } => {
-                let fh = st.next_fh;
-                st.next_fh += 1;
-                st.dirs.insert(fh, entries);
-                let _ = reply.send(fh);
-            }
-            PrefetchMsg::DirEntries { fh, reply } => {
-                let _ = reply.send(st.dirs.get(&fh).cloned().ok_or(FsError::Stale));
-            }
-            PrefetchMsg::ReleaseDir { fh } => {
-                st.dirs.remove(&fh);
-            }
-            PrefetchMsg::Stats { reply } => {
-                let _ = reply.send((st.files.len(), st.files.values().map(|h| h.window).sum()));
-            }
-        }
-        Ok(())
+        // A child of the sender's span (ractor carries it with the message): one span per actor hop.
+        tracing::debug_span!("actor", otel.name = "actor.prefetch").in_scope(|| on_message(me, msg, state))
     }
+}
+
+/// The actor's message handling: synchronous (work that waits runs in spawned tasks).
+fn on_message(
+    _: ActorRef<PrefetchMsg>,
+    msg: PrefetchMsg,
+    state: &mut <Prefetch as Actor>::State,
+) -> Result<(), ActorProcessingErr> {
+    let mut st = state.lock();
+    match msg {
+        PrefetchMsg::OpenFile { ino, path, file, reply } => {
+            let fh = st.next_fh;
+            st.next_fh += 1;
+            st.files.insert(fh, FileHandle { ino, path, file, last_end: u64::MAX, window: 0, ahead_to: 0 });
+            let _ = reply.send(fh);
+        }
+        PrefetchMsg::Plan { fh, offset, size, reply } => {
+            let _ = reply.send(st.files.get_mut(&fh).ok_or(FsError::Stale).map(|h| plan(h, offset, size)));
+        }
+        PrefetchMsg::PlanIno { ino, path, file, offset, size, reply } => {
+            let fresh = st.implicit.get(&ino).is_none_or(|h| h.file != file);
+            if fresh {
+                if st.implicit.len() >= IMPLICIT_HANDLES_MAX {
+                    let victim = st.implicit.keys().next().copied();
+                    if let Some(v) = victim {
+                        st.implicit.remove(&v);
+                    }
+                }
+                st.implicit.insert(ino, FileHandle { ino, path, file, last_end: u64::MAX, window: 0, ahead_to: 0 });
+            }
+            let h = st.implicit.get_mut(&ino).expect("inserted above");
+            let _ = reply.send(plan(h, offset, size));
+        }
+        PrefetchMsg::ReleaseFile { fh, reply } => {
+            let _ = reply.send(st.files.remove(&fh).map(|h| h.ino));
+        }
+        PrefetchMsg::OpenDir { entries, reply } => {
+            let fh = st.next_fh;
+            st.next_fh += 1;
+            st.dirs.insert(fh, entries);
+            let _ = reply.send(fh);
+        }
+        PrefetchMsg::DirEntries { fh, reply } => {
+            let _ = reply.send(st.dirs.get(&fh).cloned().ok_or(FsError::Stale));
+        }
+        PrefetchMsg::ReleaseDir { fh } => {
+            st.dirs.remove(&fh);
+        }
+        PrefetchMsg::Stats { reply } => {
+            let _ = reply.send((st.files.len(), st.files.values().map(|h| h.window).sum()));
+        }
+    }
+    Ok(())
 }
 
 /// Updates a handle's pattern with a read and says what to fetch.
@@ -191,6 +201,9 @@ fn plan(h: &mut FileHandle, offset: u64, size: u32) -> ReadPlan {
         h.ahead_to = 0;
     }
     h.last_end = end;
+    if h.window > 0 {
+        crate::metrics::get().prefetch_window.record(h.window, &[]);
+    }
     let ahead = if h.window > 0 && end < size_total {
         let from = h.ahead_to.max(end);
         let to = (end + h.window).min(size_total);

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
@@ -85,39 +86,58 @@ impl Actor for Revalidator {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (remote, st) = state;
-        match msg {
-            RevalidatorMsg::Head { path, reply } => {
-                if park(&mut st.heads, &path, reply) {
-                    let remote = remote.clone();
-                    tokio::spawn(async move {
+        // A child of the sender's span (ractor carries it with the message): one span per actor hop.
+        tracing::debug_span!("actor", otel.name = "actor.revalidator").in_scope(|| on_message(me, msg, state))
+    }
+}
+
+/// The actor's message handling: synchronous (work that waits runs in spawned tasks).
+fn on_message(
+    me: ActorRef<RevalidatorMsg>,
+    msg: RevalidatorMsg,
+    state: &mut <Revalidator as Actor>::State,
+) -> Result<(), ActorProcessingErr> {
+    let (remote, st) = state;
+    match msg {
+        RevalidatorMsg::Head { path, reply } => {
+            if park(&mut st.heads, &path, reply) {
+                let remote = remote.clone();
+                tokio::spawn(
+                    async move {
                         let result = remote.head(&path).await;
                         let _ = me.send_message(RevalidatorMsg::HeadDone { path, result });
-                    });
-                }
+                    }
+                    .instrument(tracing::Span::current()),
+                );
             }
-            RevalidatorMsg::HeadDone { path, result } => fan_out(&mut st.heads, &path, result),
-            RevalidatorMsg::List { path, reply } => {
-                if park(&mut st.lists, &path, reply) {
-                    let remote = remote.clone();
-                    tokio::spawn(async move {
+        }
+        RevalidatorMsg::HeadDone { path, result } => fan_out(&mut st.heads, &path, result),
+        RevalidatorMsg::List { path, reply } => {
+            if park(&mut st.lists, &path, reply) {
+                let remote = remote.clone();
+                tokio::spawn(
+                    async move {
                         let result = remote.list(&path).await;
                         let _ = me.send_message(RevalidatorMsg::ListDone { path, result });
-                    });
-                }
+                    }
+                    .instrument(tracing::Span::current()),
+                );
             }
-            RevalidatorMsg::ListDone { path, result } => fan_out(&mut st.lists, &path, result),
-            RevalidatorMsg::IsDir { path, reply } => {
-                if park(&mut st.dirs, &path, reply) {
-                    let remote = remote.clone();
-                    tokio::spawn(async move {
+        }
+        RevalidatorMsg::ListDone { path, result } => fan_out(&mut st.lists, &path, result),
+        RevalidatorMsg::IsDir { path, reply } => {
+            if park(&mut st.dirs, &path, reply) {
+                let remote = remote.clone();
+                tokio::spawn(
+                    async move {
                         let result = remote.is_dir(&path).await;
                         let _ = me.send_message(RevalidatorMsg::IsDirDone { path, result });
-                    });
-                }
+                    }
+                    .instrument(tracing::Span::current()),
+                );
             }
-            RevalidatorMsg::IsDirDone { path, result } => fan_out(&mut st.dirs, &path, result),
         }
-        Ok(())
+        RevalidatorMsg::IsDirDone { path, result } => fan_out(&mut st.dirs, &path, result),
     }
+    Ok(())
 }

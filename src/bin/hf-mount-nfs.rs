@@ -17,10 +17,10 @@ struct Cli {
 
 fn main() {
     let matches = Cli::command().get_matches();
-    hf_mount::cli::init_logging();
     let result = Cli::from_arg_matches(&matches).map_err(anyhow::Error::from).and_then(|cli| {
         let mut args = cli.nfs;
         hf_mount::config_file::apply_nfs(&mut args, &matches)?;
+        let _telemetry = hf_mount::telemetry::init(&args.mount.telemetry())?;
         hf_mount::cli::run_nfs(args)
     });
     if let Err(e) = result {

@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use bytes::{Bytes, BytesMut};
 
@@ -47,12 +48,15 @@ impl Engine {
         if let Some(ahead) = plan.ahead.clone() {
             if let Ok(permit) = self.inner.readaheads.clone().try_acquire_owned() {
                 let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Err(e) = me.fetch_blocks(&path, &file, ahead, false).await {
-                        tracing::debug!(%path, "read-ahead failed: {e}");
+                tokio::spawn(
+                    async move {
+                        let _permit = permit;
+                        if let Err(e) = me.fetch_blocks(&path, &file, ahead, false).await {
+                            tracing::debug!(%path, "read-ahead failed: {e}");
+                        }
                     }
-                });
+                    .instrument(tracing::Span::current()),
+                );
             }
         }
         if plan.want.is_empty() {
@@ -84,6 +88,15 @@ impl Engine {
         let keys: Vec<BlockKey> = (first..=last).map(|index| BlockKey { content: content.clone(), index }).collect();
         let slots =
             call(self.reg(), |r| r.cache.clone(), |reply| CacheMsg::Lookup { keys: keys.clone(), reply }).await?;
+        if collect {
+            let hits = slots.iter().filter(|s| matches!(s, Slot::Mem(_) | Slot::Disk(_))).count();
+            let span = tracing::Span::current();
+            span.record("cache.hits", hits);
+            span.record("cache.misses", slots.len() - hits);
+            let source = if hits == slots.len() { "cache" } else { "remote" };
+            let want = range.end - range.start;
+            crate::metrics::get().read_bytes.add(want, &[crate::metrics::kv("source", source)]);
+        }
 
         // Claimed runs of consecutive blocks are fetched in one request each, in their own tasks:
         // a reader that goes away does not cancel a fetch others may be waiting for.
@@ -103,7 +116,10 @@ impl Engine {
         });
         for (a, b) in runs {
             let (me, path, file, content) = (self.clone(), path.to_string(), file.clone(), content.clone());
-            let task = tokio::spawn(async move { me.fetch_run(&path, &file, &content, a, b, whole).await });
+            let task = tokio::spawn(
+                async move { me.fetch_run(&path, &file, &content, a, b, whole).await }
+                    .instrument(tracing::Span::current()),
+            );
             run_results.push(((a, b), task));
         }
 
@@ -168,6 +184,7 @@ impl Engine {
             if whole && start == 0 && end == file.size {
                 verify_git_blob(path, file, &pieces)?;
             }
+            crate::metrics::get().fetch_bytes.add(got, &[]);
             Ok(split_blocks(&pieces, BLOCK_BYTES as usize))
         });
         let cache = self.reg().get()?.cache;

@@ -58,10 +58,30 @@ impl HfFuse {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let span = tracing::debug_span!("fuse", op, ino);
+        // One trace per kernel request: actor hops and Hub/CAS calls become its children.
+        let span = tracing::debug_span!(
+            "fuse",
+            otel.name = %format!("fuse.{op}"),
+            op,
+            ino,
+            errno = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            cache.hits = tracing::field::Empty,
+            cache.misses = tracing::field::Empty,
+        );
         let (uid, gid) = (self.opts.uid, self.opts.gid);
         let fut = f(self.engine.clone(), FileAttrFn { uid, gid }, self.ttl());
-        self.rt.spawn(fut.instrument(span));
+        let start = std::time::Instant::now();
+        self.rt.spawn(
+            async move {
+                fut.await;
+                let m = crate::metrics::get();
+                let attrs = [crate::metrics::kv("op", op)];
+                m.requests.add(1, &attrs);
+                m.request_duration.record(start.elapsed().as_secs_f64(), &attrs);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -100,7 +120,9 @@ fn file_attr(a: &Attr, uid: u32, gid: u32) -> FileAttr {
     }
 }
 
-fn log_err(op: &str, ino: u64, e: &FsError) {
+fn log_err(op: &'static str, ino: u64, e: &FsError) {
+    tracing::Span::current().record("errno", e.errno());
+    crate::metrics::get().errors.add(1, &[crate::metrics::kv("op", op), crate::metrics::kv("errno", e.errno() as i64)]);
     match e {
         FsError::NotFound => tracing::trace!(op, ino, "not found"),
         _ => tracing::warn!(op, ino, "{op} failed: {e}"),
@@ -186,7 +208,10 @@ impl Filesystem for HfFuse {
         tracing::trace!(ino = ino.0, offset, size, "read");
         self.spawn("read", ino.0, move |engine, _, _| async move {
             match engine.read(fh.0, offset, size).await {
-                Ok(bytes) => reply.data(&bytes),
+                Ok(bytes) => {
+                    tracing::Span::current().record("bytes", bytes.len());
+                    reply.data(&bytes)
+                }
                 Err(e) => {
                     log_err("read", ino.0, &e);
                     reply.error(errno(&e))

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, AUTHORIZATION, LINK, RANGE};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::source::Source;
 use super::token::TokenSource;
@@ -173,6 +174,38 @@ impl HubClient {
 
     /// Sends a request built by `build` until it succeeds, fails for good, or the deadline passes.
     async fn send(&self, method: Method, url: &str, headers: HeaderMap) -> Result<reqwest::Response, HubError> {
+        // The span names the path only: URLs carry no credentials, but keep queries out all the same.
+        let path = url.split('?').next().unwrap_or(url);
+        let span = tracing::debug_span!(
+            "hub.http",
+            otel.name = %format!("{method} {}", path.split('/').take(5).collect::<Vec<_>>().join("/")),
+            http.method = %method,
+            url.path = %path,
+            http.status_code = tracing::field::Empty,
+        );
+        let result = self.send_inner(method, url, headers).instrument(span.clone()).await;
+        match &result {
+            Ok(r) => {
+                span.record("http.status_code", r.status().as_u16());
+            }
+            Err(e) => {
+                let status = match e {
+                    HubError::NotFound(_) => "404".to_string(),
+                    HubError::Unauthorized(_) => "401".to_string(),
+                    HubError::Forbidden(_) => "403".to_string(),
+                    HubError::Quota(s, _) | HubError::Status(s, _, _) => s.to_string(),
+                    HubError::Timeout(..) => "timeout".to_string(),
+                    HubError::Network(..) | HubError::Decode(..) => "network".to_string(),
+                };
+                if status != "404" {
+                    crate::metrics::get().remote_errors.add(1, &[crate::metrics::kv("status", status)]);
+                }
+            }
+        }
+        result
+    }
+
+    async fn send_inner(&self, method: Method, url: &str, headers: HeaderMap) -> Result<reqwest::Response, HubError> {
         let start = Instant::now();
         let mut attempt = 0u32;
         loop {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 use xet_client::cas_client::auth::{AuthConfig, AuthError, TokenInfo, TokenRefresher};
 use xet_data::processing::configurations::{SessionContext, TranslatorConfig};
 use xet_data::processing::{FileDownloadSession, XetFileInfo};
@@ -115,9 +116,16 @@ impl XetAdapter {
             }
             Ok(out)
         };
-        match tokio::time::timeout(deadline, fetch).await {
+        let span =
+            tracing::debug_span!("cas.read", xet.hash = hash, offset = range.start, bytes = range.end - range.start);
+        let result = match tokio::time::timeout(deadline, fetch).instrument(span).await {
             Ok(r) => r,
             Err(_) => Err(HubError::Timeout(deadline, what)),
+        };
+        if let Err(e) = &result {
+            let status = if matches!(e, HubError::Timeout(..)) { "timeout" } else { "cas" };
+            crate::metrics::get().remote_errors.add(1, &[crate::metrics::kv("status", status)]);
         }
+        result
     }
 }

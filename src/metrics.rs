@@ -1,0 +1,70 @@
+//! Every metric hf-mount exports, its name and meaning, in one place (the
+//! README lists the same). Instruments come from the global meter: without
+//! an OTLP endpoint it is a no-op and recording costs next to nothing.
+
+use std::sync::OnceLock;
+
+use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::KeyValue;
+
+pub struct Metrics {
+    /// `hf_mount.requests` {op}: kernel requests answered.
+    pub requests: Counter<u64>,
+    /// `hf_mount.request.duration` {op} (seconds): time to answer a kernel request.
+    pub request_duration: Histogram<f64>,
+    /// `hf_mount.errors` {op, errno}: kernel requests answered with an error.
+    pub errors: Counter<u64>,
+    /// `hf_mount.read.bytes` {source = cache | remote}: bytes returned to readers, by where they came from.
+    pub read_bytes: Counter<u64>,
+    /// `hf_mount.fetch.bytes`: bytes fetched from the Hub or CAS (read-ahead included).
+    pub fetch_bytes: Counter<u64>,
+    /// `hf_mount.cache.evictions` {tier = memory | disk}: blocks evicted.
+    pub evictions: Counter<u64>,
+    /// `hf_mount.cache.bytes` {tier}: bytes held, recorded on each change.
+    pub cache_bytes: Histogram<u64>,
+    /// `hf_mount.prefetch.window` (bytes): read-ahead window asked for.
+    pub prefetch_window: Histogram<u64>,
+    /// `hf_mount.actor.restarts` {actor}: actors restarted by the supervisor.
+    pub actor_restarts: Counter<u64>,
+    /// `hf_mount.remote.errors` {status}: Hub/CAS requests that failed (HTTP status, or `timeout`/`network`).
+    pub remote_errors: Counter<u64>,
+}
+
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let m = opentelemetry::global::meter("hf-mount");
+        Metrics {
+            requests: m.u64_counter("hf_mount.requests").with_description("kernel requests answered").build(),
+            request_duration: m
+                .f64_histogram("hf_mount.request.duration")
+                .with_unit("s")
+                .with_description("time to answer a kernel request")
+                .build(),
+            errors: m.u64_counter("hf_mount.errors").with_description("kernel requests answered with an error").build(),
+            read_bytes: m
+                .u64_counter("hf_mount.read.bytes")
+                .with_unit("By")
+                .with_description("bytes returned to readers")
+                .build(),
+            fetch_bytes: m
+                .u64_counter("hf_mount.fetch.bytes")
+                .with_unit("By")
+                .with_description("bytes fetched remotely")
+                .build(),
+            evictions: m.u64_counter("hf_mount.cache.evictions").with_description("cache blocks evicted").build(),
+            cache_bytes: m.u64_histogram("hf_mount.cache.bytes").with_unit("By").with_description("cache size").build(),
+            prefetch_window: m
+                .u64_histogram("hf_mount.prefetch.window")
+                .with_unit("By")
+                .with_description("read-ahead window asked for")
+                .build(),
+            actor_restarts: m.u64_counter("hf_mount.actor.restarts").with_description("actors restarted").build(),
+            remote_errors: m.u64_counter("hf_mount.remote.errors").with_description("failed Hub/CAS requests").build(),
+        }
+    })
+}
+
+pub fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
+    KeyValue::new(key, value)
+}
