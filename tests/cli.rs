@@ -135,3 +135,47 @@ fn nfs_mount_without_an_nfs_client_says_what_to_use_instead() {
         Command::new(NFS_BIN).args(["repo", "alice/tiny"]).env("HF_ENDPOINT", hub.endpoint()).output().unwrap();
     assert!(String::from_utf8_lossy(&missing.stderr).contains("MOUNTPOINT is required"));
 }
+
+#[test]
+fn an_unreachable_collector_costs_nothing_and_json_logs_are_json() {
+    let hub = Hub::start();
+    hub.seed_bucket("alice/logs", &[("x.txt", b"x".to_vec())]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["bucket", "alice/logs"])
+        .arg(dir.path())
+        .args(["--otlp-endpoint", "http://127.0.0.1:9", "--log-format", "json"])
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("RUST_LOG", "hf_mount=info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "the mount exited: {lines:?}");
+        let done = line.contains("mounted at");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    // Reads are served at once although the collector never answers.
+    let t = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(std::fs::read_to_string(dir.path().join("x.txt")).unwrap(), "x");
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "reads slowed by the exporter: {:?}", t.elapsed());
+    // The read-only notice is a JSON log line.
+    let json: Vec<serde_json::Value> = lines.iter().filter_map(|l| serde_json::from_str(l.trim()).ok()).collect();
+    assert!(
+        json.iter()
+            .any(|v| v["level"] == "INFO" && v["fields"]["message"].as_str().is_some_and(|m| m.contains("read-only"))),
+        "no JSON log line in {lines:?}"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(status.success() && start.elapsed() < Duration::from_secs(10), "{status} after {:?}", start.elapsed());
+}

@@ -173,6 +173,7 @@ where
     M: ractor::Message,
     T: Send + 'static,
 {
+    let _depth = crate::metrics::MailboxGuard::enter(std::any::type_name::<M>());
     let mut last = String::new();
     for attempt in 0..ACTOR_CALL_ATTEMPTS {
         let actor = pick(&registry.get()?);
