@@ -45,6 +45,7 @@ impl Engine {
     }
 
     async fn read_planned(&self, plan: crate::actors::prefetch::ReadPlan) -> FsResult<Bytes> {
+        tracing::Span::current().record("path", plan.path.as_str());
         if let Some(ahead) = plan.ahead.clone() {
             if let Ok(permit) = self.inner.readaheads.clone().try_acquire_owned() {
                 let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());

@@ -64,6 +64,7 @@ impl HfFuse {
             otel.name = %format!("fuse.{op}"),
             op,
             ino,
+            path = tracing::field::Empty,
             errno = tracing::field::Empty,
             bytes = tracing::field::Empty,
             cache.hits = tracing::field::Empty,
