@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::error::{FsError, FsResult};
 use crate::hub::{RemoteEntry, RemoteFile, RemoteKind};
@@ -300,35 +300,13 @@ pub enum InodeMsg {
 
 pub struct InodeTable;
 
-impl Actor for InodeTable {
-    type Msg = InodeMsg;
-    type State = Arc<Mutex<InodeState>>;
-    type Arguments = Arc<Mutex<InodeState>>;
-
-    async fn pre_start(
-        &self,
-        _: ActorRef<Self::Msg>,
-        state: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(state)
-    }
-
-    async fn handle(
-        &self,
-        me: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // A child of the sender's span (ractor carries it with the message): one span per actor hop.
-        tracing::debug_span!("actor", otel.name = "actor.inode_table").in_scope(|| on_message(me, msg, state))
-    }
-}
+supervised_actor!(InodeTable, InodeMsg, Arc<Mutex<InodeState>>, "actor.inode_table");
 
 /// The actor's message handling: synchronous (work that waits runs in spawned tasks).
 fn on_message(
     _: ActorRef<InodeMsg>,
     msg: InodeMsg,
-    state: &mut <InodeTable as Actor>::State,
+    state: &mut Arc<Mutex<InodeState>>,
 ) -> Result<(), ActorProcessingErr> {
     let mut st = state.lock();
     match msg {

@@ -4,6 +4,36 @@
 //! and open handles survive; callers that were mid-call retry once the
 //! registry points at the new incarnation.
 
+/// Implements `Actor` for an actor whose state the supervisor hands in (so it survives a
+/// restart) and whose messages `on_message` handles synchronously, each in a span that is
+/// a child of the sender's (ractor carries the span with the message): one span per hop.
+macro_rules! supervised_actor {
+    ($actor:ty, $msg:ty, $state:ty, $span:literal) => {
+        impl ractor::Actor for $actor {
+            type Msg = $msg;
+            type State = $state;
+            type Arguments = $state;
+
+            async fn pre_start(
+                &self,
+                _: ractor::ActorRef<Self::Msg>,
+                state: Self::Arguments,
+            ) -> Result<Self::State, ractor::ActorProcessingErr> {
+                Ok(state)
+            }
+
+            async fn handle(
+                &self,
+                me: ractor::ActorRef<Self::Msg>,
+                msg: Self::Msg,
+                state: &mut Self::State,
+            ) -> Result<(), ractor::ActorProcessingErr> {
+                tracing::debug_span!("actor", otel.name = $span).in_scope(|| on_message(me, msg, state))
+            }
+        }
+    };
+}
+
 pub mod chunk_cache;
 pub mod inode_table;
 pub mod poller;

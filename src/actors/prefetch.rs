@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::inode_table::Ino;
 use crate::error::{FsError, FsResult};
@@ -111,35 +111,13 @@ pub enum PrefetchMsg {
 
 pub struct Prefetch;
 
-impl Actor for Prefetch {
-    type Msg = PrefetchMsg;
-    type State = Arc<Mutex<HandleState>>;
-    type Arguments = Arc<Mutex<HandleState>>;
-
-    async fn pre_start(
-        &self,
-        _: ActorRef<Self::Msg>,
-        state: Self::Arguments,
-    ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(state)
-    }
-
-    async fn handle(
-        &self,
-        me: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // A child of the sender's span (ractor carries it with the message): one span per actor hop.
-        tracing::debug_span!("actor", otel.name = "actor.prefetch").in_scope(|| on_message(me, msg, state))
-    }
-}
+supervised_actor!(Prefetch, PrefetchMsg, Arc<Mutex<HandleState>>, "actor.prefetch");
 
 /// The actor's message handling: synchronous (work that waits runs in spawned tasks).
 fn on_message(
     _: ActorRef<PrefetchMsg>,
     msg: PrefetchMsg,
-    state: &mut <Prefetch as Actor>::State,
+    state: &mut Arc<Mutex<HandleState>>,
 ) -> Result<(), ActorProcessingErr> {
     let mut st = state.lock();
     match msg {
