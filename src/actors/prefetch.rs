@@ -20,6 +20,8 @@ use crate::hub::RemoteFile;
 
 /// The first read-ahead after two sequential reads.
 pub const PREFETCH_MIN_WINDOW_BYTES: u64 = 1 << 20;
+/// How far from the previous read's end a read may start and still be sequential.
+pub const SEQUENTIAL_SLACK_BYTES: u64 = 4 << 20;
 /// The read-ahead window never grows past this (per handle).
 pub const PREFETCH_MAX_WINDOW_BYTES: u64 = 64 << 20;
 
@@ -171,14 +173,20 @@ fn plan(h: &mut FileHandle, offset: u64, size: u32) -> ReadPlan {
     let size_total = h.file.size;
     let end = (offset + size as u64).min(size_total);
     let want = offset.min(size_total)..end;
-    if offset == h.last_end {
+    // Concurrent requests of one sequential stream can arrive slightly out of order:
+    // a read near the previous end still counts as sequential.
+    let sequential = h.last_end != u64::MAX
+        && offset <= h.last_end.saturating_add(SEQUENTIAL_SLACK_BYTES)
+        && offset.saturating_add(SEQUENTIAL_SLACK_BYTES) >= h.last_end;
+    if sequential {
         h.window =
             if h.window == 0 { PREFETCH_MIN_WINDOW_BYTES } else { (h.window * 2).min(PREFETCH_MAX_WINDOW_BYTES) };
+        h.last_end = h.last_end.max(end);
     } else {
         h.window = 0;
         h.ahead_to = 0;
+        h.last_end = end;
     }
-    h.last_end = end;
     if h.window > 0 {
         crate::metrics::get().prefetch_window.record(h.window, &[]);
     }

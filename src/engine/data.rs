@@ -47,18 +47,19 @@ impl Engine {
     async fn read_planned(&self, plan: crate::actors::prefetch::ReadPlan) -> FsResult<Bytes> {
         tracing::Span::current().record("path", plan.path.as_str());
         if let Some(ahead) = plan.ahead.clone() {
-            if let Ok(permit) = self.inner.readaheads.clone().try_acquire_owned() {
-                let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());
-                tokio::spawn(
-                    async move {
-                        let _permit = permit;
-                        if let Err(e) = me.fetch_blocks(&path, &file, ahead, false).await {
-                            tracing::debug!(%path, "read-ahead failed: {e}");
-                        }
+            // Read-ahead waits its turn (a few run at once) rather than being dropped: its range
+            // is already counted as asked for.
+            let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());
+            let permits = self.inner.readaheads.clone();
+            tokio::spawn(
+                async move {
+                    let Ok(_permit) = permits.acquire_owned().await else { return };
+                    if let Err(e) = me.fetch_blocks(&path, &file, ahead, false).await {
+                        tracing::debug!(%path, "read-ahead failed: {e}");
                     }
-                    .instrument(tracing::Span::current()),
-                );
-            }
+                }
+                .instrument(tracing::Span::current()),
+            );
         }
         if plan.want.is_empty() {
             return Ok(Bytes::new());
