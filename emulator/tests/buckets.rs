@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{get_all_pages, http, start, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN};
+use common::{get_all_pages, get_json, http, start, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN};
 use serde_json::{json, Value};
 
 async fn batch(e: &str, id: &str, lines: &[Value], token: &str) -> (u16, Value) {
@@ -41,20 +41,13 @@ async fn bucket_lifecycle_raw_prefix_listing_and_atomic_batches() {
     std::fs::write(fx2.path().join("a/1.manifest/part"), "p").unwrap();
     hub.seed_bucket("alice/store", fx2.path(), false).await.unwrap();
 
-    let info: Value = http().get(format!("{e}/api/buckets/alice/store")).send().await.unwrap().json().await.unwrap();
+    let info: Value = get_json(&format!("{e}/api/buckets/alice/store"), None).await;
     assert_eq!(info["id"], "alice/store");
     assert_eq!(info["totalFiles"], 4);
     assert!(info["updatedAt"].as_str().unwrap().ends_with('Z'));
 
     // Raw prefix: listing a/1.manifest also returns a/1.manifest#1 (not a strict descendant).
-    let list: Vec<Value> = http()
-        .get(format!("{e}/api/buckets/alice/store/tree/a%2F1.manifest"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = get_json(&format!("{e}/api/buckets/alice/store/tree/a%2F1.manifest"), None).await;
     let paths: Vec<&str> = list.iter().map(|v| v["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["a/1.manifest", "a/1.manifest#1", "a/1.manifest/part"]);
     let file = &list[0];
@@ -62,8 +55,7 @@ async fn bucket_lifecycle_raw_prefix_listing_and_atomic_batches() {
     assert_eq!(file["size"], 1);
     assert_eq!(file["xetHash"].as_str().unwrap().len(), 64);
     assert!(file["mtime"].as_str().is_some());
-    let root: Vec<Value> =
-        http().get(format!("{e}/api/buckets/alice/store/tree")).send().await.unwrap().json().await.unwrap();
+    let root: Vec<Value> = get_json(&format!("{e}/api/buckets/alice/store/tree"), None).await;
     let root: Vec<(&str, &str)> =
         root.iter().map(|v| (v["type"].as_str().unwrap(), v["path"].as_str().unwrap())).collect();
     assert_eq!(root, [("directory", "a"), ("directory", "b")]);
@@ -162,8 +154,7 @@ async fn bucket_tree_pages_by_link() {
     let fx = tempfile::tempdir().unwrap();
     std::fs::write(fx.path().join("seed.bin"), b"s").unwrap();
     hub.seed_bucket("alice/many", fx.path(), false).await.unwrap();
-    let hash: Vec<Value> =
-        http().get(format!("{e}/api/buckets/alice/many/tree")).send().await.unwrap().json().await.unwrap();
+    let hash: Vec<Value> = get_json(&format!("{e}/api/buckets/alice/many/tree"), None).await;
     let hash = hash[0]["xetHash"].as_str().unwrap().to_string();
     let adds: Vec<Value> =
         (0..120).map(|i| json!({"type": "addFile", "path": format!("d/k{i:03}"), "xetHash": hash})).collect();
@@ -208,8 +199,7 @@ async fn bucket_access_rules() {
     assert_eq!(status(Method::POST, "/api/buckets/me/mine", Some(OTHER_TOKEN)).await, 200);
     assert_eq!(status(Method::GET, "/api/buckets/bob/mine", None).await, 200);
     assert_eq!(status(Method::DELETE, "/api/buckets/bob/mine", Some(WRITE_TOKEN)).await, 403);
-    let who: Value =
-        http().get(format!("{e}/api/whoami-v2")).bearer_auth(READ_TOKEN).send().await.unwrap().json().await.unwrap();
+    let who: Value = get_json(&format!("{e}/api/whoami-v2"), Some(READ_TOKEN)).await;
     assert_eq!(who["name"], "alice");
     assert_eq!(who["auth"]["accessToken"]["role"], "read");
     assert_eq!(status(Method::GET, "/api/whoami-v2", None).await, 401);

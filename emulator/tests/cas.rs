@@ -4,21 +4,14 @@
 
 mod common;
 
-use common::{bytes, http, start_seeded, WRITE_TOKEN};
+use common::{bytes, get_json, http, start_seeded, WRITE_TOKEN};
 use hf_hub_emulator::testing::XetReader;
 use hf_hub_emulator::{FaultKind, FaultSpec, RouteClass};
 use serde_json::{json, Value};
 
 /// `(casUrl, accessToken)` from a read-token route.
 async fn cas_token(e: &str) -> (String, String) {
-    let v: Value = http()
-        .get(format!("{e}/api/models/alice/tiny/xet-read-token/main"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&format!("{e}/api/models/alice/tiny/xet-read-token/main"), None).await;
     (v["casUrl"].as_str().unwrap().into(), v["accessToken"].as_str().unwrap().into())
 }
 
@@ -176,15 +169,7 @@ async fn xet_client_survives_one_failing_data_fetch() {
 async fn uploads_through_the_front_need_a_write_token() {
     let (hub, _fx) = start_seeded().await;
     let e = hub.endpoint();
-    let v: Value = http()
-        .get(format!("{e}/api/models/alice/tiny/xet-write-token/main"))
-        .bearer_auth(WRITE_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&format!("{e}/api/models/alice/tiny/xet-write-token/main"), Some(WRITE_TOKEN)).await;
     let cas = v["casUrl"].as_str().unwrap();
     // A garbage shard reaches xet-core, which rejects it: the front let the write through.
     let up = http()

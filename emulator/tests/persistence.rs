@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{bytes, http, write_fixture, WRITE_TOKEN};
+use common::{bytes, get_json, http, write_fixture, WRITE_TOKEN};
 use hf_hub_emulator::testing::XetReader;
 use hf_hub_emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
@@ -28,46 +28,16 @@ async fn metadata_and_cas_data_survive_a_restart() {
     hub.seed_repo("datasets/alice/kept", fx.path(), true).await.unwrap();
     hub.seed_bucket("alice/kept", fx.path(), false).await.unwrap();
     let e = hub.endpoint();
-    let info: Value = http()
-        .get(format!("{e}/api/datasets/alice/kept"))
-        .bearer_auth(WRITE_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bucket_before: Value = http()
-        .get(format!("{e}/api/buckets/alice/kept/tree?recursive=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = get_json(&format!("{e}/api/datasets/alice/kept"), Some(WRITE_TOKEN)).await;
+    let bucket_before: Value = get_json(&format!("{e}/api/buckets/alice/kept/tree?recursive=true"), None).await;
     hub.stop().await;
 
     let hub = Emulator::start(config(data.path())).await.unwrap();
     let e = hub.endpoint();
-    let again: Value = http()
-        .get(format!("{e}/api/datasets/alice/kept"))
-        .bearer_auth(WRITE_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: Value = get_json(&format!("{e}/api/datasets/alice/kept"), Some(WRITE_TOKEN)).await;
     assert_eq!(again["sha"], info["sha"]);
     assert_eq!(again["private"], true);
-    let bucket_after: Value = http()
-        .get(format!("{e}/api/buckets/alice/kept/tree?recursive=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bucket_after: Value = get_json(&format!("{e}/api/buckets/alice/kept/tree?recursive=true"), None).await;
     assert_eq!(bucket_before, bucket_after);
     let head = http()
         .head(format!("{e}/datasets/alice/kept/resolve/main/model.safetensors"))
@@ -137,21 +107,11 @@ fn the_binary_seeds_then_serves_from_the_same_data_dir() {
     let endpoint = first.trim().to_string();
     assert!(endpoint.starts_with("http://127.0.0.1:"), "{first}");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let tree: Vec<Value> = rt.block_on(async {
-        http()
-            .get(format!("{endpoint}/api/models/alice/bin-seeded/tree/main"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let tree: Vec<Value> =
+        rt.block_on(async { get_json(&format!("{endpoint}/api/models/alice/bin-seeded/tree/main"), None).await });
     let names: Vec<&str> = tree.iter().map(|v| v["path"].as_str().unwrap()).collect();
     assert_eq!(names, ["README.md", "config.json", "model.safetensors", "nested dir"]);
-    let who: Value = rt.block_on(async {
-        http().get(format!("{endpoint}/api/whoami-v2")).bearer_auth("t").send().await.unwrap().json().await.unwrap()
-    });
+    let who: Value = rt.block_on(async { get_json(&format!("{endpoint}/api/whoami-v2"), Some("t")).await });
     assert_eq!(who["name"], "alice");
     // SIGTERM stops it cleanly.
     unsafe { libc_kill(child.id() as i32, 15) };

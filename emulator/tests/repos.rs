@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{commit_text_files, get_all_pages, http, start_seeded, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN};
+use common::{commit_text_files, get_all_pages, get_json, http, start_seeded, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN};
 use serde_json::Value;
 
 fn is_sha(s: &str) -> bool {
@@ -14,7 +14,7 @@ fn is_sha(s: &str) -> bool {
 async fn info_names_the_revision_commit_and_old_revisions_stay_readable() {
     let (hub, _fx) = start_seeded().await;
     let e = hub.endpoint();
-    let info: Value = http().get(format!("{e}/api/models/alice/tiny")).send().await.unwrap().json().await.unwrap();
+    let info: Value = get_json(&format!("{e}/api/models/alice/tiny"), None).await;
     let first = info["sha"].as_str().unwrap().to_string();
     assert!(is_sha(&first));
     assert_eq!(info["id"], "alice/tiny");
@@ -31,8 +31,7 @@ async fn info_names_the_revision_commit_and_old_revisions_stay_readable() {
     assert_eq!(at("main").await, "{\"v\":2}");
     assert_ne!(at(&first).await, "{\"v\":2}", "the older commit keeps its content");
 
-    let by_rev: Value =
-        http().get(format!("{e}/api/models/alice/tiny/revision/{first}")).send().await.unwrap().json().await.unwrap();
+    let by_rev: Value = get_json(&format!("{e}/api/models/alice/tiny/revision/{first}"), None).await;
     assert_eq!(by_rev["sha"], first.as_str());
     let unknown = http().get(format!("{e}/api/models/alice/tiny/revision/nope")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
@@ -76,8 +75,7 @@ async fn tree_lists_one_level_and_pages_with_link_headers() {
     assert_eq!(dedup.len(), all_paths.len());
 
     // Entries carry what the mount needs: Xet hash and LFS size for Xet files, the git oid for blobs.
-    let root: Vec<Value> =
-        http().get(format!("{e}/api/models/alice/tiny/tree/main")).send().await.unwrap().json().await.unwrap();
+    let root: Vec<Value> = get_json(&format!("{e}/api/models/alice/tiny/tree/main"), None).await;
     let model = root.iter().find(|v| v["path"] == "model.safetensors").unwrap();
     assert_eq!(model["size"], 3 * 1024 * 1024 + 5);
     assert_eq!(model["lfs"]["size"], 3 * 1024 * 1024 + 5);
@@ -195,7 +193,7 @@ async fn bad_commits_get_the_hubs_answer_and_change_nothing() {
     let (hub, _fx) = start_seeded().await;
     let e = hub.endpoint();
     let head = |e: String| async move {
-        let v: Value = http().get(format!("{e}/api/models/alice/tiny")).send().await.unwrap().json().await.unwrap();
+        let v: Value = get_json(&format!("{e}/api/models/alice/tiny"), None).await;
         v["sha"].as_str().unwrap().to_string()
     };
     let before = head(e.clone()).await;
@@ -311,7 +309,7 @@ async fn create_repo_checks_namespace_and_conflicts() {
 
     // A renamed repo: the old id resolves to the canonical one.
     hub.store().add_alias(&"alice/old-name".parse_repo(), &"alice/tiny".parse_repo()).unwrap();
-    let v: Value = http().get(format!("{e}/api/models/alice/old-name")).send().await.unwrap().json().await.unwrap();
+    let v: Value = get_json(&format!("{e}/api/models/alice/old-name"), None).await;
     assert_eq!(v["id"], "alice/tiny");
     hub.stop().await;
 }
@@ -330,18 +328,12 @@ impl ParseRepo for &str {
 async fn info_expand_limits_the_fields() {
     let (hub, _fx) = start_seeded().await;
     let e = hub.endpoint();
-    let v: Value = http()
-        .get(format!("{e}/api/models/alice/tiny/revision/main?expand[]=sha&expand[]=lastModified"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value =
+        get_json(&format!("{e}/api/models/alice/tiny/revision/main?expand[]=sha&expand[]=lastModified"), None).await;
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
     assert_eq!(keys, ["_id", "id", "lastModified", "sha"]);
-    let full: Value = http().get(format!("{e}/api/models/alice/tiny")).send().await.unwrap().json().await.unwrap();
+    let full: Value = get_json(&format!("{e}/api/models/alice/tiny"), None).await;
     assert_eq!(full["siblings"].as_array().unwrap().len(), 5);
     hub.stop().await;
 }

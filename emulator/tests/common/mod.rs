@@ -119,3 +119,12 @@ pub async fn get_all_pages(url: &str, token: Option<&str>) -> (Vec<serde_json::V
     }
     (out, pages)
 }
+
+/// GET `url` (with a bearer token, if any) and parse the JSON answer.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str, token: Option<&str>) -> T {
+    let mut req = http().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
