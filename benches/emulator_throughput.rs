@@ -10,7 +10,9 @@
 //!
 //! `cargo bench --bench emulator_throughput` (set `BENCH_FILE_MIB`, default 1024).
 
-use std::io::Write;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use hf_hub_emulator::testing::XetReader;
@@ -26,24 +28,6 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(run(mib))
 }
 
-/// Writes `mib` MiB of incompressible pseudo-random bytes (as model weights are).
-fn write_weights(path: &std::path::Path, mib: u64) -> anyhow::Result<()> {
-    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        for w in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block)?;
-    }
-    f.flush()?;
-    Ok(())
-}
-
 fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -56,7 +40,7 @@ async fn run(mib: u64) -> anyhow::Result<()> {
     let e = hub.endpoint();
     let src = tempfile::tempdir()?;
     let size = mib << 20;
-    write_weights(&src.path().join("weights.safetensors"), mib)?;
+    common::write_weights(&src.path().join("weights.safetensors"), mib)?;
     let t = Instant::now();
     hub.seed_repo("bench/big", src.path(), false).await?;
     let seed_secs = t.elapsed().as_secs_f64();

@@ -12,6 +12,9 @@
 //!
 //! `cargo bench --bench read_path` (`BENCH_FILE_MIB`, default 1024).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -195,22 +198,6 @@ fn quarters(path: &Path, size: u64, threads: u64, shared_fd: bool) -> Duration {
     t.elapsed()
 }
 
-fn write_weights(path: &Path, mib: u64) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        for w in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            w.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
-}
-
 /// A repo whose `dir/` holds `n` small git-blob files, committed straight into the store.
 fn wide_repo(hub: &Emulator, rt: &tokio::runtime::Runtime, id: &str, n: usize) {
     let src = tempfile::tempdir().unwrap();
@@ -229,7 +216,7 @@ fn main() {
     let hub = rt.block_on(Emulator::start_temp()).unwrap();
     let e = hub.endpoint();
     let src = tempfile::tempdir().unwrap();
-    write_weights(&src.path().join("weights.safetensors"), mib);
+    common::write_weights(&src.path().join("weights.safetensors"), mib).unwrap();
     rt.block_on(hub.seed_repo("bench/big", src.path(), false)).unwrap();
     drop(src);
     wide_repo(&hub, &rt, "bench/wide10k", 10_000);

@@ -281,15 +281,7 @@ impl Actor for ChunkCache {
         Ok(state)
     }
 
-    async fn handle(
-        &self,
-        me: ActorRef<Self::Msg>,
-        msg: Self::Msg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // A child of the sender's span (ractor carries it with the message): one span per actor hop.
-        tracing::debug_span!("actor", otel.name = "actor.chunk_cache").in_scope(|| on_message(me, msg, state))
-    }
+    handle_in_span!("actor.chunk_cache");
 }
 
 /// The actor's message handling: synchronous (work that waits runs in spawned tasks).

@@ -4,6 +4,21 @@
 //! and open handles survive; callers that were mid-call retry once the
 //! registry points at the new incarnation.
 
+/// The `handle` of an actor whose `on_message` handles messages synchronously, each in a
+/// span that is a child of the sender's (ractor carries the span with the message).
+macro_rules! handle_in_span {
+    ($span:literal) => {
+        async fn handle(
+            &self,
+            me: ractor::ActorRef<Self::Msg>,
+            msg: Self::Msg,
+            state: &mut Self::State,
+        ) -> Result<(), ractor::ActorProcessingErr> {
+            tracing::debug_span!("actor", otel.name = $span).in_scope(|| on_message(me, msg, state))
+        }
+    };
+}
+
 /// Implements `Actor` for an actor whose state the supervisor hands in (so it survives a
 /// restart) and whose messages `on_message` handles synchronously, each in a span that is
 /// a child of the sender's (ractor carries the span with the message): one span per hop.
@@ -22,14 +37,7 @@ macro_rules! supervised_actor {
                 Ok(state)
             }
 
-            async fn handle(
-                &self,
-                me: ractor::ActorRef<Self::Msg>,
-                msg: Self::Msg,
-                state: &mut Self::State,
-            ) -> Result<(), ractor::ActorProcessingErr> {
-                tracing::debug_span!("actor", otel.name = $span).in_scope(|| on_message(me, msg, state))
-            }
+            handle_in_span!($span);
         }
     };
 }
