@@ -10,7 +10,8 @@
 //! - `ls -l` of a 10k- and a 100k-entry directory, and the Hub requests it made;
 //! - mount time and RSS on a 100k-file repo vs a 10-file repo.
 //!
-//! `cargo bench --bench read_path` (`BENCH_FILE_MIB`, default 1024).
+//! `cargo bench --bench read_path` (`BENCH_FILE_MIB`, default 1024; `BENCH_ONLY=seq,nfs,random,
+//! quarters,ttfb,ls,mount` runs only those sections, `BENCH_REPEAT=N` repeats them).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -209,7 +210,13 @@ fn wide_repo(hub: &Emulator, rt: &tokio::runtime::Runtime, id: &str, n: usize) {
     hub.store().commit(&repo, "main", "wide", None, false, ops).unwrap();
 }
 
+/// Whether the section `name` was asked for (`BENCH_ONLY`, comma-separated; all by default).
+fn wanted(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
 fn main() {
+    let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let mib: u64 = std::env::var("BENCH_FILE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
     let size = mib << 20;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -219,8 +226,10 @@ fn main() {
     common::write_weights(&src.path().join("weights.safetensors"), mib).unwrap();
     rt.block_on(hub.seed_repo("bench/big", src.path(), false)).unwrap();
     drop(src);
-    wide_repo(&hub, &rt, "bench/wide10k", 10_000);
-    wide_repo(&hub, &rt, "bench/wide100k", 100_000);
+    if wanted("ls") || wanted("mount") {
+        wide_repo(&hub, &rt, "bench/wide10k", 10_000);
+        wide_repo(&hub, &rt, "bench/wide100k", 100_000);
+    }
     let tiny = tempfile::tempdir().unwrap();
     for i in 0..10 {
         std::fs::write(tiny.path().join(format!("f{i}.txt")), b"x").unwrap();
@@ -237,156 +246,187 @@ fn main() {
     let token_url = format!("{e}/api/models/bench/big/xet-read-token/main");
 
     println!("hf-mount read path ({mib} MiB Xet file over FUSE, emulator on loopback, 2 cores)");
-    // Baseline: raw download through the xet client.
-    let raw = rt.block_on(async {
-        let reader = XetReader::connect(&token_url, None).await.unwrap();
-        let t = Instant::now();
-        reader.stream_all(&hash, size, |_| {}).await.unwrap();
-        t.elapsed()
-    });
-    let raw_mbps = mbps(size, raw);
-    println!("  raw download (xet client)            {raw_mbps:8.1} MB/s");
-
-    let cache = tempfile::tempdir().unwrap();
-    let cache_dir = cache.path().display().to_string();
-    let cold = {
-        let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
-        let (n, d) = read_all(&m.p("weights.safetensors"));
-        assert_eq!(n, size);
-        println!(
-            "  cold sequential read (FUSE, no disk cache) {:5.1} MB/s   {:.2}x raw",
-            mbps(n, d),
-            mbps(n, d) / raw_mbps
-        );
-        drop(m);
-        let m = Mount::start(&e, "bench/big", &["--cache-dir", &cache_dir]);
-        let (n, d) = read_all(&m.p("weights.safetensors"));
-        assert_eq!(n, size);
-        let cold = mbps(n, d);
-        println!(
-            "  cold sequential read (FUSE)          {cold:8.1} MB/s   {:.2}x raw (target >= 0.9x)",
-            cold / raw_mbps
-        );
-        let (n, d) = read_all(&m.p("weights.safetensors"));
-        println!("  warm re-read (page cache)            {:8.1} MB/s", mbps(n, d));
-        cold
-    };
-    {
-        std::thread::sleep(Duration::from_secs(1));
-        let m = Mount::start(&e, "bench/big", &["--cache-dir", &cache_dir]);
-        let (n, d) = read_all(&m.p("weights.safetensors"));
-        println!("  warm re-read (disk cache, new mount) {:8.1} MB/s", mbps(n, d));
-    }
-
-    // The NFS frontend on the same engine, read by nfs3_client (1 MiB READs).
-    for streams in [1u64, 4] {
-        let rate = nfs_read(&e, "bench/big", "weights.safetensors", size, streams);
-        println!(
-            "  cold sequential read (NFS, {streams} stream{}) {rate:8.1} MB/s   {:.2}x raw, {:.2}x FUSE",
-            if streams == 1 { " " } else { "s" },
-            rate / raw_mbps,
-            rate / cold
-        );
-    }
-
-    // Random 4 KiB reads, cold mounts; count the bytes the CAS served.
-    for jobs in [1usize, 4] {
-        let counter = hub.faults().add(FaultSpec::new(RouteClass::CasData, FaultKind::Latency { ms: 0 })).unwrap();
-        let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
-        let per_job = 400;
-        let d = random_reads(&m.p("weights.safetensors"), jobs, per_job, size);
-        let fetches = hub.faults().list().into_iter().find(|r| r.id == counter).map_or(0, |r| r.hits);
-        hub.faults().remove(counter);
-        let iops = (jobs * per_job) as f64 / d.as_secs_f64();
-        println!(
-            "  4 KiB random reads, {jobs} job(s)          {iops:8.0} IOPS  ({fetches} CAS data fetches for {} reads)",
-            jobs * per_job
-        );
-    }
-
-    // Quarters of one file: 1 thread, 4 threads on one fd, 4 threads on four fds (cold each time).
-    let mut base = 0.0;
-    for (threads, shared, label) in
-        [(1, true, "1 thread"), (4, true, "4 threads, one fd"), (4, false, "4 threads, four fds")]
-    {
-        let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
-        let d = quarters(&m.p("weights.safetensors"), size, threads, shared);
-        let rate = mbps(size, d);
-        if threads == 1 {
-            base = rate;
-        }
-        println!("  quarters, {label:<22}   {rate:8.1} MB/s   {:.2}x 1 thread", rate / base);
-    }
-
-    // Time to first byte vs one CAS round trip (a reconstruction query): a fresh mount
-    // (its CAS session warmed in the background at mount), open, then one 4 KiB read.
-    {
-        let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
-        std::thread::sleep(Duration::from_millis(500));
-        let t = Instant::now();
-        let f = std::fs::File::open(m.p("weights.safetensors")).unwrap();
-        let open = t.elapsed();
-        let mut buf = [0u8; 4096];
-        let t = Instant::now();
-        f.read_exact_at(&mut buf, size / 2).unwrap();
-        let ttfb = t.elapsed();
-        let rtt = rt.block_on(async {
-            let c = reqwest::Client::new();
-            let tok: serde_json::Value = c.get(&token_url).send().await.unwrap().json().await.unwrap();
-            let mut best = Duration::MAX;
-            for _ in 0..5 {
-                let t = Instant::now();
-                c.get(format!("{e}/cas/v2/reconstructions/{hash}"))
-                    .bearer_auth(tok["accessToken"].as_str().unwrap())
-                    .header("range", "bytes=0-4095")
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
-                best = best.min(t.elapsed());
-            }
-            best
+    let mut cold = f64::NAN;
+    for _ in 0..repeat {
+        // Baseline: raw download through the xet client.
+        let raw = rt.block_on(async {
+            let reader = XetReader::connect(&token_url, None).await.unwrap();
+            let t = Instant::now();
+            reader.stream_all(&hash, size, |_| {}).await.unwrap();
+            t.elapsed()
         });
-        println!(
-            "  time to first byte                   {:8.2} ms    {:.1} CAS round trips ({:.2} ms each); open took {:.2} ms",
-            ttfb.as_secs_f64() * 1e3,
-            ttfb.as_secs_f64() / rtt.as_secs_f64(),
-            rtt.as_secs_f64() * 1e3,
-            open.as_secs_f64() * 1e3
-        );
-    }
-
-    // ls -l of wide directories; count the Hub metadata requests made.
-    for (id, n) in [("bench/wide10k", 10_000), ("bench/wide100k", 100_000)] {
-        let m = Mount::start(&e, id, &[]);
-        let counter = hub.faults().add(FaultSpec::new(RouteClass::HubMetadata, FaultKind::Latency { ms: 0 })).unwrap();
-        let t = Instant::now();
-        let out = Command::new("ls").arg("-l").arg(m.p("dir")).output().unwrap();
-        let d = t.elapsed();
-        let requests = hub.faults().list().into_iter().find(|r| r.id == counter).map_or(0, |r| r.hits);
-        hub.faults().remove(counter);
-        let lines = String::from_utf8_lossy(&out.stdout).lines().count() - 1;
-        assert_eq!(lines, n);
-        println!("  ls -l of {n:>6} entries              {:8.2} s     {requests} Hub requests (target <= 2 s, no per-entry request)", d.as_secs_f64());
+        let raw_mbps = mbps(size, raw);
+        println!("  raw download (xet client)            {raw_mbps:8.1} MB/s");
+        if wanted("seq") {
+            let cache = tempfile::tempdir().unwrap();
+            let cache_dir = cache.path().display().to_string();
+            cold = {
+                let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
+                let (n, d) = read_all(&m.p("weights.safetensors"));
+                assert_eq!(n, size);
+                println!(
+                    "  cold sequential read (FUSE, no disk cache) {:5.1} MB/s   {:.2}x raw",
+                    mbps(n, d),
+                    mbps(n, d) / raw_mbps
+                );
+                drop(m);
+                let m = Mount::start(&e, "bench/big", &["--cache-dir", &cache_dir]);
+                let (n, d) = read_all(&m.p("weights.safetensors"));
+                assert_eq!(n, size);
+                let cold = mbps(n, d);
+                println!(
+                    "  cold sequential read (FUSE)          {cold:8.1} MB/s   {:.2}x raw (target >= 0.9x)",
+                    cold / raw_mbps
+                );
+                let (n, d) = read_all(&m.p("weights.safetensors"));
+                println!("  warm re-read (page cache)            {:8.1} MB/s", mbps(n, d));
+                cold
+            };
+            {
+                std::thread::sleep(Duration::from_secs(1));
+                let m = Mount::start(&e, "bench/big", &["--cache-dir", &cache_dir]);
+                let (n, d) = read_all(&m.p("weights.safetensors"));
+                println!("  warm re-read (disk cache, new mount) {:8.1} MB/s", mbps(n, d));
+            }
+        }
+        if wanted("nfs") {
+            // The NFS frontend on the same engine, read by nfs3_client (1 MiB READs).
+            for streams in [1u64, 4] {
+                let rate = nfs_read(&e, "bench/big", "weights.safetensors", size, streams);
+                println!(
+                    "  cold sequential read (NFS, {streams} stream{}) {rate:8.1} MB/s   {:.2}x raw, {:.2}x FUSE",
+                    if streams == 1 { " " } else { "s" },
+                    rate / raw_mbps,
+                    rate / cold
+                );
+            }
+        }
+        if wanted("random") {
+            // Random 4 KiB reads, cold mounts; count the bytes the CAS served.
+            for jobs in [1usize, 4] {
+                let counter =
+                    hub.faults().add(FaultSpec::new(RouteClass::CasData, FaultKind::Latency { ms: 0 })).unwrap();
+                let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
+                let per_job = 400;
+                let d = random_reads(&m.p("weights.safetensors"), jobs, per_job, size);
+                let fetches = hub.faults().list().into_iter().find(|r| r.id == counter).map_or(0, |r| r.hits);
+                hub.faults().remove(counter);
+                let iops = (jobs * per_job) as f64 / d.as_secs_f64();
+                println!(
+                "  4 KiB random reads, {jobs} job(s)          {iops:8.0} IOPS  ({fetches} CAS data fetches for {} reads)",
+                jobs * per_job
+            );
+            }
+        }
+        if wanted("quarters") {
+            // Quarters of one file: 1 thread, 4 threads on one fd, 4 threads on four fds (cold each
+            // time); on loopback (CPU-bound here), then with 10 ms added to every CAS request, as
+            // over a network, where parallel streams are what lifts throughput.
+            for latency_ms in [0u64, 10] {
+                let faults: Vec<u64> = if latency_ms == 0 {
+                    Vec::new()
+                } else {
+                    [RouteClass::CasData, RouteClass::CasReconstruction]
+                        .into_iter()
+                        .map(|c| hub.faults().add(FaultSpec::new(c, FaultKind::Latency { ms: latency_ms })).unwrap())
+                        .collect()
+                };
+                let mut base = 0.0;
+                for (threads, shared, label) in
+                    [(1, true, "1 thread"), (4, true, "4 threads, one fd"), (4, false, "4 threads, four fds")]
+                {
+                    let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
+                    let d = quarters(&m.p("weights.safetensors"), size, threads, shared);
+                    let rate = mbps(size, d);
+                    if threads == 1 {
+                        base = rate;
+                    }
+                    println!(
+                        "  quarters, {label:<19} +{latency_ms:>2} ms {rate:8.1} MB/s   {:.2}x 1 thread",
+                        rate / base
+                    );
+                }
+                for id in faults {
+                    hub.faults().remove(id);
+                }
+            }
+        }
+        if wanted("ttfb") {
+            // Time to first byte vs one CAS round trip (a reconstruction query): a fresh mount
+            // (its CAS session warmed in the background at mount), open, then one 4 KiB read.
+            {
+                let m = Mount::start(&e, "bench/big", &["--no-disk-cache"]);
+                std::thread::sleep(Duration::from_millis(500));
+                let t = Instant::now();
+                let f = std::fs::File::open(m.p("weights.safetensors")).unwrap();
+                let open = t.elapsed();
+                let mut buf = [0u8; 4096];
+                let t = Instant::now();
+                f.read_exact_at(&mut buf, size / 2).unwrap();
+                let ttfb = t.elapsed();
+                let rtt = rt.block_on(async {
+                    let c = reqwest::Client::new();
+                    let tok: serde_json::Value = c.get(&token_url).send().await.unwrap().json().await.unwrap();
+                    let mut best = Duration::MAX;
+                    for _ in 0..5 {
+                        let t = Instant::now();
+                        c.get(format!("{e}/cas/v2/reconstructions/{hash}"))
+                            .bearer_auth(tok["accessToken"].as_str().unwrap())
+                            .header("range", "bytes=0-4095")
+                            .send()
+                            .await
+                            .unwrap()
+                            .bytes()
+                            .await
+                            .unwrap();
+                        best = best.min(t.elapsed());
+                    }
+                    best
+                });
+                println!(
+                "  time to first byte                   {:8.2} ms    {:.1} CAS round trips ({:.2} ms each); open took {:.2} ms",
+                ttfb.as_secs_f64() * 1e3,
+                ttfb.as_secs_f64() / rtt.as_secs_f64(),
+                rtt.as_secs_f64() * 1e3,
+                open.as_secs_f64() * 1e3
+            );
+            }
+        }
+        if wanted("ls") {
+            // ls -l of wide directories; count the Hub metadata requests made.
+            for (id, n) in [("bench/wide10k", 10_000), ("bench/wide100k", 100_000)] {
+                let m = Mount::start(&e, id, &[]);
+                let counter =
+                    hub.faults().add(FaultSpec::new(RouteClass::HubMetadata, FaultKind::Latency { ms: 0 })).unwrap();
+                let t = Instant::now();
+                let out = Command::new("ls").arg("-l").arg(m.p("dir")).output().unwrap();
+                let d = t.elapsed();
+                let requests = hub.faults().list().into_iter().find(|r| r.id == counter).map_or(0, |r| r.hits);
+                hub.faults().remove(counter);
+                let lines = String::from_utf8_lossy(&out.stdout).lines().count() - 1;
+                assert_eq!(lines, n);
+                println!("  ls -l of {n:>6} entries              {:8.2} s     {requests} Hub requests (target <= 2 s, no per-entry request)", d.as_secs_f64());
+            }
+        }
     }
 
     // Mount time and RSS: 100k-file repo vs 10-file repo.
-    let ten = Mount::start(&e, "bench/ten", &[]);
-    let wide = Mount::start(&e, "bench/wide100k", &[]);
-    std::fs::metadata(ten.dir.path()).unwrap();
-    std::fs::metadata(wide.dir.path()).unwrap();
-    let (t10, t100k) = (ten.took.as_secs_f64() * 1e3, wide.took.as_secs_f64() * 1e3);
-    let (r10, r100k) = (ten.rss_kib(), wide.rss_kib());
-    println!(
-        "  mount time, 10 files / 100k files    {t10:8.1} ms / {t100k:.1} ms   ({:+.0}%)",
-        (t100k / t10 - 1.0) * 100.0
-    );
-    println!(
-        "  RSS after mount, 10 / 100k files     {r10:8} KiB / {r100k} KiB ({:+.0}%)",
-        (r100k as f64 / r10 as f64 - 1.0) * 100.0
-    );
-    drop((ten, wide));
+    if wanted("mount") {
+        let ten = Mount::start(&e, "bench/ten", &[]);
+        let wide = Mount::start(&e, "bench/wide100k", &[]);
+        std::fs::metadata(ten.dir.path()).unwrap();
+        std::fs::metadata(wide.dir.path()).unwrap();
+        let (t10, t100k) = (ten.took.as_secs_f64() * 1e3, wide.took.as_secs_f64() * 1e3);
+        let (r10, r100k) = (ten.rss_kib(), wide.rss_kib());
+        println!(
+            "  mount time, 10 files / 100k files    {t10:8.1} ms / {t100k:.1} ms   ({:+.0}%)",
+            (t100k / t10 - 1.0) * 100.0
+        );
+        println!(
+            "  RSS after mount, 10 / 100k files     {r10:8} KiB / {r100k} KiB ({:+.0}%)",
+            (r100k as f64 / r10 as f64 - 1.0) * 100.0
+        );
+        drop((ten, wide));
+    }
     rt.block_on(hub.stop());
 }

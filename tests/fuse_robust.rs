@@ -189,19 +189,19 @@ fn a_small_cache_evicts_and_corrupt_blocks_are_refetched() {
         assert!(std::fs::read(m.p("model.safetensors")).unwrap() == want);
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Flip a byte in every block of every segment file, then cut each file short as well.
     let mut corrupted = 0;
     for sub in std::fs::read_dir(roomy.path().join("blocks")).unwrap() {
         for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
             let p = f.unwrap().path();
+            let blocks = hf_mount::actors::chunk_cache::segment_blocks(&p).unwrap();
             let mut raw = std::fs::read(&p).unwrap();
-            if corrupted % 2 == 0 {
-                let i = raw.len() / 2;
-                raw[i] ^= 0x5a;
-            } else {
-                raw.truncate(raw.len() - 100);
+            for (_, at, len) in &blocks {
+                raw[(at + len / 2) as usize] ^= 0x5a;
             }
+            raw.truncate(raw.len() - 100);
             std::fs::write(&p, raw).unwrap();
-            corrupted += 1;
+            corrupted += blocks.len();
         }
     }
     assert!(corrupted >= 20, "{corrupted} blocks on disk");
@@ -209,4 +209,59 @@ fn a_small_cache_evicts_and_corrupt_blocks_are_refetched() {
     assert!(std::fs::read(m.p("model.safetensors")).unwrap() == want, "corrupt cache served");
     let stats = m.block_on(m.engine().cache_stats()).unwrap();
     assert!(stats.corrupt >= corrupted as u64 / 2, "{stats:?}");
+}
+
+/// Drops the kernel's cached pages of `f`, so the next read reaches the mount.
+fn drop_pages(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    assert_eq!(unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+}
+
+#[test]
+fn reconstruction_plans_are_reused_until_their_urls_expire() {
+    let hub = Hub::start();
+    let want = fixture_files().into_iter().find(|(n, _)| *n == "model.safetensors").unwrap().1;
+    // A memory cache of one block and no disk cache: a re-read must fetch its bytes again.
+    let m = mount(&hub, &["repo", "alice/tiny", "--no-disk-cache", "--memory-cache-size", "256K"]);
+    let faults = hub.emulator().faults();
+    let count = |class| faults.add(FaultSpec::new(class, FaultKind::Latency { ms: 0 })).unwrap();
+    let hits = |id| faults.list().into_iter().find(|r| r.id == id).map_or(0, |r| r.hits);
+    let (plans, data) = (count(RouteClass::CasReconstruction), count(RouteClass::CasData));
+    // A fresh handle per read: one read per handle shows no pattern, so nothing is read ahead.
+    let read_at = |off: usize| {
+        let f = std::fs::File::open(m.p("model.safetensors")).unwrap();
+        drop_pages(&f);
+        assert!(pread(&f, off as u64, 4096).unwrap() == want[off..off + 4096]);
+    };
+    // Three random blocks, far apart: one plan and one data fetch each.
+    for off in [1 << 20, 3 << 20, 4 << 20] {
+        read_at(off);
+    }
+    let (p0, d0) = (hits(plans), hits(data));
+    assert!(p0 >= 3 && d0 >= 3, "{p0} plans, {d0} fetches");
+    // The first block was evicted from memory: its bytes are fetched again, its plan is not.
+    read_at(1 << 20);
+    assert!(hits(data) > d0, "the re-read did not reach the CAS");
+    assert_eq!(hits(plans), p0, "the plan was asked for again");
+
+    // A URL that answers 403 before its time: the plans are dropped and asked for again.
+    faults.remove(data); // (the first matching rule wins: the counter would shadow the 403)
+    let forbidden = faults.add(FaultSpec::new(RouteClass::CasData, FaultKind::Error { status: 403 }).times(1)).unwrap();
+    read_at(3 << 20);
+    assert_eq!(hits(forbidden), 1);
+    assert!(hits(plans) > p0, "a 403 did not refresh the plan");
+
+    // Plans follow their URLs' expiry (`exp`, less a 30 s margin): URLs valid 32 s make plans live 1–2 s.
+    hub.emulator().cas().set_fetch_url_ttl(Duration::from_secs(32));
+    let p1 = hits(plans);
+    read_at(1 << 20); // (the 403 dropped this plan)
+    read_at(4 << 20);
+    let p2 = hits(plans);
+    assert!(p2 > p1);
+    read_at(1 << 20);
+    read_at(4 << 20);
+    assert_eq!(hits(plans), p2, "short-lived plans not reused within their life");
+    std::thread::sleep(Duration::from_millis(2500));
+    read_at(1 << 20);
+    assert!(hits(plans) > p2, "an expired plan was used");
 }

@@ -14,7 +14,7 @@ fn python() -> String {
 
 #[test]
 fn safetensors_and_pyarrow_read_from_the_mount() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/model_and_table.py");
+    let script = &format!("{}/tests/python/model_and_table.py", std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let src = tempfile::tempdir().unwrap();
     let made = Command::new(python()).arg(script).arg("make").arg(src.path()).output().unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));

@@ -16,7 +16,7 @@ async fn huggingface_hub_client_works_against_the_emulator() {
 
     let python = std::env::var("HF_MOUNT_PYTHON").unwrap_or_else(|_| "python3".into());
     let hf_home = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/hub_client_check.py");
+    let script = format!("{}/tests/python/hub_client_check.py", std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let endpoint = hub.endpoint();
     let fixture_path = fixture.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {

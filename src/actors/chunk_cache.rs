@@ -6,13 +6,16 @@
 //! error at once for a moment, so the kernel's retry of a failed read does
 //! not start the wait again.
 //!
-//! Disk blocks carry a header with their length and CRC32; a block that does
-//! not match is reported corrupt, deleted and fetched again, never served.
-//! The disk index is rebuilt by scanning the cache directory, so it survives
-//! restarts of the actor and of the mount.
+//! On disk, blocks live in segment files of `SEGMENT_BLOCKS` consecutive
+//! blocks of one content (one file per 16 MiB rather than per block: creating
+//! inodes is what costs a file system most). Each slot has a header with its
+//! length and CRC32, written after the data; a block that does not match is
+//! reported corrupt, dropped and fetched again, never served. An evicted slot
+//! is punched out of its file; a file with no live slot is deleted. The disk
+//! index is rebuilt by reading the segment headers, so it survives restarts
+//! of the actor and of the mount.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +35,13 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(2);
 /// so a fast cold read is never slowed to the disk's write speed.
 const MAX_PENDING_DISK_WRITE_BYTES: u64 = 256 << 20;
 const BLOCK_MAGIC: &[u8; 4] = b"HFMB";
-const BLOCK_HEADER_BYTES: usize = 12;
+/// Blocks per segment file.
+pub const SEGMENT_BLOCKS: u64 = 64;
+/// A slot header: magic, length, CRC32, reserved.
+const SLOT_HEADER_BYTES: u64 = 16;
+/// Headers come first; slot data starts page-aligned after them.
+const SEGMENT_DATA_OFFSET: u64 = 4096;
+const _: () = assert!(SEGMENT_BLOCKS * SLOT_HEADER_BYTES <= SEGMENT_DATA_OFFSET);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlockKey {
@@ -41,19 +50,91 @@ pub struct BlockKey {
 }
 
 impl BlockKey {
-    /// The block's file name: a digest of the content key (which may hold any character).
-    fn file_name(&self) -> String {
+    /// The block's name in the disk index: a digest of the content key (which may hold any
+    /// character) and the block index.
+    fn disk_name(&self) -> String {
         use sha1::{Digest, Sha1};
         format!("{}-{}", hex::encode(Sha1::digest(self.content.as_bytes())), self.index)
     }
 }
 
-pub type Waiter = watch::Receiver<Option<FsResult<Bytes>>>;
+/// Where a block lives on disk: a slot of a segment file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskLoc {
+    pub path: PathBuf,
+    pub slot: u64,
+}
+
+impl DiskLoc {
+    /// The slot of block `name` (`<digest>-<index>`) under the cache's `dir`.
+    fn of(dir: &Path, name: &str) -> Option<Self> {
+        let (digest, index) = name.rsplit_once('-')?;
+        let index: u64 = index.parse().ok()?;
+        let file = format!("{digest}-s{}", index / SEGMENT_BLOCKS);
+        Some(Self { path: dir.join(digest.get(..2)?).join(file), slot: index % SEGMENT_BLOCKS })
+    }
+
+    fn header_at(&self) -> u64 {
+        self.slot * SLOT_HEADER_BYTES
+    }
+
+    fn data_at(&self) -> u64 {
+        SEGMENT_DATA_OFFSET + self.slot * BLOCK_BYTES
+    }
+}
+
+/// A cached block: `len` bytes at `at` of a buffer fetched (or read back) in one piece.
+/// Blocks keep the whole buffer alive either way (they are views into it); knowing it lets
+/// neighbouring blocks of one fetch be handed out together without a copy.
+#[derive(Clone, Debug)]
+pub struct Block {
+    buf: Bytes,
+    at: usize,
+    len: usize,
+}
+
+impl Block {
+    pub fn new(buf: Bytes, at: usize, len: usize) -> Self {
+        assert!(at + len <= buf.len(), "block {at}+{len} outside a buffer of {}", buf.len());
+        Self { buf, at, len }
+    }
+
+    pub fn bytes(&self) -> Bytes {
+        self.buf.slice(self.at..self.at + self.len)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether `next` starts where this block ends, in the same buffer.
+    pub fn continued_by(&self, next: &Block) -> bool {
+        self.buf.as_ptr() == next.buf.as_ptr() && self.buf.len() == next.buf.len() && self.at + self.len == next.at
+    }
+
+    /// Bytes `range` (relative to this block's start) of this block and the ones continuing it.
+    pub fn span(&self, range: std::ops::Range<usize>) -> Bytes {
+        self.buf.slice(self.at + range.start..self.at + range.end)
+    }
+}
+
+impl From<Bytes> for Block {
+    fn from(buf: Bytes) -> Self {
+        let len = buf.len();
+        Self { buf, at: 0, len }
+    }
+}
+
+pub type Waiter = watch::Receiver<Option<FsResult<Block>>>;
 
 /// Where a block is, as answered to a reader.
 pub enum Slot {
-    Mem(Bytes),
-    Disk(PathBuf),
+    Mem(Block),
+    Disk(DiskLoc),
     /// Another reader is fetching it.
     Wait(Waiter),
     /// Nobody has it: the asker must fetch it and `Fill` it.
@@ -133,11 +214,13 @@ pub struct CacheStats {
 }
 
 pub struct CacheState {
-    mem: Lru<BlockKey, Bytes>,
-    /// file name → path, for blocks on disk.
-    disk: Option<Lru<String, PathBuf>>,
+    mem: Lru<BlockKey, Block>,
+    /// Block name → slot, for blocks on disk.
+    disk: Option<Lru<String, DiskLoc>>,
+    /// Live slots per segment file (a file is deleted when its last slot goes).
+    segments: HashMap<PathBuf, u32>,
     disk_dir: Option<PathBuf>,
-    pending: HashMap<BlockKey, watch::Sender<Option<FsResult<Bytes>>>>,
+    pending: HashMap<BlockKey, watch::Sender<Option<FsResult<Block>>>>,
     failed: HashMap<BlockKey, (Instant, FsError)>,
     /// Bytes handed to the writer and not written yet.
     pending_write_bytes: u64,
@@ -161,6 +244,7 @@ impl CacheState {
         Ok(Self {
             mem: Lru::new(config.memory_bytes),
             disk,
+            segments: HashMap::new(),
             disk_dir,
             pending: HashMap::new(),
             failed: HashMap::new(),
@@ -193,9 +277,9 @@ impl CacheState {
             self.stats.waits += 1;
             return Slot::Wait(tx.subscribe());
         }
-        if let Some(path) = self.disk.as_mut().and_then(|d| d.get(&key.file_name(), tick)) {
+        if let Some(loc) = self.disk.as_mut().and_then(|d| d.get(&key.disk_name(), tick)) {
             self.stats.disk_hits += 1;
-            return Slot::Disk(path);
+            return Slot::Disk(loc);
         }
         self.stats.misses += 1;
         let (tx, _) = watch::channel(None);
@@ -203,10 +287,10 @@ impl CacheState {
         Slot::Fetch
     }
 
-    fn remember(&mut self, key: BlockKey, bytes: Bytes) -> Vec<(BlockKey, Bytes)> {
+    fn remember(&mut self, key: BlockKey, block: Block) -> Vec<(BlockKey, Block)> {
         let tick = self.next_tick();
-        let size = bytes.len() as u64;
-        let evicted = self.mem.insert(key, bytes, size, tick);
+        let size = block.len() as u64;
+        let evicted = self.mem.insert(key, block, size, tick);
         self.stats.evictions += evicted.len() as u64;
         let m = crate::metrics::get();
         if !evicted.is_empty() {
@@ -214,6 +298,41 @@ impl CacheState {
         }
         m.cache_bytes.record(self.mem.bytes, &[crate::metrics::kv("tier", "memory")]);
         evicted
+    }
+
+    /// Indexes a block written to disk, punching out what the cap evicts.
+    fn index_disk(&mut self, name: String, loc: DiskLoc, len: u64) {
+        let tick = self.next_tick();
+        let Some(disk) = self.disk.as_mut() else { return };
+        let replaced = disk.remove(&name);
+        let evicted: Vec<DiskLoc> = disk.insert(name, loc.clone(), len, tick).into_iter().map(|(_, l)| l).collect();
+        *self.segments.entry(loc.path).or_default() += 1;
+        self.stats.evictions += evicted.len() as u64;
+        for old in replaced.into_iter().chain(evicted) {
+            self.drop_slot(old);
+        }
+    }
+
+    /// Has the writer punch a slot out of its segment, and delete the file when it was the last.
+    fn drop_slot(&mut self, loc: DiskLoc) {
+        let last = match self.segments.get_mut(&loc.path) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                self.segments.remove(&loc.path);
+                true
+            }
+        };
+        match &self.writer {
+            Some(w) => {
+                let _ = w.send(WriteJob::Drop { loc, last });
+            }
+            None => {
+                let _ = drop_block(&loc, last); // no writer yet (the scan at start): do it here
+            }
+        }
     }
 }
 
@@ -225,12 +344,12 @@ pub enum CacheMsg {
     /// The outcome of a claimed fetch.
     Fill {
         key: BlockKey,
-        result: FsResult<Bytes>,
+        result: FsResult<Block>,
     },
     /// A disk block read back fine: keep it in memory too.
     Promote {
         key: BlockKey,
-        bytes: Bytes,
+        block: Block,
     },
     /// A disk block failed its check: forget and delete it.
     Corrupt {
@@ -238,7 +357,7 @@ pub enum CacheMsg {
     },
     DiskWritten {
         name: String,
-        path: PathBuf,
+        loc: DiskLoc,
         len: u64,
     },
     DiskWriteFailed {
@@ -268,13 +387,8 @@ impl Actor for ChunkCache {
         if let Some(dir) = scan {
             let found = tokio::task::spawn_blocking(move || scan_disk(&dir)).await??;
             let mut st = state.lock();
-            for (name, path, len) in found {
-                let tick = st.next_tick();
-                if let Some(d) = st.disk.as_mut() {
-                    for (_, old) in d.insert(name, path, len, tick) {
-                        let _ = std::fs::remove_file(old);
-                    }
-                }
+            for (name, loc, len) in found {
+                st.index_disk(name, loc, len);
             }
         }
         state.lock().scanned = true;
@@ -301,18 +415,19 @@ fn on_message(
                 let _ = tx.send(Some(result.clone()));
             }
             match result {
-                Ok(bytes) => {
-                    let len = bytes.len() as u64;
+                Ok(block) => {
+                    let len = block.len() as u64;
                     let room = st.pending_write_bytes + len <= MAX_PENDING_DISK_WRITE_BYTES;
                     if let (Some(dir), true) = (st.disk_dir.clone(), room) {
                         if st.writer.is_none() {
                             // A new writer (first use, or after a restart): nothing is pending on it.
                             st.pending_write_bytes = 0;
-                            st.writer = Some(spawn_writer(dir, me.clone()));
+                            st.writer = Some(spawn_writer(me.clone()));
                         }
-                        let writer = st.writer.as_ref().expect("just set");
-                        let job = WriteJob { name: key.file_name(), data: bytes.clone() };
-                        if writer.send(job).is_ok() {
+                        let name = key.disk_name();
+                        let loc = DiskLoc::of(&dir, &name).expect("block names are <digest>-<index>");
+                        let job = WriteJob::Write { name, loc, data: block.bytes() };
+                        if st.writer.as_ref().expect("just set").send(job).is_ok() {
                             st.pending_write_bytes += len;
                         } else {
                             st.writer = None;
@@ -320,36 +435,30 @@ fn on_message(
                     } else if st.disk_dir.is_some() {
                         st.stats.skipped_writes += 1;
                     }
-                    st.remember(key, bytes);
+                    st.remember(key, block);
                 }
                 Err(e) => {
                     st.failed.insert(key, (Instant::now(), e));
                 }
             }
         }
-        CacheMsg::Promote { key, bytes } => {
-            st.remember(key, bytes);
+        CacheMsg::Promote { key, block } => {
+            st.remember(key, block);
         }
         CacheMsg::Corrupt { key } => {
             st.stats.corrupt += 1;
-            let name = key.file_name();
-            if let Some(path) = st.disk.as_mut().and_then(|d| d.remove(&name)) {
-                tracing::warn!("cache block {} failed its check; deleted, will refetch", path.display());
-                tokio::task::spawn_blocking(move || std::fs::remove_file(path));
+            if let Some(loc) = st.disk.as_mut().and_then(|d| d.remove(&key.disk_name())) {
+                tracing::warn!(
+                    "cache block {} slot {} failed its check; dropped, will refetch",
+                    loc.path.display(),
+                    loc.slot
+                );
+                st.drop_slot(loc);
             }
         }
-        CacheMsg::DiskWritten { name, path, len } => {
+        CacheMsg::DiskWritten { name, loc, len } => {
             st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
-            let tick = st.next_tick();
-            let evicted = st.disk.as_mut().map(|d| d.insert(name, path, len, tick)).unwrap_or_default();
-            st.stats.evictions += evicted.len() as u64;
-            if !evicted.is_empty() {
-                tokio::task::spawn_blocking(move || {
-                    for (_, p) in evicted {
-                        let _ = std::fs::remove_file(p);
-                    }
-                });
-            }
+            st.index_disk(name, loc, len);
         }
         CacheMsg::DiskWriteFailed { len } => {
             st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
@@ -365,22 +474,45 @@ fn on_message(
     Ok(())
 }
 
-struct WriteJob {
-    name: String,
-    data: Bytes,
+/// Work for the disk writer, done in order (so a slot is never written and dropped out of turn).
+enum WriteJob {
+    Write {
+        name: String,
+        loc: DiskLoc,
+        data: Bytes,
+    },
+    /// Punch a slot out; delete the file when it held the segment's last live slot.
+    Drop {
+        loc: DiskLoc,
+        last: bool,
+    },
 }
 
-/// The disk writer: writes blocks one after the other, reporting each to the actor.
-fn spawn_writer(dir: PathBuf, actor: ActorRef<CacheMsg>) -> std::sync::mpsc::Sender<WriteJob> {
+/// The disk writer: one thread doing the jobs one after the other, reporting writes to the
+/// actor. It runs at a lower priority than the read path: when the CPU is short, blocks wait
+/// (and past the write-behind budget, stay memory-only) rather than slow reads down.
+fn spawn_writer(actor: ActorRef<CacheMsg>) -> std::sync::mpsc::Sender<WriteJob> {
     let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
     let spawned = std::thread::Builder::new().name("hf-mount-cache-writer".into()).spawn(move || {
+        // SAFETY: plain syscalls on this thread's own id.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
         while let Ok(job) = rx.recv() {
-            let len = job.data.len() as u64;
-            let msg = match write_block(&dir, &job.name, &job.data) {
-                Ok(path) => CacheMsg::DiskWritten { name: job.name, path, len },
-                Err(e) => {
-                    tracing::warn!("cannot write cache block {}: {e}", job.name);
-                    CacheMsg::DiskWriteFailed { len }
+            let msg = match job {
+                WriteJob::Write { name, loc, data } => {
+                    let len = data.len() as u64;
+                    match write_block(&loc, &data) {
+                        Ok(()) => CacheMsg::DiskWritten { name, loc, len },
+                        Err(e) => {
+                            tracing::warn!("cannot write cache block {}: {e}", loc.path.display());
+                            CacheMsg::DiskWriteFailed { len }
+                        }
+                    }
+                }
+                WriteJob::Drop { loc, last } => {
+                    if let Err(e) = drop_block(&loc, last) {
+                        tracing::debug!("cannot drop cache block {} slot {}: {e}", loc.path.display(), loc.slot);
+                    }
+                    continue;
                 }
             };
             if actor.send_message(msg).is_err() {
@@ -394,40 +526,84 @@ fn spawn_writer(dir: PathBuf, actor: ActorRef<CacheMsg>) -> std::sync::mpsc::Sen
     tx
 }
 
-fn write_block(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<PathBuf> {
-    let sub = dir.join(&name[..2]);
-    std::fs::create_dir_all(&sub)?;
-    let path = sub.join(name);
-    let tmp = sub.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    let mut header = [0u8; BLOCK_HEADER_BYTES];
+/// Writes a block into its slot: the data, then the header that makes it valid.
+fn write_block(loc: &DiskLoc, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if let Some(dir) = loc.path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&loc.path)?;
+    f.write_all_at(&[0u8; SLOT_HEADER_BYTES as usize], loc.header_at())?;
+    f.write_all_at(data, loc.data_at())?;
+    let mut header = [0u8; SLOT_HEADER_BYTES as usize];
     header[..4].copy_from_slice(BLOCK_MAGIC);
     header[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
     header[8..12].copy_from_slice(&crc32fast::hash(data).to_le_bytes());
-    f.write_all(&header)?;
-    f.write_all(data)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    f.write_all_at(&header, loc.header_at())
 }
 
-/// Reads a disk block back, checking its header; `None` when it is corrupt or truncated.
-pub fn read_block(path: &Path) -> std::io::Result<Option<Bytes>> {
-    let mut f = std::fs::File::open(path)?;
-    let mut header = [0u8; BLOCK_HEADER_BYTES];
-    if f.read_exact(&mut header).is_err() || &header[..4] != BLOCK_MAGIC {
+/// Punches a slot out (header zeroed, data deallocated), or deletes the whole file.
+fn drop_block(loc: &DiskLoc, last: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    if last {
+        return std::fs::remove_file(&loc.path);
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(&loc.path)?;
+    f.write_all_at(&[0u8; SLOT_HEADER_BYTES as usize], loc.header_at())?;
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on an open descriptor; failure is reported, not unsafe.
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, loc.data_at() as i64, BLOCK_BYTES as i64) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()); // the header is zeroed: the slot is gone anyway
+    }
+    Ok(())
+}
+
+/// Reads a slot's header: the block's length and CRC, or `None` when the slot is empty.
+fn read_header(f: &std::fs::File, loc: &DiskLoc) -> std::io::Result<Option<(usize, u32)>> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; SLOT_HEADER_BYTES as usize];
+    if f.read_exact_at(&mut header, loc.header_at()).is_err() || &header[..4] != BLOCK_MAGIC {
         return Ok(None);
     }
     let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    let mut data = Vec::with_capacity(len);
-    f.read_to_end(&mut data)?;
-    if data.len() != len || crc32fast::hash(&data) != crc {
+    Ok((len as u64 <= BLOCK_BYTES).then_some((len, crc)))
+}
+
+/// Reads a disk block back, checking its header; `None` when it is missing, corrupt or truncated.
+pub fn read_block(loc: &DiskLoc) -> std::io::Result<Option<Bytes>> {
+    use std::os::unix::fs::FileExt;
+    let f = match std::fs::File::open(&loc.path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some((len, crc)) = read_header(&f, loc)? else { return Ok(None) };
+    let mut data = vec![0u8; len];
+    if f.read_exact_at(&mut data, loc.data_at()).is_err() || crc32fast::hash(&data) != crc {
         return Ok(None);
     }
     Ok(Some(Bytes::from(data)))
 }
 
-fn scan_disk(dir: &Path) -> std::io::Result<Vec<(String, PathBuf, u64)>> {
+/// The blocks a segment file holds: (slot, data offset, length) of each valid header.
+/// For tests and tools; the cache itself checks data when it reads it.
+pub fn segment_blocks(path: &Path) -> std::io::Result<Vec<(u64, u64, u64)>> {
+    let f = std::fs::File::open(path)?;
+    let mut out = Vec::new();
+    for slot in 0..SEGMENT_BLOCKS {
+        let loc = DiskLoc { path: path.to_path_buf(), slot };
+        if let Some((len, _)) = read_header(&f, &loc)? {
+            out.push((slot, loc.data_at(), len as u64));
+        }
+    }
+    Ok(out)
+}
+
+/// Every block on disk: (name, slot, length), from the segment headers.
+fn scan_disk(dir: &Path) -> std::io::Result<Vec<(String, DiskLoc, u64)>> {
     let mut out = Vec::new();
     for sub in std::fs::read_dir(dir)? {
         let sub = sub?.path();
@@ -435,14 +611,21 @@ fn scan_disk(dir: &Path) -> std::io::Result<Vec<(String, PathBuf, u64)>> {
             continue;
         }
         for f in std::fs::read_dir(&sub)? {
-            let f = f?;
-            let name = f.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') {
-                let _ = std::fs::remove_file(f.path()); // a torn write
+            let path = f?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let Some((digest, segment)) = name.rsplit_once("-s").and_then(|(d, s)| Some((d, s.parse::<u64>().ok()?)))
+            else {
+                let _ = std::fs::remove_file(&path); // not ours (or an older layout): the cache is a cache
                 continue;
+            };
+            let blocks = segment_blocks(&path)?;
+            if blocks.is_empty() {
+                let _ = std::fs::remove_file(&path);
             }
-            let len = f.metadata()?.len().saturating_sub(BLOCK_HEADER_BYTES as u64);
-            out.push((name, f.path(), len));
+            for (slot, _, len) in blocks {
+                let name = format!("{digest}-{}", segment * SEGMENT_BLOCKS + slot);
+                out.push((name, DiskLoc { path: path.clone(), slot }, len));
+            }
         }
     }
     Ok(out)
@@ -474,8 +657,8 @@ mod tests {
         assert!(matches!(st.slot(key(0)), Slot::Fetch));
         assert!(matches!(st.slot(key(0)), Slot::Wait(_)));
         st.pending.remove(&key(0));
-        st.remember(key(0), Bytes::from_static(b"abc"));
-        assert!(matches!(st.slot(key(0)), Slot::Mem(b) if b == "abc"));
+        st.remember(key(0), Bytes::from_static(b"abc").into());
+        assert!(matches!(st.slot(key(0)), Slot::Mem(b) if b.bytes() == "abc"));
         st.failed.insert(key(1), (Instant::now(), FsError::Io("x".into())));
         assert!(matches!(st.slot(key(1)), Slot::Failed(_)));
     }
@@ -483,15 +666,31 @@ mod tests {
     #[test]
     fn disk_blocks_detect_corruption_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_block(dir.path(), "ab-0", b"hello block").unwrap();
-        assert_eq!(read_block(&path).unwrap().unwrap(), "hello block");
-        let mut raw = std::fs::read(&path).unwrap();
-        raw[BLOCK_HEADER_BYTES] ^= 0xff;
-        std::fs::write(&path, &raw).unwrap();
-        assert!(read_block(&path).unwrap().is_none(), "flipped byte");
-        std::fs::write(&path, &raw[..raw.len() - 3]).unwrap();
-        assert!(read_block(&path).unwrap().is_none(), "truncated");
+        let at = |i: u64| DiskLoc::of(dir.path(), &format!("ab12-{i}")).unwrap();
+        assert_eq!(at(SEGMENT_BLOCKS + 2).slot, 2);
+        assert_ne!(at(SEGMENT_BLOCKS).path, at(0).path);
+        write_block(&at(0), b"hello block").unwrap();
+        write_block(&at(1), b"second").unwrap();
+        assert_eq!(read_block(&at(0)).unwrap().unwrap(), "hello block");
+        assert_eq!(read_block(&at(1)).unwrap().unwrap(), "second");
+        assert!(read_block(&at(2)).unwrap().is_none(), "empty slot");
         let found = scan_disk(dir.path()).unwrap();
-        assert_eq!(found.len(), 1);
+        assert_eq!(found.len(), 2);
+
+        let path = at(0).path;
+        let mut raw = std::fs::read(&path).unwrap();
+        raw[SEGMENT_DATA_OFFSET as usize] ^= 0xff;
+        std::fs::write(&path, &raw).unwrap();
+        assert!(read_block(&at(0)).unwrap().is_none(), "flipped byte");
+        assert_eq!(read_block(&at(1)).unwrap().unwrap(), "second", "its neighbour is untouched");
+        std::fs::write(&path, &raw[..raw.len() - 3]).unwrap();
+        assert!(read_block(&at(1)).unwrap().is_none(), "truncated");
+
+        write_block(&at(1), b"second").unwrap();
+        drop_block(&at(1), false).unwrap();
+        assert!(read_block(&at(1)).unwrap().is_none(), "punched");
+        drop_block(&at(0), true).unwrap();
+        assert!(!path.exists());
+        assert!(read_block(&at(0)).unwrap().is_none(), "deleted");
     }
 }

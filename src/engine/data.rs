@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Engine, FETCH_MAX_BLOCKS, WHOLE_FILE_MAX_BYTES};
 use crate::actors::call;
-use crate::actors::chunk_cache::{read_block, BlockKey, CacheMsg, Slot, BLOCK_BYTES};
+use crate::actors::chunk_cache::{read_block, Block, BlockKey, CacheMsg, DiskLoc, Slot, BLOCK_BYTES};
 use crate::actors::inode_table::{Ino, InodeMsg, NodeKind};
 use crate::actors::prefetch::{Fh, PrefetchMsg};
 use crate::error::{FsError, FsResult};
@@ -81,7 +81,7 @@ impl Engine {
         file: &Arc<RemoteFile>,
         range: Range<u64>,
         collect: bool,
-    ) -> FsResult<(u64, Vec<Bytes>)> {
+    ) -> FsResult<(u64, Vec<Block>)> {
         let content = content_key(path, file);
         let whole = file.xet_hash.is_none() && file.size <= WHOLE_FILE_MAX_BYTES;
         let blocks_total = file.size.div_ceil(BLOCK_BYTES);
@@ -126,8 +126,8 @@ impl Engine {
         }
 
         let deadline = self.net_timeout();
-        let mut parts: Vec<Bytes> = Vec::with_capacity(slots.len());
-        let mut run_data: Option<((u64, u64), Vec<Bytes>)> = None;
+        let mut parts: Vec<Block> = Vec::with_capacity(slots.len());
+        let mut run_data: Option<((u64, u64), Vec<Block>)> = None;
         for (i, slot) in slots.into_iter().enumerate() {
             let idx = first + i as u64;
             if !collect && !matches!(slot, Slot::Fetch) {
@@ -175,7 +175,7 @@ impl Engine {
         a: u64,
         b: u64,
         whole: bool,
-    ) -> FsResult<Vec<Bytes>> {
+    ) -> FsResult<Vec<Block>> {
         let start = a * BLOCK_BYTES;
         let end = ((b + 1) * BLOCK_BYTES).min(file.size);
         let result = self.inner.remote.read(path, file, start, end).await.and_then(|pieces| {
@@ -214,15 +214,16 @@ impl Engine {
         path: &str,
         file: &Arc<RemoteFile>,
         key: &BlockKey,
-        p: std::path::PathBuf,
+        p: DiskLoc,
         whole: bool,
-    ) -> FsResult<Bytes> {
+    ) -> FsResult<Block> {
         let read = tokio::task::spawn_blocking(move || read_block(&p)).await.map_err(|e| FsError::Io(e.to_string()))?;
         let cache = self.reg().get()?.cache;
         match read {
             Ok(Some(b)) => {
-                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), bytes: b.clone() });
-                Ok(b)
+                let block = Block::from(b);
+                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), block: block.clone() });
+                Ok(block)
             }
             _ => {
                 let _ = cache.send_message(CacheMsg::Corrupt { key: key.clone() });
@@ -237,8 +238,8 @@ impl Engine {
                 if data.len() as u64 != e - s {
                     return Err(FsError::Io(format!("{path}: short fetch of {s}..{e}")));
                 }
-                let blk = data.slice((start - s) as usize..(end - s) as usize);
-                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), bytes: blk.clone() });
+                let blk = Block::new(data, (start - s) as usize, (end - start) as usize);
+                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), block: blk.clone() });
                 Ok(blk)
             }
         }
@@ -254,9 +255,9 @@ fn content_key(path: &str, file: &RemoteFile) -> Arc<str> {
     }
 }
 
-/// Cuts consecutive pieces into blocks of `block` bytes (the last may be shorter),
-/// slicing without a copy where a block lies within one piece.
-fn split_blocks(pieces: &[Bytes], block: usize) -> Vec<Bytes> {
+/// Cuts consecutive pieces into blocks of `block` bytes (the last may be shorter): views
+/// into the piece where a block lies within one, a copy only where a block straddles two.
+fn split_blocks(pieces: &[Bytes], block: usize) -> Vec<Block> {
     let total: usize = pieces.iter().map(Bytes::len).sum();
     let mut out = Vec::with_capacity(total.div_ceil(block));
     let (mut piece, mut at) = (0usize, 0usize);
@@ -269,7 +270,7 @@ fn split_blocks(pieces: &[Bytes], block: usize) -> Vec<Bytes> {
         }
         let p = &pieces[piece];
         if p.len() - at >= want {
-            out.push(p.slice(at..at + want));
+            out.push(Block::new(p.clone(), at, want));
             at += want;
         } else {
             let mut buf = BytesMut::with_capacity(want);
@@ -283,7 +284,7 @@ fn split_blocks(pieces: &[Bytes], block: usize) -> Vec<Bytes> {
                 buf.extend_from_slice(&p[at..at + take]);
                 at += take;
             }
-            out.push(buf.freeze());
+            out.push(buf.freeze().into());
         }
         left -= want;
     }
@@ -310,28 +311,40 @@ fn verify_git_blob(path: &str, file: &RemoteFile, pieces: &[Bytes]) -> FsResult<
     Ok(())
 }
 
-/// Cuts `range` out of consecutive blocks starting at byte `base`; never short.
-fn assemble(parts: Vec<Bytes>, base: u64, range: Range<u64>) -> FsResult<Bytes> {
+/// Cuts `range` out of consecutive blocks starting at byte `base`; never short. Blocks that
+/// continue each other in one fetched buffer are answered as a view of it (no copy).
+fn assemble(parts: Vec<Block>, base: u64, range: Range<u64>) -> FsResult<Bytes> {
     let want = (range.end - range.start) as usize;
     let skip = (range.start - base) as usize;
-    if let [only] = &parts[..] {
-        if only.len() >= skip + want {
-            return Ok(only.slice(skip..skip + want));
-        }
+    let have: usize = parts.iter().map(Block::len).sum();
+    if have < skip + want {
+        return Err(FsError::Io(format!("assembled {} of {want} bytes", have.saturating_sub(skip))));
+    }
+    // Only the blocks that hold part of the range matter.
+    let (mut first, mut pos) = (0usize, 0usize);
+    while pos + parts[first].len() <= skip {
+        pos += parts[first].len();
+        first += 1;
+    }
+    let (from, mut last, mut end) = (skip - pos, first, pos + parts[first].len());
+    while end < skip + want {
+        last += 1;
+        end += parts[last].len();
+    }
+    let used = &parts[first..=last];
+    if used.windows(2).all(|w| w[0].continued_by(&w[1])) {
+        return Ok(used[0].span(from..from + want));
     }
     let mut out = BytesMut::with_capacity(want);
     let mut pos = 0usize;
-    for p in parts {
+    for p in used {
+        let bytes = p.bytes();
         let (s, e) = (pos, pos + p.len());
         pos = e;
-        let from = skip.max(s);
-        let to = (skip + want).min(e);
-        if from < to {
-            out.extend_from_slice(&p[from - s..to - s]);
+        let (lo, hi) = (from.max(s), (from + want).min(e));
+        if lo < hi {
+            out.extend_from_slice(&bytes[lo - s..hi - s]);
         }
-    }
-    if out.len() != want {
-        return Err(FsError::Io(format!("assembled {} of {want} bytes", out.len())));
     }
     Ok(out.freeze())
 }
@@ -342,10 +355,26 @@ mod tests {
 
     #[test]
     fn assemble_cuts_across_blocks_and_never_returns_short() {
-        let parts = vec![Bytes::from_static(b"abcd"), Bytes::from_static(b"efgh"), Bytes::from_static(b"ij")];
+        let parts: Vec<Block> =
+            [&b"abcd"[..], b"efgh", b"ij"].into_iter().map(|b| Bytes::from_static(b).into()).collect();
         assert_eq!(assemble(parts.clone(), 100, 102..109).unwrap(), "cdefghi");
         assert_eq!(assemble(vec![parts[0].clone()], 100, 101..103).unwrap(), "bc");
+        assert_eq!(assemble(parts.clone(), 100, 105..110).unwrap(), "fghij");
         assert!(assemble(parts, 100, 102..120).is_err());
+    }
+
+    #[test]
+    fn assemble_answers_neighbours_of_one_buffer_without_a_copy() {
+        let run = Bytes::from_static(b"abcdefghijkl");
+        let parts = split_blocks(std::slice::from_ref(&run), 4);
+        let got = assemble(parts.clone(), 0, 2..11).unwrap();
+        assert_eq!(got, "cdefghijk");
+        assert_eq!(got.as_ptr(), run[2..].as_ptr(), "a view of the fetched buffer");
+        // Blocks of different buffers are copied.
+        let other: Vec<Block> = vec![parts[0].clone(), Bytes::copy_from_slice(b"efgh").into()];
+        let got = assemble(other, 0, 2..6).unwrap();
+        assert_eq!(got, "cdef");
+        assert_ne!(got.as_ptr(), run[2..].as_ptr());
     }
 
     #[test]
@@ -364,7 +393,7 @@ mod tests {
     fn blocks_split_across_pieces() {
         let pieces = [Bytes::from_static(b"abcde"), Bytes::from_static(b"fg"), Bytes::from_static(b"hijklmn")];
         let blocks = split_blocks(&pieces, 4);
-        let got: Vec<&[u8]> = blocks.iter().map(|b| b.as_ref()).collect();
+        let got: Vec<Bytes> = blocks.iter().map(Block::bytes).collect();
         assert_eq!(got, [&b"abcd"[..], b"efgh", b"ijkl", b"mn"]);
     }
 }

@@ -2,6 +2,7 @@
 //! sources, source parsing and URL building, and the xet adapter.
 
 pub mod client;
+pub mod plans;
 pub mod source;
 pub mod token;
 pub mod xet;

@@ -12,10 +12,11 @@ use tokio::sync::OnceCell;
 use tracing::Instrument;
 use xet_client::cas_client::auth::{AuthConfig, AuthError, TokenInfo, TokenRefresher};
 use xet_data::processing::configurations::{SessionContext, TranslatorConfig};
-use xet_data::processing::{FileDownloadSession, XetFileInfo};
+use xet_data::processing::{create_remote_client, FileDownloadSession, XetFileInfo};
 use xet_runtime::core::XetContext;
 
 use super::client::{HubClient, HubError};
+use super::plans::PlanCachingClient;
 use super::source::Source;
 
 struct Refresher {
@@ -39,6 +40,7 @@ impl TokenRefresher for Refresher {
 
 struct Session {
     downloads: Arc<FileDownloadSession>,
+    plans: Arc<PlanCachingClient>,
     _scratch: tempfile::TempDir,
 }
 
@@ -83,9 +85,12 @@ impl XetAdapter {
                     cache_root: Some(scratch.path().to_path_buf()),
                 };
                 let config = TranslatorConfig::new(&ctx, session).map_err(|e| fail(e.to_string()))?;
-                let downloads =
-                    FileDownloadSession::new(Arc::new(config), None).await.map_err(|e| fail(e.to_string()))?;
-                Ok(Session { downloads, _scratch: scratch })
+                let session_id = xet_runtime::utils::UniqueId::new().to_string();
+                let client =
+                    create_remote_client(&config, &session_id, false).await.map_err(|e| fail(e.to_string()))?;
+                let plans = Arc::new(PlanCachingClient::new(client));
+                let downloads = FileDownloadSession::from_client(&ctx, plans.clone(), None);
+                Ok(Session { downloads, plans, _scratch: scratch })
             })
             .await
     }
@@ -95,6 +100,11 @@ impl XetAdapter {
         if let Err(e) = self.session().await {
             tracing::debug!("xet session not ready yet: {e}");
         }
+    }
+
+    /// Reconstruction plans (hits, misses) answered so far.
+    pub fn plan_counts(&self) -> (u64, u64) {
+        self.session.get().map_or((0, 0), |s| s.plans.counts())
     }
 
     /// Bytes `range` of the Xet file `hash` (of `size` bytes), within the Hub client's deadline,
