@@ -62,6 +62,11 @@ pub struct MountArgs {
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub memory_cache_size: u64,
 
+    /// Inodes kept at most: past this, the listings of the least recently used directories are
+    /// unloaded (entries the kernel or a handle holds stay) and listed again on next use.
+    #[arg(long, default_value_t = 500_000)]
+    pub max_inodes: usize,
+
     /// How long file attributes and listings are trusted before the Hub is asked again.
     #[arg(long, default_value_t = 10_000)]
     pub metadata_ttl_ms: u64,
@@ -198,6 +203,7 @@ impl MountArgs {
             poll_interval: poll,
             filter_os_files: !self.no_filter_os_files,
             memory_cache_bytes: self.memory_cache_size,
+            max_inodes: self.max_inodes,
             disk_cache: disk_cache.map(|d| (d, self.cache_size)),
         }
     }

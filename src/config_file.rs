@@ -34,6 +34,7 @@ struct FileConfig {
     cache_size: Option<Size>,
     no_disk_cache: Option<bool>,
     memory_cache_size: Option<Size>,
+    max_inodes: Option<usize>,
     metadata_ttl_ms: Option<u64>,
     metadata_ttl_minimal: Option<bool>,
     poll_interval_secs: Option<u64>,
@@ -106,6 +107,7 @@ pub fn apply(args: &mut MountArgs, m: &ArgMatches) -> anyhow::Result<()> {
     take!(read_only);
     take!(cache_dir);
     take!(no_disk_cache);
+    take!(max_inodes);
     take!(metadata_ttl_ms);
     take!(metadata_ttl_minimal);
     take!(poll_interval_secs);
@@ -188,6 +190,7 @@ pub fn show(args: &MountArgs) -> String {
     line("cache_size", Some(args.cache_size.to_string()));
     line("no_disk_cache", Some(args.no_disk_cache.to_string()));
     line("memory_cache_size", Some(args.memory_cache_size.to_string()));
+    line("max_inodes", Some(args.max_inodes.to_string()));
     line("metadata_ttl_ms", Some(args.metadata_ttl_ms.to_string()));
     line("metadata_ttl_minimal", Some(args.metadata_ttl_minimal.to_string()));
     line("poll_interval_secs", Some(args.poll_interval_secs.to_string()));

@@ -265,3 +265,34 @@ fn reconstruction_plans_are_reused_until_their_urls_expire() {
     read_at(1 << 20);
     assert!(hits(plans) > p2, "an expired plan was used");
 }
+
+#[test]
+fn the_inode_table_is_bounded_and_unloaded_listings_come_back() {
+    let hub = Hub::start();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for d in ["a", "b"] {
+        for i in 0..200 {
+            files.push((format!("{d}/f{i:03}.txt"), format!("{d}{i}\n").into_bytes()));
+        }
+    }
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    hub.seed_repo("alice/wide", &refs, false);
+    let m = mount(&hub, &["repo", "alice/wide", "--max-inodes", "300"]);
+    let count = || m.block_on(m.engine().inode_count()).unwrap();
+    let ls = |d: &str| std::fs::read_dir(m.p(d)).unwrap().count();
+
+    assert_eq!(ls(""), 2);
+    assert_eq!(ls("a"), 200);
+    // The kernel forgets what it held (as under memory pressure): listed entries stay listed.
+    let held = count();
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(), held, "listed entries were dropped without need");
+    // Listing b goes past the cap: a's listing, the least recently used, is unloaded.
+    assert_eq!(ls("b"), 200);
+    assert!(count() <= 300, "{} inodes with a cap of 300", count());
+    // a is listed again on use, its files read as before.
+    assert_eq!(ls("a"), 200);
+    assert_eq!(std::fs::read(m.p("a/f123.txt")).unwrap(), b"a123\n");
+    assert_eq!(std::fs::read(m.p("b/f007.txt")).unwrap(), b"b7\n");
+}

@@ -75,6 +75,8 @@ impl RouteClass {
 pub enum FaultKind {
     /// Delay the request, then serve it.
     Latency { ms: u64 },
+    /// Serve the response body no faster than this (per response), as over a slow link.
+    Throttle { bytes_per_sec: u64 },
     /// Answer with this status (5xx, 4xx) and a JSON error.
     Error { status: u16 },
     /// Answer 429 with an IETF `RateLimit` header asking to wait `reset_secs`.
@@ -238,6 +240,7 @@ pub async fn apply(State(faults): State<Faults>, req: Request, next: Next) -> Re
             tokio::time::sleep(Duration::from_millis(ms)).await;
             next.run(req).await
         }
+        FaultKind::Throttle { bytes_per_sec } => throttle(next.run(req).await, bytes_per_sec),
         FaultKind::Error { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             ApiError::new(status, format!("injected fault: {status}")).into_response()
@@ -260,6 +263,31 @@ pub async fn apply(State(faults): State<Faults>, req: Request, next: Next) -> Re
         }
         FaultKind::ExpiredToken => ApiError::unauthorized("Token has expired").into_response(),
     }
+}
+
+/// Paces a response body to `bytes_per_sec`, in pieces of at most 64 KiB.
+fn throttle(resp: Response, bytes_per_sec: u64) -> Response {
+    use futures::StreamExt;
+    const PIECE: usize = 64 << 10;
+    let (parts, body) = resp.into_parts();
+    let rate = bytes_per_sec.max(1) as f64;
+    let start = tokio::time::Instant::now();
+    let paced = futures::stream::unfold(
+        (body.into_data_stream(), bytes::Bytes::new(), 0u64),
+        move |(mut body, mut pending, mut sent)| async move {
+            while pending.is_empty() {
+                match body.next().await? {
+                    Ok(b) => pending = b,
+                    Err(e) => return Some((Err(e), (body, pending, sent))),
+                }
+            }
+            let piece = pending.split_to(pending.len().min(PIECE));
+            sent += piece.len() as u64;
+            tokio::time::sleep_until(start + Duration::from_secs_f64(sent as f64 / rate)).await;
+            Some((Ok(piece), (body, pending, sent)))
+        },
+    );
+    Response::from_parts(parts, axum::body::Body::from_stream(paced))
 }
 
 #[cfg(test)]

@@ -34,6 +34,14 @@ async fn each_fault_kind_does_what_it_says() {
     http().get(&info).send().await.unwrap();
     assert!(t.elapsed() < Duration::from_millis(250), "only the next request was delayed");
 
+    // Throttle: the body arrives whole, no faster than the rate.
+    let want = http().get(&info).send().await.unwrap().bytes().await.unwrap();
+    add(&e, json!({"class": "hub_metadata", "kind": "throttle", "bytes_per_sec": want.len() * 2, "times": 1})).await;
+    let t = Instant::now();
+    let got = http().get(&info).send().await.unwrap().bytes().await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(450), "{} bytes in {:?}", got.len(), t.elapsed());
+    assert_eq!(got, want);
+
     // Error status for the next 2 requests, then normal service.
     add(&e, json!({"class": "hub_metadata", "kind": "error", "status": 503, "times": 2})).await;
     let statuses: Vec<u16> = futures_statuses(&info, 3).await;

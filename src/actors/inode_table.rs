@@ -2,6 +2,12 @@
 //! and its children once listed, or a file and its remote identity), the
 //! kernel's lookup counts, open counts, and a bounded negative cache.
 //!
+//! Its size is bounded: past `max_nodes`, the listings of the least recently
+//! used directories are unloaded, dropping the children nobody holds (the
+//! kernel's lookups, open handles, a directory handle paging through them).
+//! An unloaded directory is listed again on next use; children still held
+//! keep their inode numbers.
+//!
 //! Its state lives in an `Arc<Mutex<_>>` the supervisor keeps, so a restarted
 //! incarnation carries on with the same inode numbers. Only this actor locks
 //! it; the lock is never held across an await.
@@ -52,6 +58,8 @@ struct Node {
     children: Option<BTreeMap<String, Ino>>,
     /// Gone from the remote; kept while the kernel or a handle still holds it.
     removed: bool,
+    /// When a directory was last listed or looked into (the table's tick).
+    used: u64,
 }
 
 impl Node {
@@ -74,10 +82,13 @@ pub struct InodeState {
     next_ino: Ino,
     negative: HashMap<(Ino, String), Instant>,
     negative_ttl: Duration,
+    /// Past this many inodes, directory listings are unloaded (least recently used first).
+    max_nodes: usize,
+    tick: u64,
 }
 
 impl InodeState {
-    pub fn new(negative_ttl: Duration) -> Self {
+    pub fn new(negative_ttl: Duration, max_nodes: usize) -> Self {
         let root = Node {
             parent: ROOT_INO,
             name: String::new(),
@@ -88,6 +99,7 @@ impl InodeState {
             opens: 0,
             children: None,
             removed: false,
+            used: 0,
         };
         Self {
             nodes: HashMap::from([(ROOT_INO, root)]),
@@ -95,6 +107,58 @@ impl InodeState {
             next_ino: ROOT_INO + 1,
             negative: HashMap::new(),
             negative_ttl,
+            max_nodes: max_nodes.max(2),
+            tick: 0,
+        }
+    }
+
+    /// Marks a directory as just used.
+    fn touch(&mut self, ino: Ino) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.used = tick;
+        }
+    }
+
+    /// Keeps the table under its cap by unloading the listings of the least recently used
+    /// directories (never `keep`, which was just listed, nor one a handle pages through).
+    /// Goes down to 90% of the cap, so the work is paid once per many insertions.
+    fn enforce_cap(&mut self, keep: Ino) {
+        if self.nodes.len() <= self.max_nodes {
+            return;
+        }
+        let target = self.max_nodes - self.max_nodes / 10;
+        let mut dirs: Vec<(u64, Ino)> = self
+            .nodes
+            .iter()
+            .filter(|(i, n)| **i != keep && n.children.is_some() && n.opens == 0)
+            .map(|(i, n)| (n.used, *i))
+            .collect();
+        dirs.sort_unstable();
+        for (_, dir) in dirs {
+            if self.nodes.len() <= target {
+                break;
+            }
+            self.unload(dir);
+        }
+    }
+
+    /// Forgets a directory's listing and drops the children nobody holds (an unheld
+    /// subdirectory goes with its own listing). A held child keeps its parents held too: the
+    /// kernel pins a directory while it holds anything below it.
+    fn unload(&mut self, dir: Ino) {
+        let Some(children) = self.nodes.get_mut(&dir).and_then(|n| n.children.take()) else { return };
+        for (name, ino) in children {
+            let Some(c) = self.nodes.get(&ino) else { continue };
+            if c.lookups > 0 || c.opens > 0 {
+                continue;
+            }
+            if c.children.is_some() {
+                self.unload(ino);
+            }
+            self.nodes.remove(&ino);
+            self.by_name.remove(&(dir, name));
         }
     }
 
@@ -137,6 +201,7 @@ impl InodeState {
                 opens: 0,
                 children: None,
                 removed: false,
+                used: 0,
             },
         );
         self.by_name.insert((parent, name.to_string()), ino);
@@ -190,14 +255,28 @@ impl InodeState {
         self.negative.insert((parent, name.to_string()), Instant::now());
     }
 
-    /// Drops an inode the kernel and handles no longer hold, if it is gone or unlisted.
+    /// Drops an inode the kernel and handles no longer hold, if it is gone from the remote or
+    /// from its parent's listing (found by a lookup under an unlisted directory, or left when
+    /// the parent's listing was unloaded): nothing refers to it any more.
     fn maybe_drop(&mut self, ino: Ino) {
         if ino == ROOT_INO {
             return;
         }
         let Some(n) = self.nodes.get(&ino) else { return };
-        if n.lookups == 0 && n.opens == 0 && n.removed {
-            self.nodes.remove(&ino);
+        if n.lookups > 0 || n.opens > 0 {
+            return;
+        }
+        let listed = self.nodes.get(&n.parent).and_then(|p| p.children.as_ref()).and_then(|c| c.get(&n.name));
+        if !n.removed && listed == Some(&ino) {
+            return;
+        }
+        let key = (n.parent, n.name.clone());
+        if n.children.is_some() {
+            self.unload(ino);
+        }
+        self.nodes.remove(&ino);
+        if self.by_name.get(&key) == Some(&ino) {
+            self.by_name.remove(&key);
         }
     }
 }
@@ -314,6 +393,7 @@ fn on_message(
             let _ = reply.send(st.node(ino).map(|n| n.view(ino)));
         }
         InodeMsg::Lookup { parent, name, count, max_age, reply } => {
+            st.touch(parent);
             let _ = reply.send(lookup(&mut st, parent, &name, count, max_age));
         }
         InodeMsg::AddLookups { inos } => {
@@ -333,6 +413,9 @@ fn on_message(
                 }
                 n.view(ino)
             });
+            if let Ok(v) = &answer {
+                st.enforce_cap(v.parent);
+            }
             let _ = reply.send(answer);
         }
         InodeMsg::Absent { parent, name } => {
@@ -342,10 +425,14 @@ fn on_message(
             st.add_negative(parent, &name);
         }
         InodeMsg::Children { ino, max_age, count, reply } => {
+            st.touch(ino);
             let _ = reply.send(children(&mut st, ino, max_age, count));
         }
         InodeMsg::ApplyListing { ino, entries, reply } => {
-            let _ = reply.send(apply_listing(&mut st, ino, entries));
+            let inval = apply_listing(&mut st, ino, entries);
+            st.touch(ino);
+            st.enforce_cap(ino);
+            let _ = reply.send(inval);
         }
         InodeMsg::Revalidated { ino, file, reply } => {
             let answer = match (st.nodes.get_mut(&ino), file) {
@@ -506,7 +593,7 @@ mod tests {
 
     #[test]
     fn listing_diffs_produce_invalidations_and_keep_inode_numbers() {
-        let mut st = InodeState::new(Duration::from_secs(5));
+        let mut st = InodeState::new(Duration::from_secs(5), 1000);
         assert!(apply_listing(&mut st, ROOT_INO, vec![file("a", "1"), file("b", "1")]).is_empty());
         let Lookup::Found(a) = lookup(&mut st, ROOT_INO, "a", true, None).unwrap() else { panic!() };
         let inval = apply_listing(&mut st, ROOT_INO, vec![file("a", "2"), file("c", "1")]);
@@ -520,7 +607,7 @@ mod tests {
 
     #[test]
     fn unlisted_parents_ask_for_remote_resolution_and_negative_cache_answers() {
-        let mut st = InodeState::new(Duration::from_secs(5));
+        let mut st = InodeState::new(Duration::from_secs(5), 1000);
         apply_listing(&mut st, ROOT_INO, vec![RemoteEntry { path: "d".into(), kind: RemoteKind::Dir }]);
         let Lookup::Found(d) = lookup(&mut st, ROOT_INO, "d", true, None).unwrap() else { panic!() };
         assert!(matches!(lookup(&mut st, d.ino, "x", true, None).unwrap(), Lookup::Unknown { path } if path == "d/x"));
@@ -530,7 +617,7 @@ mod tests {
 
     #[test]
     fn forgotten_removed_inodes_are_dropped() {
-        let mut st = InodeState::new(Duration::from_secs(5));
+        let mut st = InodeState::new(Duration::from_secs(5), 1000);
         apply_listing(&mut st, ROOT_INO, vec![file("a", "1")]);
         let Lookup::Found(a) = lookup(&mut st, ROOT_INO, "a", true, None).unwrap() else { panic!() };
         apply_listing(&mut st, ROOT_INO, vec![]);
@@ -538,5 +625,55 @@ mod tests {
         st.nodes.get_mut(&a.ino).unwrap().lookups = 0;
         st.maybe_drop(a.ino);
         assert!(!st.nodes.contains_key(&a.ino));
+    }
+
+    /// Looks `dir` up under the root (as the kernel would, holding it) and lists it with `n`
+    /// files, as the actor does.
+    fn list_dir(st: &mut InodeState, name: &str, n: usize) -> Ino {
+        st.touch(ROOT_INO);
+        let Lookup::Found(d) = lookup(st, ROOT_INO, name, true, None).unwrap() else { panic!("{name}") };
+        let entries = (0..n).map(|i| file(&format!("{name}/f{i}"), "1")).collect();
+        apply_listing(st, d.ino, entries);
+        st.touch(d.ino);
+        st.enforce_cap(d.ino);
+        d.ino
+    }
+
+    #[test]
+    fn the_table_stays_under_its_cap_and_keeps_what_is_held() {
+        let mut st = InodeState::new(Duration::from_secs(5), 250);
+        let dirs = ["a", "b", "c", "d"].map(|n| RemoteEntry { path: n.into(), kind: RemoteKind::Dir });
+        apply_listing(&mut st, ROOT_INO, dirs.to_vec());
+        let a = list_dir(&mut st, "a", 100);
+        // The kernel holds a/f7; a handle pages through b.
+        let Lookup::Found(f7) = lookup(&mut st, a, "f7", true, None).unwrap() else { panic!() };
+        let b = list_dir(&mut st, "b", 100);
+        st.nodes.get_mut(&b).unwrap().opens += 1;
+        let c = list_dir(&mut st, "c", 100);
+        assert!(st.len() <= 250, "{} inodes", st.len());
+        assert!(st.nodes[&a].children.is_none(), "the least recently used listing went");
+        assert!(st.nodes[&b].children.is_some(), "a directory being paged keeps its listing");
+        assert!(st.nodes[&c].children.is_some(), "the directory just listed keeps its listing");
+        assert!(st.nodes.contains_key(&f7.ino), "a held child keeps its inode");
+        // Listed again: the held child has the same number, the others come back.
+        list_dir(&mut st, "a", 100);
+        let Lookup::Found(again) = lookup(&mut st, a, "f7", false, None).unwrap() else { panic!() };
+        assert_eq!(again.ino, f7.ino);
+        assert!(matches!(lookup(&mut st, a, "f8", false, None).unwrap(), Lookup::Found(_)));
+        // A directory bigger than the cap alone stays listed (the cap is exceeded, not the listing lost).
+        let d = list_dir(&mut st, "d", 400);
+        assert!(st.nodes[&d].children.is_some());
+        // Once the kernel forgets them, entries whose listing went are dropped too; and
+        // unloading a tree drops its subdirectories with their listings.
+        let inos: Vec<Ino> = st.nodes.keys().copied().filter(|i| *i != ROOT_INO).collect();
+        for ino in &inos {
+            if let Some(n) = st.nodes.get_mut(ino) {
+                (n.lookups, n.opens) = (0, 0);
+            }
+            st.maybe_drop(*ino);
+        }
+        assert!(!st.nodes.contains_key(&f7.ino) || st.nodes[&a].children.is_some());
+        st.unload(ROOT_INO);
+        assert_eq!(st.len(), 1, "only the root is left");
     }
 }

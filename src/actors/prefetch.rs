@@ -1,7 +1,10 @@
 //! The prefetch scheduler: the table of open handles and, per file handle,
-//! the read pattern that sizes its read-ahead window. Sequential reads double
-//! the window up to a cap; a jump resets it, so random access fetches only
-//! what is asked. Directory handles hold the listing snapshot a `readdir`
+//! the read patterns that size its read-ahead windows. A handle follows up to
+//! `STREAMS_PER_HANDLE` sequential streams at once (threads reading different
+//! parts of a file through one descriptor, as model loaders do): a read
+//! continues the stream it lands next to, else starts a new one. Sequential
+//! reads double a stream's window up to a cap; a read that continues nothing
+//! gets no read-ahead, so random access fetches only what is asked. Directory handles hold the listing snapshot a `readdir`
 //! pages through, so paging a huge directory costs its entries once.
 //!
 //! State lives in an `Arc<Mutex<_>>` the supervisor keeps: open handles
@@ -22,23 +25,50 @@ use crate::hub::RemoteFile;
 pub const PREFETCH_MIN_WINDOW_BYTES: u64 = 1 << 20;
 /// How far from the previous read's end a read may start and still be sequential.
 pub const SEQUENTIAL_SLACK_BYTES: u64 = 4 << 20;
-/// The read-ahead window never grows past this (per handle).
+/// A stream's read-ahead window never grows past this.
 pub const PREFETCH_MAX_WINDOW_BYTES: u64 = 64 << 20;
+/// A read this close to a stream's end continues it at once; one further off (within the
+/// slack) must be followed by another before read-ahead starts, so random reads that happen
+/// to land near some stream's end are not read ahead.
+pub const CLOSE_BYTES: u64 = 256 << 10;
+/// Sequential streams followed per handle; the least recently read is forgotten first.
+pub const STREAMS_PER_HANDLE: usize = 8;
 
 pub type Fh = u64;
 
 /// The entries of an open directory, as listed when it was opened.
 pub type DirSnapshot = Arc<Vec<crate::engine::DirEntry>>;
 
-struct FileHandle {
-    ino: Ino,
-    path: String,
-    file: Arc<RemoteFile>,
-    /// End of the last read; a read starting here is sequential.
+/// One sequential stream through a file.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    /// End of the stream's last read; a read starting near it continues the stream.
     last_end: u64,
     window: u64,
     /// Read-ahead already asked up to here.
     ahead_to: u64,
+    /// When it was last read (the handle's read count).
+    used: u64,
+    /// Evidence it is sequential: 2 per close continuation, 1 per loose one.
+    streak: u32,
+}
+
+struct FileHandle {
+    ino: Ino,
+    path: String,
+    file: Arc<RemoteFile>,
+    streams: Vec<Stream>,
+    reads: u64,
+}
+
+impl FileHandle {
+    fn new(ino: Ino, path: String, file: Arc<RemoteFile>) -> Self {
+        Self { ino, path, file, streams: Vec::new(), reads: 0 }
+    }
+
+    fn window(&self) -> u64 {
+        self.streams.iter().map(|s| s.window).sum()
+    }
 }
 
 /// Implicit per-file handles kept at most (stateless protocols such as NFS).
@@ -126,7 +156,7 @@ fn on_message(
         PrefetchMsg::OpenFile { ino, path, file, reply } => {
             let fh = st.next_fh;
             st.next_fh += 1;
-            st.files.insert(fh, FileHandle { ino, path, file, last_end: u64::MAX, window: 0, ahead_to: 0 });
+            st.files.insert(fh, FileHandle::new(ino, path, file));
             let _ = reply.send(fh);
         }
         PrefetchMsg::Plan { fh, offset, size, reply } => {
@@ -141,7 +171,7 @@ fn on_message(
                         st.implicit.remove(&v);
                     }
                 }
-                st.implicit.insert(ino, FileHandle { ino, path, file, last_end: u64::MAX, window: 0, ahead_to: 0 });
+                st.implicit.insert(ino, FileHandle::new(ino, path, file));
             }
             let h = st.implicit.get_mut(&ino).expect("inserted above");
             let _ = reply.send(plan(h, offset, size));
@@ -162,40 +192,62 @@ fn on_message(
             st.dirs.remove(&fh);
         }
         PrefetchMsg::Stats { reply } => {
-            let _ = reply.send((st.files.len(), st.files.values().map(|h| h.window).sum()));
+            let _ = reply.send((st.files.len(), st.files.values().map(FileHandle::window).sum()));
         }
     }
     Ok(())
 }
 
-/// Updates a handle's pattern with a read and says what to fetch.
+/// Updates a handle's patterns with a read and says what to fetch.
 fn plan(h: &mut FileHandle, offset: u64, size: u32) -> ReadPlan {
     let size_total = h.file.size;
     let end = (offset + size as u64).min(size_total);
     let want = offset.min(size_total)..end;
+    h.reads += 1;
     // Concurrent requests of one sequential stream can arrive slightly out of order:
-    // a read near the previous end still counts as sequential.
-    let sequential = h.last_end != u64::MAX
-        && offset <= h.last_end.saturating_add(SEQUENTIAL_SLACK_BYTES)
-        && offset.saturating_add(SEQUENTIAL_SLACK_BYTES) >= h.last_end;
-    if sequential {
-        h.window =
-            if h.window == 0 { PREFETCH_MIN_WINDOW_BYTES } else { (h.window * 2).min(PREFETCH_MAX_WINDOW_BYTES) };
-        h.last_end = h.last_end.max(end);
-    } else {
-        h.window = 0;
-        h.ahead_to = 0;
-        h.last_end = end;
-    }
-    if h.window > 0 {
-        crate::metrics::get().prefetch_window.record(h.window, &[]);
-    }
-    let ahead = if h.window > 0 && end < size_total {
-        let from = h.ahead_to.max(end);
-        let to = (end + h.window).min(size_total);
+    // a read near a stream's end still continues it. The nearest stream wins.
+    let near = h
+        .streams
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| offset <= s.last_end.saturating_add(SEQUENTIAL_SLACK_BYTES))
+        .filter(|(_, s)| offset.saturating_add(SEQUENTIAL_SLACK_BYTES) >= s.last_end)
+        .min_by_key(|(_, s)| s.last_end.abs_diff(offset))
+        .map(|(i, _)| i);
+    let stream = match near {
+        Some(i) => {
+            let s = &mut h.streams[i];
+            s.streak = s.streak.saturating_add(if s.last_end.abs_diff(offset) <= CLOSE_BYTES { 2 } else { 1 });
+            if s.streak >= 2 {
+                s.window = if s.window == 0 {
+                    PREFETCH_MIN_WINDOW_BYTES
+                } else {
+                    (s.window * 2).min(PREFETCH_MAX_WINDOW_BYTES)
+                };
+                crate::metrics::get().prefetch_window.record(s.window, &[]);
+            }
+            s.last_end = s.last_end.max(end);
+            s.used = h.reads;
+            s
+        }
+        None => {
+            let fresh = Stream { last_end: end, window: 0, ahead_to: 0, used: h.reads, streak: 0 };
+            if h.streams.len() < STREAMS_PER_HANDLE {
+                h.streams.push(fresh);
+                h.streams.last_mut().expect("just pushed")
+            } else {
+                let oldest = h.streams.iter_mut().min_by_key(|s| s.used).expect("streams are full");
+                *oldest = fresh;
+                oldest
+            }
+        }
+    };
+    let ahead = if stream.window > 0 && end < size_total {
+        let from = stream.ahead_to.max(end);
+        let to = (end + stream.window).min(size_total);
         // Ask for more only once half of the window ahead is used up.
-        (to > from && from < end + h.window / 2).then(|| {
-            h.ahead_to = to;
+        (to > from && from < end + stream.window / 2).then(|| {
+            stream.ahead_to = to;
             from..to
         })
     } else {
@@ -210,7 +262,7 @@ mod tests {
 
     fn handle(size: u64) -> FileHandle {
         let file = Arc::new(RemoteFile { size, xet_hash: None, etag: "e".into(), mtime: None });
-        FileHandle { ino: 2, path: "f".into(), file, last_end: u64::MAX, window: 0, ahead_to: 0 }
+        FileHandle::new(2, "f".into(), file)
     }
 
     #[test]
@@ -225,13 +277,44 @@ mod tests {
         for _ in 0..12 {
             plan(&mut h, off, 131072);
             off += 131072;
-            windows.push(h.window);
+            windows.push(h.window());
         }
         assert!(windows.windows(2).all(|w| w[1] >= w[0]));
         assert_eq!(*windows.last().unwrap(), PREFETCH_MAX_WINDOW_BYTES);
         let p = plan(&mut h, 500 << 20, 4096);
-        assert!(p.ahead.is_none() && h.window == 0, "random access fetches only what is asked");
+        assert!(p.ahead.is_none(), "random access fetches only what is asked");
         assert_eq!(p.want, (500 << 20)..(500 << 20) + 4096);
+        for i in 0..20u64 {
+            let p = plan(&mut h, (i * 37 % 97) * (10 << 20), 4096);
+            assert!(p.ahead.is_none(), "random read {i} was read ahead");
+        }
+        // A read landing within the slack of a stream's end, but not close, is not enough.
+        let p = plan(&mut h, (370 << 20) + 4096 + (2 << 20), 4096);
+        assert!(p.ahead.is_none(), "one loose continuation started read-ahead");
+    }
+
+    #[test]
+    fn interleaved_streams_on_one_handle_each_get_read_ahead() {
+        let mut h = handle(1 << 30);
+        let quarter = 256u64 << 20;
+        let mut off = [0, quarter, 2 * quarter, 3 * quarter];
+        let mut ahead = [0u64; 4];
+        for _ in 0..16 {
+            for (t, o) in off.iter_mut().enumerate() {
+                if let Some(a) = plan(&mut h, *o, 1 << 20).ahead {
+                    assert!(a.start >= *o && a.end <= (t as u64 + 1) * quarter + PREFETCH_MAX_WINDOW_BYTES);
+                    ahead[t] += a.end - a.start;
+                }
+                *o += 1 << 20;
+            }
+        }
+        assert_eq!(h.streams.len(), 4);
+        assert!(ahead.iter().all(|a| *a >= 16 << 20), "each stream reads ahead: {ahead:?}");
+        // A ninth stream replaces the least recently read one, never grows the table.
+        for i in 0..STREAMS_PER_HANDLE as u64 {
+            plan(&mut h, 1000 + i * (40 << 20), 4096);
+        }
+        assert_eq!(h.streams.len(), STREAMS_PER_HANDLE);
     }
 
     #[test]

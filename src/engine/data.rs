@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Engine, FETCH_MAX_BLOCKS, WHOLE_FILE_MAX_BYTES};
+use super::{Engine, FETCH_MAX_BLOCKS, READAHEAD_BUDGET_MIB, WHOLE_FILE_MAX_BYTES};
 use crate::actors::call;
 use crate::actors::chunk_cache::{read_block, Block, BlockKey, CacheMsg, DiskLoc, Slot, BLOCK_BYTES};
 use crate::actors::inode_table::{Ino, InodeMsg, NodeKind};
@@ -47,13 +47,14 @@ impl Engine {
     async fn read_planned(&self, plan: crate::actors::prefetch::ReadPlan) -> FsResult<Bytes> {
         tracing::Span::current().record("path", plan.path.as_str());
         if let Some(ahead) = plan.ahead.clone() {
-            // Read-ahead waits its turn (a few run at once) rather than being dropped: its range
-            // is already counted as asked for.
+            // Read-ahead waits for room in the mount-wide budget rather than being dropped: its
+            // range is already counted as asked for.
             let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());
             let permits = self.inner.readaheads.clone();
             tokio::spawn(
                 async move {
-                    let Ok(_permit) = permits.acquire_owned().await else { return };
+                    let mib = (ahead.end - ahead.start).div_ceil(1 << 20).clamp(1, READAHEAD_BUDGET_MIB as u64);
+                    let Ok(_permit) = permits.acquire_many_owned(mib as u32).await else { return };
                     if let Err(e) = me.fetch_blocks(&path, &file, ahead, false).await {
                         tracing::debug!(%path, "read-ahead failed: {e}");
                     }

@@ -24,8 +24,9 @@ use crate::actors::{
 use crate::error::{FsError, FsResult};
 use crate::hub::{HubClient, Source};
 
-/// Read-aheads running at once, mount-wide; past this, read-ahead is skipped.
-const MAX_CONCURRENT_READAHEADS: usize = 4;
+/// Read-ahead bytes being fetched at once, mount-wide, in MiB: each stream's window bounds
+/// its own share, this bounds them all (read-ahead past it waits for room).
+const READAHEAD_BUDGET_MIB: u32 = 256;
 /// One remote request fetches at most this many blocks; longer runs are split and fetched in parallel.
 const FETCH_MAX_BLOCKS: u64 = (16 << 20) / BLOCK_BYTES;
 /// Plain (non-Xet) files up to this size are fetched and verified whole.
@@ -58,6 +59,8 @@ pub struct EngineConfig {
     pub poll_interval: Option<Duration>,
     pub filter_os_files: bool,
     pub memory_cache_bytes: u64,
+    /// Inodes kept at most (least recently used directory listings are unloaded past it).
+    pub max_inodes: usize,
     /// `None` disables the disk cache.
     pub disk_cache: Option<(std::path::PathBuf, u64)>,
 }
@@ -121,7 +124,7 @@ impl Engine {
         let registry = new_registry();
         let args = EngineArgs {
             remote: remote.clone(),
-            inodes: Arc::new(Mutex::new(InodeState::new(cfg.negative_ttl))),
+            inodes: Arc::new(Mutex::new(InodeState::new(cfg.negative_ttl, cfg.max_inodes))),
             handles: Arc::new(Mutex::new(HandleState::default())),
             cache: Arc::new(Mutex::new(cache)),
             invalidations: tx.clone(),
@@ -141,7 +144,7 @@ impl Engine {
                 mount_time: probe.modified.unwrap_or_else(SystemTime::now),
                 invalidations: Mutex::new(Some(rx)),
                 invalidations_tx: tx,
-                readaheads: Arc::new(Semaphore::new(MAX_CONCURRENT_READAHEADS)),
+                readaheads: Arc::new(Semaphore::new(READAHEAD_BUDGET_MIB as usize)),
             }),
         })
     }
@@ -346,19 +349,31 @@ impl Engine {
         }
     }
 
-    /// Opens a directory: snapshots its entries, so paging through it costs them once.
+    /// Opens a directory: snapshots its entries, so paging through it costs them once. The
+    /// directory counts as open until `releasedir`, which keeps its listing (and so the
+    /// snapshot's inode numbers) from being unloaded by the inode table's cap meanwhile.
     pub async fn opendir(&self, ino: Ino) -> FsResult<Fh> {
-        let entries = Arc::new(self.list(ino).await?);
-        call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::OpenDir { entries: entries.clone(), reply }).await
+        call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Opened { ino, reply }).await??;
+        let opened = async {
+            let entries = Arc::new(self.list(ino).await?);
+            call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::OpenDir { entries: entries.clone(), reply })
+                .await
+        }
+        .await;
+        if opened.is_err() {
+            let _ = self.reg().get().map(|r| r.inode.send_message(InodeMsg::Closed { ino }));
+        }
+        opened
     }
 
     pub async fn readdir_snapshot(&self, fh: Fh) -> FsResult<DirSnapshot> {
         call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::DirEntries { fh, reply }).await?
     }
 
-    pub fn releasedir(&self, fh: Fh) {
+    pub fn releasedir(&self, ino: Ino, fh: Fh) {
         if let Ok(refs) = self.reg().get() {
             let _ = refs.prefetch.send_message(PrefetchMsg::ReleaseDir { fh });
+            let _ = refs.inode.send_message(InodeMsg::Closed { ino });
         }
     }
 

@@ -317,8 +317,8 @@ impl Filesystem for HfFuse {
         });
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.engine.releasedir(fh.0);
+    fn releasedir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.engine.releasedir(ino.0, fh.0);
         reply.ok();
     }
 

@@ -44,6 +44,22 @@ struct Session {
     _scratch: tempfile::TempDir,
 }
 
+/// xet-core's configuration for a mount (environment overrides still apply): a mount serves
+/// many readers at once, so downloads start at 16 parallel fetches rather than 4; the
+/// adaptive controller still backs off on errors and slow round trips.
+fn mount_config() -> Result<xet_runtime::config::XetConfig, xet_runtime::config::ConfigError> {
+    let mut config = xet_runtime::config::XetConfig::new();
+    for (path, env, value) in [
+        ("client.ac_initial_download_concurrency", "HF_XET_CLIENT_AC_INITIAL_DOWNLOAD_CONCURRENCY", "16"),
+        ("client.ac_min_download_concurrency", "HF_XET_CLIENT_AC_MIN_DOWNLOAD_CONCURRENCY", "4"),
+    ] {
+        if std::env::var_os(env).is_none() {
+            config = config.with_config(path, value)?;
+        }
+    }
+    Ok(config)
+}
+
 /// The xet side of one mount.
 pub struct XetAdapter {
     hub: Arc<HubClient>,
@@ -73,7 +89,8 @@ impl XetAdapter {
                     commit: self.commit.clone(),
                 });
                 let fail = |e: String| HubError::Network(cas_url.clone(), e);
-                let ctx = XetContext::default().map_err(|e| fail(e.to_string()))?;
+                let ctx = XetContext::with_config(mount_config().map_err(|e| fail(e.to_string()))?)
+                    .map_err(|e| fail(e.to_string()))?;
                 let scratch =
                     tempfile::Builder::new().prefix("hf-mount-xet-").tempdir().map_err(|e| fail(e.to_string()))?;
                 let session = SessionContext {
