@@ -304,11 +304,15 @@ impl CacheState {
     fn index_disk(&mut self, name: String, loc: DiskLoc, len: u64) {
         let tick = self.next_tick();
         let Some(disk) = self.disk.as_mut() else { return };
-        let replaced = disk.remove(&name);
+        // The same block written twice (fetched again before its first write was indexed) is
+        // one slot: indexed once, not dropped.
+        let rewritten = disk.remove(&name).is_some();
         let evicted: Vec<DiskLoc> = disk.insert(name, loc.clone(), len, tick).into_iter().map(|(_, l)| l).collect();
-        *self.segments.entry(loc.path).or_default() += 1;
+        if !rewritten {
+            *self.segments.entry(loc.path).or_default() += 1;
+        }
         self.stats.evictions += evicted.len() as u64;
-        for old in replaced.into_iter().chain(evicted) {
+        for old in evicted {
             self.drop_slot(old);
         }
     }
@@ -661,6 +665,21 @@ mod tests {
         assert!(matches!(st.slot(key(0)), Slot::Mem(b) if b.bytes() == "abc"));
         st.failed.insert(key(1), (Instant::now(), FsError::Io("x".into())));
         assert!(matches!(st.slot(key(1)), Slot::Failed(_)));
+    }
+
+    #[test]
+    fn a_block_written_twice_is_one_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st =
+            CacheState::new(CacheConfig { memory_bytes: 1 << 20, disk: Some((dir.path().into(), 1 << 20)) }).unwrap();
+        let name = key(3).disk_name();
+        let loc = DiskLoc::of(st.disk_dir.as_ref().unwrap(), &name).unwrap();
+        write_block(&loc, b"block").unwrap();
+        st.index_disk(name.clone(), loc.clone(), 5);
+        st.index_disk(name, loc.clone(), 5);
+        assert_eq!(st.segments[&loc.path], 1);
+        assert_eq!(read_block(&loc).unwrap().unwrap(), "block", "the second write punched the first");
+        assert!(matches!(st.slot(key(3)), Slot::Disk(l) if l == loc));
     }
 
     #[test]
