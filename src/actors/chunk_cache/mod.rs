@@ -6,17 +6,14 @@
 //! error at once for a moment, so the kernel's retry of a failed read does
 //! not start the wait again.
 //!
-//! On disk, blocks live in segment files of `SEGMENT_BLOCKS` consecutive
-//! blocks of one content (one file per 16 MiB rather than per block: creating
-//! inodes is what costs a file system most). Each slot has a header with its
-//! length and CRC32, written after the data; a block that does not match is
-//! reported corrupt, dropped and fetched again, never served. An evicted slot
-//! is punched out of its file; a file with no live slot is deleted. The disk
-//! index is rebuilt by reading the segment headers, so it survives restarts
-//! of the actor and of the mount.
+//! On disk, blocks live in segment files (`segments`); a block that does not
+//! match its CRC is reported corrupt, dropped and fetched again, never served.
+//! An evicted slot is punched out of its file; a file with no live slot is
+//! deleted. The disk index is rebuilt by reading the segment headers, so it
+//! survives restarts of the actor and of the mount.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +24,10 @@ use tokio::sync::watch;
 
 use crate::error::{FsError, FsResult};
 
+mod segments;
+use segments::{drop_block, scan_disk, write_block};
+pub use segments::{read_block, segment_blocks, DiskLoc, SEGMENT_BLOCKS};
+
 /// Cache granularity. A random 4 KiB read fetches one block.
 pub const BLOCK_BYTES: u64 = 256 * 1024;
 /// How long a failed fetch answers its error without trying again.
@@ -34,15 +35,6 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(2);
 /// Bytes waiting for the disk writer at most; past this, blocks are kept in memory only,
 /// so a fast cold read is never slowed to the disk's write speed.
 const MAX_PENDING_DISK_WRITE_BYTES: u64 = 256 << 20;
-const BLOCK_MAGIC: &[u8; 4] = b"HFMB";
-/// Blocks per segment file.
-pub const SEGMENT_BLOCKS: u64 = 64;
-/// A slot header: magic, length, CRC32, reserved.
-const SLOT_HEADER_BYTES: u64 = 16;
-/// Headers come first; slot data starts page-aligned after them.
-const SEGMENT_DATA_OFFSET: u64 = 4096;
-const _: () = assert!(SEGMENT_BLOCKS * SLOT_HEADER_BYTES <= SEGMENT_DATA_OFFSET);
-
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlockKey {
     pub content: Arc<str>,
@@ -55,31 +47,6 @@ impl BlockKey {
     fn disk_name(&self) -> String {
         use sha1::{Digest, Sha1};
         format!("{}-{}", hex::encode(Sha1::digest(self.content.as_bytes())), self.index)
-    }
-}
-
-/// Where a block lives on disk: a slot of a segment file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskLoc {
-    pub path: PathBuf,
-    pub slot: u64,
-}
-
-impl DiskLoc {
-    /// The slot of block `name` (`<digest>-<index>`) under the cache's `dir`.
-    fn of(dir: &Path, name: &str) -> Option<Self> {
-        let (digest, index) = name.rsplit_once('-')?;
-        let index: u64 = index.parse().ok()?;
-        let file = format!("{digest}-s{}", index / SEGMENT_BLOCKS);
-        Some(Self { path: dir.join(digest.get(..2)?).join(file), slot: index % SEGMENT_BLOCKS })
-    }
-
-    fn header_at(&self) -> u64 {
-        self.slot * SLOT_HEADER_BYTES
-    }
-
-    fn data_at(&self) -> u64 {
-        SEGMENT_DATA_OFFSET + self.slot * BLOCK_BYTES
     }
 }
 
@@ -530,111 +497,6 @@ fn spawn_writer(actor: ActorRef<CacheMsg>) -> std::sync::mpsc::Sender<WriteJob> 
     tx
 }
 
-/// Writes a block into its slot: the data, then the header that makes it valid.
-fn write_block(loc: &DiskLoc, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    if let Some(dir) = loc.path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&loc.path)?;
-    f.write_all_at(&[0u8; SLOT_HEADER_BYTES as usize], loc.header_at())?;
-    f.write_all_at(data, loc.data_at())?;
-    let mut header = [0u8; SLOT_HEADER_BYTES as usize];
-    header[..4].copy_from_slice(BLOCK_MAGIC);
-    header[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
-    header[8..12].copy_from_slice(&crc32fast::hash(data).to_le_bytes());
-    f.write_all_at(&header, loc.header_at())
-}
-
-/// Punches a slot out (header zeroed, data deallocated), or deletes the whole file.
-fn drop_block(loc: &DiskLoc, last: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::FileExt;
-    if last {
-        return std::fs::remove_file(&loc.path);
-    }
-    let f = std::fs::OpenOptions::new().write(true).open(&loc.path)?;
-    f.write_all_at(&[0u8; SLOT_HEADER_BYTES as usize], loc.header_at())?;
-    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-    // SAFETY: fallocate on an open descriptor; failure is reported, not unsafe.
-    let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, loc.data_at() as i64, BLOCK_BYTES as i64) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()); // the header is zeroed: the slot is gone anyway
-    }
-    Ok(())
-}
-
-/// Reads a slot's header: the block's length and CRC, or `None` when the slot is empty.
-fn read_header(f: &std::fs::File, loc: &DiskLoc) -> std::io::Result<Option<(usize, u32)>> {
-    use std::os::unix::fs::FileExt;
-    let mut header = [0u8; SLOT_HEADER_BYTES as usize];
-    if f.read_exact_at(&mut header, loc.header_at()).is_err() || &header[..4] != BLOCK_MAGIC {
-        return Ok(None);
-    }
-    let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
-    Ok((len as u64 <= BLOCK_BYTES).then_some((len, crc)))
-}
-
-/// Reads a disk block back, checking its header; `None` when it is missing, corrupt or truncated.
-pub fn read_block(loc: &DiskLoc) -> std::io::Result<Option<Bytes>> {
-    use std::os::unix::fs::FileExt;
-    let f = match std::fs::File::open(&loc.path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let Some((len, crc)) = read_header(&f, loc)? else { return Ok(None) };
-    let mut data = vec![0u8; len];
-    if f.read_exact_at(&mut data, loc.data_at()).is_err() || crc32fast::hash(&data) != crc {
-        return Ok(None);
-    }
-    Ok(Some(Bytes::from(data)))
-}
-
-/// The blocks a segment file holds: (slot, data offset, length) of each valid header.
-/// For tests and tools; the cache itself checks data when it reads it.
-pub fn segment_blocks(path: &Path) -> std::io::Result<Vec<(u64, u64, u64)>> {
-    let f = std::fs::File::open(path)?;
-    let mut out = Vec::new();
-    for slot in 0..SEGMENT_BLOCKS {
-        let loc = DiskLoc { path: path.to_path_buf(), slot };
-        if let Some((len, _)) = read_header(&f, &loc)? {
-            out.push((slot, loc.data_at(), len as u64));
-        }
-    }
-    Ok(out)
-}
-
-/// Every block on disk: (name, slot, length), from the segment headers.
-fn scan_disk(dir: &Path) -> std::io::Result<Vec<(String, DiskLoc, u64)>> {
-    let mut out = Vec::new();
-    for sub in std::fs::read_dir(dir)? {
-        let sub = sub?.path();
-        if !sub.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(&sub)? {
-            let path = f?.path();
-            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            let Some((digest, segment)) = name.rsplit_once("-s").and_then(|(d, s)| Some((d, s.parse::<u64>().ok()?)))
-            else {
-                let _ = std::fs::remove_file(&path); // not ours (or an older layout): the cache is a cache
-                continue;
-            };
-            let blocks = segment_blocks(&path)?;
-            if blocks.is_empty() {
-                let _ = std::fs::remove_file(&path);
-            }
-            for (slot, _, len) in blocks {
-                let name = format!("{digest}-{}", segment * SEGMENT_BLOCKS + slot);
-                out.push((name, DiskLoc { path: path.clone(), slot }, len));
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -680,36 +542,5 @@ mod tests {
         assert_eq!(st.segments[&loc.path], 1);
         assert_eq!(read_block(&loc).unwrap().unwrap(), "block", "the second write punched the first");
         assert!(matches!(st.slot(key(3)), Slot::Disk(l) if l == loc));
-    }
-
-    #[test]
-    fn disk_blocks_detect_corruption_and_truncation() {
-        let dir = tempfile::tempdir().unwrap();
-        let at = |i: u64| DiskLoc::of(dir.path(), &format!("ab12-{i}")).unwrap();
-        assert_eq!(at(SEGMENT_BLOCKS + 2).slot, 2);
-        assert_ne!(at(SEGMENT_BLOCKS).path, at(0).path);
-        write_block(&at(0), b"hello block").unwrap();
-        write_block(&at(1), b"second").unwrap();
-        assert_eq!(read_block(&at(0)).unwrap().unwrap(), "hello block");
-        assert_eq!(read_block(&at(1)).unwrap().unwrap(), "second");
-        assert!(read_block(&at(2)).unwrap().is_none(), "empty slot");
-        let found = scan_disk(dir.path()).unwrap();
-        assert_eq!(found.len(), 2);
-
-        let path = at(0).path;
-        let mut raw = std::fs::read(&path).unwrap();
-        raw[SEGMENT_DATA_OFFSET as usize] ^= 0xff;
-        std::fs::write(&path, &raw).unwrap();
-        assert!(read_block(&at(0)).unwrap().is_none(), "flipped byte");
-        assert_eq!(read_block(&at(1)).unwrap().unwrap(), "second", "its neighbour is untouched");
-        std::fs::write(&path, &raw[..raw.len() - 3]).unwrap();
-        assert!(read_block(&at(1)).unwrap().is_none(), "truncated");
-
-        write_block(&at(1), b"second").unwrap();
-        drop_block(&at(1), false).unwrap();
-        assert!(read_block(&at(1)).unwrap().is_none(), "punched");
-        drop_block(&at(0), true).unwrap();
-        assert!(!path.exists());
-        assert!(read_block(&at(0)).unwrap().is_none(), "deleted");
     }
 }
