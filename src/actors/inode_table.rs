@@ -84,6 +84,8 @@ pub struct InodeState {
     negative_ttl: Duration,
     /// Past this many inodes, directory listings are unloaded (least recently used first).
     max_nodes: usize,
+    /// After a pass that could not get under the cap, the size that warrants another.
+    retry_above: usize,
     tick: u64,
 }
 
@@ -108,6 +110,7 @@ impl InodeState {
             negative: HashMap::new(),
             negative_ttl,
             max_nodes: max_nodes.max(2),
+            retry_above: 0,
             tick: 0,
         }
     }
@@ -125,7 +128,7 @@ impl InodeState {
     /// directories (never `keep`, which was just listed, nor one a handle pages through).
     /// Goes down to 90% of the cap, so the work is paid once per many insertions.
     fn enforce_cap(&mut self, keep: Ino) {
-        if self.nodes.len() <= self.max_nodes {
+        if self.nodes.len() <= self.max_nodes.max(self.retry_above) {
             return;
         }
         let target = self.max_nodes - self.max_nodes / 10;
@@ -142,6 +145,9 @@ impl InodeState {
             }
             self.unload(dir);
         }
+        // Still over (what is left is held, or one directory is bigger than the cap): do not
+        // scan again on every insertion, only once the table has grown by another tenth.
+        self.retry_above = if self.nodes.len() > self.max_nodes { self.nodes.len() + self.max_nodes / 10 } else { 0 };
     }
 
     /// Forgets a directory's listing and drops the children nobody holds (an unheld

@@ -317,6 +317,9 @@ fn verify_git_blob(path: &str, file: &RemoteFile, pieces: &[Bytes]) -> FsResult<
 fn assemble(parts: Vec<Block>, base: u64, range: Range<u64>) -> FsResult<Bytes> {
     let want = (range.end - range.start) as usize;
     let skip = (range.start - base) as usize;
+    if want == 0 {
+        return Ok(Bytes::new());
+    }
     let have: usize = parts.iter().map(Block::len).sum();
     if have < skip + want {
         return Err(FsError::Io(format!("assembled {} of {want} bytes", have.saturating_sub(skip))));
@@ -361,7 +364,8 @@ mod tests {
         assert_eq!(assemble(parts.clone(), 100, 102..109).unwrap(), "cdefghi");
         assert_eq!(assemble(vec![parts[0].clone()], 100, 101..103).unwrap(), "bc");
         assert_eq!(assemble(parts.clone(), 100, 105..110).unwrap(), "fghij");
-        assert!(assemble(parts, 100, 102..120).is_err());
+        assert!(assemble(parts.clone(), 100, 102..120).is_err());
+        assert_eq!(assemble(parts, 100, 110..110).unwrap(), "");
     }
 
     #[test]
