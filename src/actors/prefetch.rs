@@ -27,9 +27,8 @@ pub const PREFETCH_MIN_WINDOW_BYTES: u64 = 1 << 20;
 pub const SEQUENTIAL_SLACK_BYTES: u64 = 4 << 20;
 /// A stream's read-ahead window never grows past this.
 pub const PREFETCH_MAX_WINDOW_BYTES: u64 = 64 << 20;
-/// A read this close to a stream's end continues it at once; one further off (within the
-/// slack) must be followed by another before read-ahead starts, so random reads that happen
-/// to land near some stream's end are not read ahead.
+/// A read this close to a new stream's end continues it; an established stream (read ahead
+/// already) takes anything within `SEQUENTIAL_SLACK_BYTES`.
 pub const CLOSE_BYTES: u64 = 256 << 10;
 /// Sequential streams followed per handle; the least recently read is forgotten first.
 pub const STREAMS_PER_HANDLE: usize = 8;
@@ -49,8 +48,6 @@ struct Stream {
     ahead_to: u64,
     /// When it was last read (the handle's read count).
     used: u64,
-    /// Evidence it is sequential: 2 per close continuation, 1 per loose one.
-    streak: u32,
 }
 
 struct FileHandle {
@@ -206,32 +203,30 @@ fn plan(h: &mut FileHandle, offset: u64, size: u32) -> ReadPlan {
     h.reads += 1;
     // Concurrent requests of one sequential stream can arrive slightly out of order:
     // a read near a stream's end still continues it. The nearest stream wins.
+    // A stream already read ahead continues on any read within the slack; a new one only on a
+    // read close to its end, so random reads landing near some earlier read start nothing.
     let near = h
         .streams
         .iter()
         .enumerate()
-        .filter(|(_, s)| offset <= s.last_end.saturating_add(SEQUENTIAL_SLACK_BYTES))
-        .filter(|(_, s)| offset.saturating_add(SEQUENTIAL_SLACK_BYTES) >= s.last_end)
+        .filter(|(_, s)| {
+            let slack = if s.window > 0 { SEQUENTIAL_SLACK_BYTES } else { CLOSE_BYTES };
+            offset <= s.last_end.saturating_add(slack) && offset.saturating_add(slack) >= s.last_end
+        })
         .min_by_key(|(_, s)| s.last_end.abs_diff(offset))
         .map(|(i, _)| i);
     let stream = match near {
         Some(i) => {
             let s = &mut h.streams[i];
-            s.streak = s.streak.saturating_add(if s.last_end.abs_diff(offset) <= CLOSE_BYTES { 2 } else { 1 });
-            if s.streak >= 2 {
-                s.window = if s.window == 0 {
-                    PREFETCH_MIN_WINDOW_BYTES
-                } else {
-                    (s.window * 2).min(PREFETCH_MAX_WINDOW_BYTES)
-                };
-                crate::metrics::get().prefetch_window.record(s.window, &[]);
-            }
+            s.window =
+                if s.window == 0 { PREFETCH_MIN_WINDOW_BYTES } else { (s.window * 2).min(PREFETCH_MAX_WINDOW_BYTES) };
+            crate::metrics::get().prefetch_window.record(s.window, &[]);
             s.last_end = s.last_end.max(end);
             s.used = h.reads;
             s
         }
         None => {
-            let fresh = Stream { last_end: end, window: 0, ahead_to: 0, used: h.reads, streak: 0 };
+            let fresh = Stream { last_end: end, window: 0, ahead_to: 0, used: h.reads };
             if h.streams.len() < STREAMS_PER_HANDLE {
                 h.streams.push(fresh);
                 h.streams.last_mut().expect("just pushed")
@@ -288,9 +283,11 @@ mod tests {
             let p = plan(&mut h, (i * 37 % 97) * (10 << 20), 4096);
             assert!(p.ahead.is_none(), "random read {i} was read ahead");
         }
-        // A read landing within the slack of a stream's end, but not close, is not enough.
-        let p = plan(&mut h, (370 << 20) + 4096 + (2 << 20), 4096);
-        assert!(p.ahead.is_none(), "one loose continuation started read-ahead");
+        // Reads landing within the slack of a new stream's end, but not close, start nothing.
+        for k in 1..4u64 {
+            let p = plan(&mut h, (370 << 20) + 4096 + k * (1 << 20), 4096);
+            assert!(p.ahead.is_none(), "a loose continuation of a new stream started read-ahead");
+        }
     }
 
     #[test]
