@@ -18,6 +18,9 @@ pub struct Metrics {
     pub read_bytes: Counter<u64>,
     /// `hf_mount.fetch.bytes`: bytes fetched from the Hub or CAS (read-ahead included).
     pub fetch_bytes: Counter<u64>,
+    /// `hf_mount.cas.plans` {result = hit | miss}: reconstruction plans answered from the plan
+    /// cache or asked of the CAS.
+    pub plans: Counter<u64>,
     /// `hf_mount.cache.evictions` {tier = memory | disk}: blocks evicted.
     pub evictions: Counter<u64>,
     /// `hf_mount.cache.bytes` {tier}: bytes held, recorded on each change.
@@ -54,6 +57,10 @@ pub fn get() -> &'static Metrics {
                 .u64_counter("hf_mount.fetch.bytes")
                 .with_unit("By")
                 .with_description("bytes fetched remotely")
+                .build(),
+            plans: m
+                .u64_counter("hf_mount.cas.plans")
+                .with_description("reconstruction plans, from the plan cache (hit) or the CAS (miss)")
                 .build(),
             evictions: m.u64_counter("hf_mount.cache.evictions").with_description("cache blocks evicted").build(),
             cache_bytes: m.u64_histogram("hf_mount.cache.bytes").with_unit("By").with_description("cache size").build(),

@@ -112,7 +112,13 @@ fn a_read_is_one_trace_with_actor_and_cas_children_and_no_token() {
     }
     let read_bytes: f64 = values.iter().sum();
     assert!(read_bytes >= want.len() as f64, "hf_mount.read.bytes = {read_bytes}, read {}", want.len());
-    for name in ["hf_mount.requests", "hf_mount.request.duration", "hf_mount.fetch.bytes", "hf_mount.actor.mailbox"] {
+    for name in [
+        "hf_mount.requests",
+        "hf_mount.request.duration",
+        "hf_mount.fetch.bytes",
+        "hf_mount.actor.mailbox",
+        "hf_mount.cas.plans",
+    ] {
         assert!(text.contains(name), "{name} not exported");
     }
 }

@@ -146,11 +146,13 @@ impl Client for PlanCachingClient {
                 if *until > now {
                     let plan = plan.clone();
                     p.hits += 1;
+                    crate::metrics::get().plans.add(1, &[crate::metrics::kv("result", "hit")]);
                     return Ok(Some(plan));
                 }
             }
             p.misses += 1;
         }
+        crate::metrics::get().plans.add(1, &[crate::metrics::kv("result", "miss")]);
         let plan = self.inner.get_reconstruction(file_id, bytes_range).await?;
         if let Some(plan) = &plan {
             let until = plan_deadline(plan, now);
