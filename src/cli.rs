@@ -2,7 +2,6 @@
 //! unmounted or signalled (then unmount cleanly). Errors are one clear line.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -107,32 +106,12 @@ pub fn run_fuse(args: MountArgs) -> anyhow::Result<()> {
     let target = std::fs::canonicalize(&p.mountpoint)?;
     let source = p.engine.source();
     let version = p.engine.version();
+    // Signals are caught from before the mount exists: one arriving right after it must
+    // unmount, not kill the process and leave a dead mount behind.
+    let mut stop = StopSignals::install(&p.runtime)?;
     let mount = fuse::mount(p.engine.clone(), p.runtime.handle().clone(), &p.mountpoint, p.options.clone())?;
     eprintln!("hf-mount: {source} ({version}) mounted at {}", p.mountpoint.display());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ended2 = ended.clone();
-    p.runtime.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let watcher = tokio::task::spawn_blocking(move || {
-            // Polls the kernel's mount table: an outside `umount` ends the session.
-            while is_mounted(&target) {
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
-            ended2.store(true, std::sync::atomic::Ordering::SeqCst);
-            let _ = tx.send(());
-        });
-        tokio::select! {
-            _ = term.recv() => eprintln!("hf-mount: SIGTERM, unmounting"),
-            _ = int.recv() => eprintln!("hf-mount: SIGINT, unmounting"),
-            _ = rx => {},
-        }
-        drop(watcher);
-        anyhow::Ok(())
-    })?;
-    if ended.load(std::sync::atomic::Ordering::SeqCst) {
+    if p.runtime.block_on(stop.wait(Some(target))) {
         mount.wait()?;
     } else {
         mount.unmount()?;
@@ -157,13 +136,22 @@ fn unescape_mount_path(s: &str) -> String {
     s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
-/// Waits for SIGINT, SIGTERM, or (when `watch` is set) the mountpoint going away.
-/// Returns true when the mount went away on its own.
-fn wait_for_stop(runtime: &tokio::runtime::Runtime, watch: Option<PathBuf>) -> anyhow::Result<bool> {
-    runtime.block_on(async move {
+/// SIGTERM and SIGINT, caught from the moment this is made (install it before mounting).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let _in_runtime = runtime.enter();
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// Waits for a signal or (when `watch` is set) the mountpoint going away, polling the
+    /// kernel's mount table. Returns true when the mount went away on its own.
+    async fn wait(&mut self, watch: Option<PathBuf>) -> bool {
         let gone = async move {
             match watch {
                 Some(target) => {
@@ -175,11 +163,11 @@ fn wait_for_stop(runtime: &tokio::runtime::Runtime, watch: Option<PathBuf>) -> a
             }
         };
         tokio::select! {
-            _ = term.recv() => { eprintln!("hf-mount: SIGTERM, stopping"); Ok(false) },
-            _ = int.recv() => { eprintln!("hf-mount: SIGINT, stopping"); Ok(false) },
-            _ = gone => Ok(true),
+            _ = self.term.recv() => { eprintln!("hf-mount: SIGTERM, stopping"); false },
+            _ = self.int.recv() => { eprintln!("hf-mount: SIGINT, stopping"); false },
+            _ = gone => true,
         }
-    })
+    }
 }
 
 /// `hf-mount-nfs`: serves NFSv3 on loopback and mounts it with the system's NFS
@@ -201,6 +189,7 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         Some(std::fs::canonicalize(&mp)?)
     };
     let (runtime, engine, _cache) = prepare_engine(m)?;
+    let mut stop = StopSignals::install(&runtime)?;
     let uid = m.uid.unwrap_or_else(|| unsafe { libc::getuid() });
     let gid = m.gid.unwrap_or_else(|| unsafe { libc::getgid() });
     let server = runtime.block_on(NfsServer::start(engine.clone(), &args.listen, uid, gid))?;
@@ -211,7 +200,7 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         println!("mount it with: {}", server.mount_command("MOUNTPOINT", actimeo));
         use std::io::Write;
         std::io::stdout().flush()?;
-        wait_for_stop(&runtime, None)?;
+        runtime.block_on(stop.wait(None));
         server.stop();
         return Ok(());
     };
@@ -227,7 +216,7 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         anyhow::bail!("`{}` failed ({status})", argv.join(" "));
     }
     eprintln!("hf-mount: {source} mounted at {} over NFSv3 ({})", target.display(), server.addr);
-    let went_away = wait_for_stop(&runtime, Some(target.clone()))?;
+    let went_away = runtime.block_on(stop.wait(Some(target.clone())));
     if !went_away {
         let _ = std::process::Command::new("umount").arg(&target).status();
     }

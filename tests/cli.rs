@@ -179,3 +179,28 @@ fn an_unreachable_collector_costs_nothing_and_json_logs_are_json() {
     let status = child.wait().unwrap();
     assert!(status.success() && start.elapsed() < Duration::from_secs(10), "{status} after {:?}", start.elapsed());
 }
+
+#[test]
+fn sigterm_right_after_the_mount_is_announced_still_unmounts() {
+    let hub = Hub::start();
+    for round in 0..12 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .args(["repo", "alice/tiny"])
+            .arg(dir.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.contains("mounted at"), "{line}");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        let left = is_mounted(dir.path());
+        if left {
+            let _ = Command::new("fusermount3").arg("-u").arg(dir.path()).status();
+        }
+        assert!(status.success() && !left, "round {round}: {status}, mount left behind: {left}");
+    }
+}
