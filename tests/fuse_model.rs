@@ -8,117 +8,24 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use common::{bytes, mount, Hub};
-
-/// splitmix64: reproducible choices from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-type Model = BTreeMap<String, Vec<u8>>;
-
-/// The repo: small text files (git blobs) and larger binary ones (Xet) across a few folders.
-fn initial_files() -> Model {
-    let mut files = Model::new();
-    for d in 0..4 {
-        for i in 0..6 {
-            let path = format!("d{d}/f{i}.{}", if i % 2 == 0 { "bin" } else { "txt" });
-            let body = if i % 2 == 0 {
-                bytes((d * 10 + i) as u64, 200_000 + (d * 6 + i) * 113_000)
-            } else {
-                format!("text {d}/{i}\n").repeat(1 + i * 50).into_bytes()
-            };
-            files.insert(path, body);
-        }
-    }
-    files.insert("top.bin".into(), bytes(99, 3_000_000));
-    files
-}
-
-/// The names directly under `dir` ("" for the root), as the model has them.
-fn children(model: &Model, dir: &str) -> Vec<String> {
-    let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-    let mut names: Vec<String> = model
-        .keys()
-        .filter_map(|p| p.strip_prefix(&prefix))
-        .map(|rest| rest.split('/').next().unwrap().to_string())
-        .collect();
-    names.dedup();
-    names
-}
-
-fn commit(hub: &Hub, ops: Vec<String>) {
-    let e = hub.endpoint();
-    let mut lines = vec![r#"{"key":"header","value":{"summary":"model step"}}"#.to_string()];
-    lines.extend(ops);
-    let status = hub.http(async {
-        reqwest::Client::new()
-            .post(format!("{e}/api/models/alice/model/commit/main"))
-            .bearer_auth(common::WRITE_TOKEN)
-            .body(lines.join("\n"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert!(status.is_success(), "{status}");
-}
-
-fn put(path: &str, body: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(body);
-    format!(r#"{{"key":"file","value":{{"path":"{path}","content":"{b64}","encoding":"base64"}}}}"#)
-}
+use common::model::{children, random_commit, seed_from_env, seed_model_repo, tight_options, Rng};
+use common::{mount, Hub};
 
 #[test]
 fn random_operations_match_a_model_of_the_repo() {
-    let seed: u64 = std::env::var("MODEL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_2026);
+    let seed = seed_from_env(0x5eed_2026);
     let steps: usize = std::env::var("MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(250);
     let hub = Hub::start();
-    let mut model = initial_files();
-    let seeded: Vec<(&str, Vec<u8>)> = model.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
-    hub.seed_repo("alice/model", &seeded, false);
+    let mut model = seed_model_repo(&hub);
     let cache = tempfile::tempdir().unwrap();
-    let dir = cache.path().display().to_string();
-    let m = mount(
-        &hub,
-        &[
-            "repo",
-            "alice/model",
-            "--cache-dir",
-            &dir,
-            "--cache-size",
-            "3M",
-            "--memory-cache-size",
-            "1M",
-            "--max-inodes",
-            "20",
-            "--metadata-ttl-ms",
-            "200",
-            "--poll-interval-secs",
-            "1",
-        ],
-    );
+    let opts = tight_options(&cache.path().display().to_string());
+    let m = mount(&hub, &opts.iter().map(String::as_str).collect::<Vec<_>>());
 
     let mut rng = Rng(seed);
     let mut log: Vec<String> = Vec::new();
-    let mut next_new = 0;
     for step in 0..steps {
         let paths: Vec<String> = model.keys().cloned().collect();
         let path = paths[rng.below(paths.len() as u64) as usize].clone();
@@ -211,27 +118,12 @@ fn random_operations_match_a_model_of_the_repo() {
             // A remote commit: change one file, add one, delete one; then wait until the mount
             // shows all three (metadata TTL + poll).
             _ => {
-                let changed = format!("changed at step {step}\n").repeat(1 + rng.below(3000) as usize).into_bytes();
-                let added = format!("d{}/new{next_new}.txt", rng.below(4));
-                next_new += 1;
-                let victims: Vec<&String> = model.keys().filter(|p| **p != path).collect();
-                let deleted = victims[rng.below(victims.len() as u64) as usize].clone();
+                let (changed, added, deleted) = random_commit(&hub, &mut model, &mut rng, step, &path);
                 log.push(format!("commit: change {path}, add {added}, delete {deleted}"));
-                commit(
-                    &hub,
-                    vec![
-                        put(&path, &changed),
-                        put(&added, b"new\n"),
-                        format!(r#"{{"key":"deletedFile","value":{{"path":"{deleted}"}}}}"#),
-                    ],
-                );
-                model.insert(path.clone(), changed.clone());
-                model.insert(added.clone(), b"new\n".to_vec());
-                model.remove(&deleted);
                 let start = Instant::now();
                 let visible = loop {
                     let ok = std::fs::read(m.p(&path)).ok().as_deref() == Some(&changed[..])
-                        && std::fs::read(m.p(&added)).ok().as_deref() == Some(b"new\n")
+                        && std::fs::read(m.p(&added)).ok().as_deref() == Some(&b"new\n"[..])
                         && !m.p(&deleted).exists();
                     if ok || start.elapsed() > Duration::from_secs(10) {
                         break ok;

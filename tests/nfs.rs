@@ -245,3 +245,100 @@ fn buckets_serve_read_only_and_libnfs_utils_agree() {
     assert!(cp.status.success(), "{}", String::from_utf8_lossy(&cp.stderr));
     assert!(std::fs::read(&target).unwrap() == bytes(11, 2_000_000));
 }
+
+/// The model test of `fuse_model.rs`, spoken over NFS: random reads, whole reads, sizes,
+/// READDIRPLUS listings and remote commits, on a server with tiny caches and inode table,
+/// checked against a map of the repo after every step.
+#[test]
+fn random_operations_over_nfs_match_a_model_of_the_repo() {
+    use common::model::{children, random_commit, seed_from_env, seed_model_repo, tight_options, Rng};
+    let seed = seed_from_env(0x00f5_2026);
+    let hub = Hub::start();
+    let mut model = seed_model_repo(&hub);
+    let cache = tempfile::tempdir().unwrap();
+    let opts = tight_options(&cache.path().display().to_string());
+    let s = serve(&hub, &opts.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut c = s.connect();
+    let mut rng = Rng(seed);
+    let mut log: Vec<String> = Vec::new();
+    for step in 0..150 {
+        let paths: Vec<String> = model.keys().cloned().collect();
+        let path = paths[rng.below(paths.len() as u64) as usize].clone();
+        let want = model[&path].clone();
+        let fail = |what: String, log: &[String]| -> ! {
+            panic!("seed {seed}, step {step}: {what}\noperations so far:\n  {}", log.join("\n  "))
+        };
+        match rng.below(100) {
+            0..=39 => {
+                let off = rng.below(want.len() as u64 + 10);
+                let count = 1 + rng.below(1 << 20) as u32;
+                log.push(format!("READ {path} @{off} +{count}"));
+                let got = s.rt.block_on(async {
+                    let fh = lookup_path(&mut c, &path).await?;
+                    read_range(&mut c, &fh, off, count).await
+                });
+                let (data, eof) = got.unwrap_or_else(|e| fail(format!("{e:?}"), &log));
+                let start = (off as usize).min(want.len());
+                let expect = &want[start..(start + count as usize).min(want.len())];
+                if data != expect || eof != (start + data.len() >= want.len()) {
+                    fail(format!("{} bytes (eof {eof}), {} expected", data.len(), expect.len()), &log);
+                }
+            }
+            40..=59 => {
+                log.push(format!("read all {path}"));
+                let got = s.rt.block_on(async {
+                    let fh = lookup_path(&mut c, &path).await.unwrap();
+                    read_all(&mut c, &fh).await
+                });
+                if got != want {
+                    fail(format!("{} bytes, {} expected", got.len(), want.len()), &log);
+                }
+            }
+            60..=74 => {
+                log.push(format!("GETATTR {path}"));
+                let size = s.rt.block_on(async {
+                    let fh = lookup_path(&mut c, &path).await.unwrap();
+                    c.nfs3_client.getattr(&GETATTR3args { object: fh }).await.unwrap().unwrap().obj_attributes.size
+                });
+                if size != want.len() as u64 {
+                    fail(format!("size {size}, model {}", want.len()), &log);
+                }
+            }
+            75..=89 => {
+                let d = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+                log.push(format!("READDIRPLUS {d:?}"));
+                let mut names = s.rt.block_on(async {
+                    let fh = lookup_path(&mut c, &d).await.unwrap();
+                    list_all(&mut c, &fh, 1024).await.0
+                });
+                names.sort();
+                if names != children(&model, &d) {
+                    fail(format!("listing {names:?}, model {:?}", children(&model, &d)), &log);
+                }
+            }
+            _ => {
+                let (changed, added, deleted) = random_commit(&hub, &mut model, &mut rng, step, &path);
+                log.push(format!("commit: change {path}, add {added}, delete {deleted}"));
+                let start = std::time::Instant::now();
+                let visible = loop {
+                    let ok = s.rt.block_on(async {
+                        let now = match lookup_path(&mut c, &path).await {
+                            Ok(fh) => read_all(&mut c, &fh).await == changed,
+                            Err(_) => false,
+                        };
+                        let new = lookup_path(&mut c, &added).await.is_ok();
+                        let gone = lookup_path(&mut c, &deleted).await == Err(nfsstat3::NFS3ERR_NOENT);
+                        now && new && gone
+                    });
+                    if ok || start.elapsed() > Duration::from_secs(10) {
+                        break ok;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                };
+                if !visible {
+                    fail("the commit never became visible".into(), &log);
+                }
+            }
+        }
+    }
+}

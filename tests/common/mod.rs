@@ -2,6 +2,8 @@
 //! real FUSE mounts made in-process through the same code as the CLI.
 #![allow(dead_code)]
 
+pub mod model;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
