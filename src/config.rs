@@ -64,7 +64,8 @@ pub struct MountArgs {
 
     /// Inodes kept at most: past this, the listings of the least recently used directories are
     /// unloaded (entries the kernel or a handle holds stay) and listed again on next use.
-    #[arg(long, default_value_t = 500_000)]
+    /// A listed entry costs about 1 KB of memory.
+    #[arg(long, default_value_t = 250_000)]
     pub max_inodes: usize,
 
     /// How long file attributes and listings are trusted before the Hub is asked again.
