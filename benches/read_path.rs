@@ -15,17 +15,20 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../tests/common/spawn.rs"]
+mod spawn;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hf_hub_emulator::store::CommitOp;
 use hf_hub_emulator::testing::XetReader;
 use hf_hub_emulator::{Emulator, FaultKind, FaultSpec, RepoRef, RouteClass};
+use spawn::spawn_mounted;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
 
@@ -93,17 +96,9 @@ impl Mount {
     fn start(endpoint: &str, source: &str, extra: &[&str]) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let t = Instant::now();
-        let mut child = Command::new(BIN)
-            .args(["repo", source])
-            .arg(dir.path())
-            .args(extra)
-            .env("HF_ENDPOINT", endpoint)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.contains("mounted at"), "{line}");
+        let child = spawn_mounted(
+            Command::new(BIN).args(["repo", source]).arg(dir.path()).args(extra).env("HF_ENDPOINT", endpoint),
+        );
         let took = t.elapsed();
         Mount { child, dir, took }
     }

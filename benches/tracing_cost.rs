@@ -5,11 +5,13 @@
 //!
 //! `cargo bench --bench tracing_cost`
 
-use std::io::{BufRead, BufReader};
+#[path = "../tests/common/spawn.rs"]
+mod spawn;
+
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use hf_hub_emulator::Emulator;
@@ -25,11 +27,7 @@ fn mount(endpoint: &str, dir: &Path, otlp: Option<&str>) -> Child {
     if let Some(o) = otlp {
         c.args(["--otlp-endpoint", o]);
     }
-    let mut child = c.env("HF_ENDPOINT", endpoint).stderr(Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.contains("mounted at"), "{line}");
-    child
+    spawn::spawn_mounted(c.env("HF_ENDPOINT", endpoint))
 }
 
 fn drop_page_cache(f: &std::fs::File) {

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::Hub;
 
@@ -104,15 +103,8 @@ fn a_mount_starts_from_the_config_file_alone() {
             hub.endpoint()
         ),
     );
-    let mut child = Command::new(FUSE_BIN)
-        .args(["--config", &cfg])
-        .env_remove("HF_ENDPOINT")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.contains("mounted at"), "{line}");
+    let mut child =
+        common::spawn::spawn_mounted(Command::new(FUSE_BIN).args(["--config", &cfg]).env_remove("HF_ENDPOINT"));
     assert_eq!(std::fs::read_to_string(mnt.path().join("config.json")).unwrap(), "{\"onnx\": true}\n");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

@@ -154,16 +154,12 @@ fn subfolders_revisions_and_private_repos() {
         .http(post(format!("{e}/api/models/alice/rev/tag/main"), serde_json::json!({"tag": "v1"})))
         .is_success());
     hub.seed_repo("alice/rev", &[("v.txt", b"two\n".to_vec())], false);
-    let body = "{\"key\":\"header\",\"value\":{\"summary\":\"pr\"}}\n{\"key\":\"file\",\"value\":{\"path\":\"v.txt\",\"content\":\"cHIK\",\"encoding\":\"base64\"}}\n";
-    let status = hub.http(async {
-        c.post(format!("{e}/api/models/alice/rev/commit/main?create_pr=1"))
-            .bearer_auth(common::WRITE_TOKEN)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let lines = [
+        r#"{"key":"header","value":{"summary":"pr"}}"#,
+        r#"{"key":"file","value":{"path":"v.txt","content":"cHIK","encoding":"base64"}}"#,
+    ]
+    .map(String::from);
+    let status = hub.commit("alice/rev", "?create_pr=1", &lines);
     assert!(status.is_success());
     for (rev, want) in
         [(first.as_str(), "one\n"), ("stable", "one\n"), ("v1", "one\n"), ("main", "two\n"), ("refs/pr/1", "pr\n")]

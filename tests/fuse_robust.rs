@@ -36,25 +36,15 @@ fn remote_commits_show_up_and_pinned_mounts_do_not_move() {
     let ino = std::fs::metadata(m.p("v.txt")).unwrap().ino();
 
     // A new commit: v.txt changes (size too), new.txt appears, gone.txt and d/x.txt change or vanish.
-    let e = hub.endpoint();
-    let body = [
+    let lines = [
         r#"{"key":"header","value":{"summary":"change"}}"#,
         r#"{"key":"file","value":{"path":"v.txt","content":"dHdvLCBsb25nZXIK","encoding":"base64"}}"#,
         r#"{"key":"file","value":{"path":"new.txt","content":"bmV3Cg==","encoding":"base64"}}"#,
         r#"{"key":"file","value":{"path":"d/x.txt","content":"eHg=","encoding":"base64"}}"#,
         r#"{"key":"deletedFile","value":{"path":"gone.txt"}}"#,
     ]
-    .join("\n");
-    let status = hub.http(async {
-        reqwest::Client::new()
-            .post(format!("{e}/api/models/alice/live/commit/main"))
-            .bearer_auth(common::WRITE_TOKEN)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    .map(String::from);
+    let status = hub.commit("alice/live", "", &lines);
     assert!(status.is_success());
     let seen = wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(m.p("v.txt")).ok().as_deref() == Some("two, longer\n")

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{get_all_pages, get_json, http, start, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN};
+use common::{get_all_pages, get_json, http, json_of, start, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN};
 use serde_json::{json, Value};
 
 async fn batch(e: &str, id: &str, lines: &[Value], token: &str) -> (u16, Value) {
@@ -61,15 +61,12 @@ async fn bucket_lifecycle_raw_prefix_listing_and_atomic_batches() {
     assert_eq!(root, [("directory", "a"), ("directory", "b")]);
 
     // paths-info answers files only, skipping unknown paths.
-    let pi: Vec<Value> = http()
-        .post(format!("{e}/api/buckets/alice/store/paths-info"))
-        .json(&json!({"paths": ["b/c/d.bin", "nope", "b"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pi: Vec<Value> = json_of(
+        http()
+            .post(format!("{e}/api/buckets/alice/store/paths-info"))
+            .json(&json!({"paths": ["b/c/d.bin", "nope", "b"]})),
+    )
+    .await;
     assert_eq!(pi.len(), 1);
     assert_eq!(pi[0]["path"], "b/c/d.bin");
     let hash = pi[0]["xetHash"].as_str().unwrap().to_string();
@@ -88,15 +85,9 @@ async fn bucket_lifecycle_raw_prefix_listing_and_atomic_batches() {
     assert_eq!((s, v), (200, json!({"failed": []})));
     let after = keys(&e, "alice/store").await;
     assert!(after.contains(&"copy/d.bin".to_string()) && !after.contains(&"b/c/d.bin".to_string()));
-    let copied: Vec<Value> = http()
-        .post(format!("{e}/api/buckets/alice/store/paths-info"))
-        .json(&json!({"paths": ["copy/d.bin"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let copied: Vec<Value> =
+        json_of(http().post(format!("{e}/api/buckets/alice/store/paths-info")).json(&json!({"paths": ["copy/d.bin"]})))
+            .await;
     assert_eq!(copied[0]["mtime"], "2023-11-14T22:13:20.000Z");
     assert_eq!(copied[0]["size"], 1, "size comes from the CAS, not the client");
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bytes, get_json, http, start_seeded, WRITE_TOKEN};
+use common::{bytes, get_json, http, json_of, start_seeded, WRITE_TOKEN};
 use hf_hub_emulator::testing::XetReader;
 use hf_hub_emulator::{FaultKind, FaultSpec, RouteClass};
 use serde_json::{json, Value};
@@ -51,16 +51,10 @@ async fn reconstruction_urls_point_at_the_seeking_route_which_matches_xet_core()
     let e = hub.endpoint();
     let (cas, token) = cas_token(&e).await;
     let hash = xet_hash(&e).await;
-    let recon: Value = http()
-        .get(format!("{cas}/v2/reconstructions/{hash}"))
-        .bearer_auth(&token)
-        .header("range", "bytes=0-99999")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let recon: Value = json_of(
+        http().get(format!("{cas}/v2/reconstructions/{hash}")).bearer_auth(&token).header("range", "bytes=0-99999"),
+    )
+    .await;
     let (xorb, fetches) = recon["xorbs"].as_object().unwrap().iter().next().unwrap();
     let fetch = &fetches[0];
     let url = fetch["url"].as_str().unwrap();
@@ -69,15 +63,10 @@ async fn reconstruction_urls_point_at_the_seeking_route_which_matches_xet_core()
     let (start, end) = (r["start"].as_u64().unwrap(), r["end"].as_u64().unwrap());
 
     // The same xorb bytes from xet-core's own LocalServer route.
-    let inner: Value = http()
-        .get(format!("{}/v2/reconstructions/{hash}", hub.cas().inner_url()))
-        .header("range", "bytes=0-99999")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inner: Value = json_of(
+        http().get(format!("{}/v2/reconstructions/{hash}", hub.cas().inner_url())).header("range", "bytes=0-99999"),
+    )
+    .await;
     let inner_url = inner["xorbs"][xorb][0]["url"].as_str().unwrap().to_string();
     let range = format!("bytes={start}-{end}");
     let ours = http().get(url).header("range", &range).send().await.unwrap();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod model;
+pub mod spawn;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -102,6 +103,16 @@ impl Hub {
     /// An HTTP call against the emulator (for commits and faults).
     pub fn http<T>(&self, f: impl std::future::Future<Output = T>) -> T {
         self.rt.block_on(f)
+    }
+
+    /// Posts an NDJSON commit (`lines`, header first) to `main` of `repo`, `query` appended
+    /// (e.g. `?create_pr=1`), with the write token; returns the HTTP status.
+    pub fn commit(&self, repo: &str, query: &str, lines: &[String]) -> reqwest::StatusCode {
+        let url = format!("{}/api/models/{repo}/commit/main{query}", self.endpoint());
+        let body = lines.join("\n");
+        self.http(async {
+            reqwest::Client::new().post(url).bearer_auth(WRITE_TOKEN).body(body).send().await.unwrap().status()
+        })
     }
 }
 

@@ -58,19 +58,9 @@ pub fn children(model: &Model, dir: &str) -> Vec<String> {
 
 /// Commits `ops` (NDJSON lines) to `main` of `repo`.
 pub fn commit(hub: &Hub, repo: &str, ops: Vec<String>) {
-    let e = hub.endpoint();
     let mut lines = vec![r#"{"key":"header","value":{"summary":"model step"}}"#.to_string()];
     lines.extend(ops);
-    let status = hub.http(async {
-        reqwest::Client::new()
-            .post(format!("{e}/api/models/{repo}/commit/main"))
-            .bearer_auth(super::WRITE_TOKEN)
-            .body(lines.join("\n"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
+    let status = hub.commit(repo, "", &lines);
     assert!(status.is_success(), "{status}");
 }
 

@@ -126,5 +126,10 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str, token: Option<&
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
+    json_of(req).await
+}
+
+/// Sends `req` and parses the JSON answer.
+pub async fn json_of<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> T {
     req.send().await.unwrap().json().await.unwrap()
 }
