@@ -296,13 +296,8 @@ impl CacheState {
                 true
             }
         };
-        match &self.writer {
-            Some(w) => {
-                let _ = w.send(WriteJob::Drop { loc, last });
-            }
-            None => {
-                let _ = drop_block(&loc, last); // no writer yet (the scan at start): do it here
-            }
+        if let Some(w) = &self.writer {
+            let _ = w.send(WriteJob::Drop { loc, last });
         }
     }
 }
@@ -348,11 +343,17 @@ impl Actor for ChunkCache {
 
     async fn pre_start(
         &self,
-        _: ActorRef<Self::Msg>,
+        me: ActorRef<Self::Msg>,
         state: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let scan = {
-            let st = state.lock();
+            let mut st = state.lock();
+            if st.disk_dir.is_some() {
+                // This incarnation's writer (a restart's old one ends with its channel): disk
+                // writes and drops, the scan's evictions included, all go through it.
+                st.pending_write_bytes = 0;
+                st.writer = Some(spawn_writer(me));
+            }
             (!st.scanned).then(|| st.disk_dir.clone()).flatten()
         };
         if let Some(dir) = scan {
@@ -391,7 +392,7 @@ fn on_message(
                     let room = st.pending_write_bytes + len <= MAX_PENDING_DISK_WRITE_BYTES;
                     if let (Some(dir), true) = (st.disk_dir.clone(), room) {
                         if st.writer.is_none() {
-                            // A new writer (first use, or after a restart): nothing is pending on it.
+                            // The last writer stopped taking jobs: a new one, with nothing pending.
                             st.pending_write_bytes = 0;
                             st.writer = Some(spawn_writer(me.clone()));
                         }
