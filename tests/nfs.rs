@@ -83,23 +83,49 @@ async fn read_range(c: &mut Conn, fh: &nfs_fh3, offset: u64, count: u32) -> Resu
     }
 }
 
-async fn read_all(c: &mut Conn, fh: &nfs_fh3) -> Vec<u8> {
+async fn try_read_all(c: &mut Conn, fh: &nfs_fh3) -> Result<Vec<u8>, nfsstat3> {
     let mut out = Vec::new();
     loop {
-        let (data, eof) = read_range(c, fh, out.len() as u64, 1 << 20).await.unwrap();
+        let (data, eof) = read_range(c, fh, out.len() as u64, 1 << 20).await?;
         out.extend_from_slice(&data);
         if eof || data.is_empty() {
-            return out;
+            return Ok(out);
         }
     }
 }
 
+async fn read_all(c: &mut Conn, fh: &nfs_fh3) -> Vec<u8> {
+    try_read_all(c, fh).await.unwrap()
+}
+
+/// Runs `$op` (a lookup and a use of the handle, giving a `Result<_, nfsstat3>`) again when the
+/// server answers STALE, as an NFS client does: an entry nobody holds can be unloaded by the
+/// inode cap between the LOOKUP and its use (NFS reports no lookups to hold it by).
+macro_rules! again_if_stale {
+    ($op:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $op {
+                Err(nfsstat3::NFS3ERR_STALE) if tries < 3 => tries += 1,
+                done => break done,
+            }
+        }
+    }};
+}
+
 /// Every entry of a directory through READDIRPLUS paging; returns names and the page count.
 async fn list_all(c: &mut Conn, dir: &nfs_fh3, maxcount: u32) -> (Vec<String>, usize) {
+    try_list_all(c, dir, maxcount).await.unwrap_or_else(|e| panic!("readdirplus failed: {e:?}"))
+}
+
+async fn try_list_all(c: &mut Conn, dir: &nfs_fh3, maxcount: u32) -> Result<(Vec<String>, usize), nfsstat3> {
     let (mut names, mut cookie, mut verf, mut pages) = (Vec::new(), 0u64, cookieverf3::default(), 0);
     loop {
         let args = READDIRPLUS3args { dir: dir.clone(), cookie, cookieverf: verf, dircount: maxcount, maxcount };
-        let Nfs3Result::Ok(ok) = c.nfs3_client.readdirplus(&args).await.unwrap() else { panic!("readdirplus failed") };
+        let ok = match c.nfs3_client.readdirplus(&args).await.unwrap() {
+            Nfs3Result::Ok(ok) => ok,
+            Nfs3Result::Err((stat, _)) => return Err(stat),
+        };
         pages += 1;
         verf = ok.cookieverf;
         for e in &ok.reply.entries.0 {
@@ -110,7 +136,7 @@ async fn list_all(c: &mut Conn, dir: &nfs_fh3, maxcount: u32) -> (Vec<String>, u
             }
         }
         if ok.reply.eof {
-            return (names, pages);
+            return Ok((names, pages));
         }
     }
 }
@@ -274,8 +300,13 @@ fn random_operations_over_nfs_match_a_model_of_the_repo() {
                 let count = 1 + rng.below(1 << 20) as u32;
                 log.push(format!("READ {path} @{off} +{count}"));
                 let got = s.rt.block_on(async {
-                    let fh = lookup_path(&mut c, &path).await?;
-                    read_range(&mut c, &fh, off, count).await
+                    again_if_stale!(
+                        async {
+                            let fh = lookup_path(&mut c, &path).await?;
+                            read_range(&mut c, &fh, off, count).await
+                        }
+                        .await
+                    )
                 });
                 let (data, eof) = got.unwrap_or_else(|e| fail(format!("{e:?}"), &log));
                 let start = (off as usize).min(want.len());
@@ -287,9 +318,15 @@ fn random_operations_over_nfs_match_a_model_of_the_repo() {
             40..=59 => {
                 log.push(format!("read all {path}"));
                 let got = s.rt.block_on(async {
-                    let fh = lookup_path(&mut c, &path).await.unwrap();
-                    read_all(&mut c, &fh).await
+                    again_if_stale!(
+                        async {
+                            let fh = lookup_path(&mut c, &path).await?;
+                            try_read_all(&mut c, &fh).await
+                        }
+                        .await
+                    )
                 });
+                let got = got.unwrap_or_else(|e| fail(format!("{e:?}"), &log));
                 if got != want {
                     fail(format!("{} bytes, {} expected", got.len(), want.len()), &log);
                 }
@@ -297,9 +334,18 @@ fn random_operations_over_nfs_match_a_model_of_the_repo() {
             60..=74 => {
                 log.push(format!("GETATTR {path}"));
                 let size = s.rt.block_on(async {
-                    let fh = lookup_path(&mut c, &path).await.unwrap();
-                    c.nfs3_client.getattr(&GETATTR3args { object: fh }).await.unwrap().unwrap().obj_attributes.size
+                    again_if_stale!(
+                        async {
+                            let fh = lookup_path(&mut c, &path).await?;
+                            match c.nfs3_client.getattr(&GETATTR3args { object: fh }).await.unwrap() {
+                                Nfs3Result::Ok(ok) => Ok(ok.obj_attributes.size),
+                                Nfs3Result::Err((stat, _)) => Err(stat),
+                            }
+                        }
+                        .await
+                    )
                 });
+                let size = size.unwrap_or_else(|e| fail(format!("{e:?}"), &log));
                 if size != want.len() as u64 {
                     fail(format!("size {size}, model {}", want.len()), &log);
                 }
@@ -307,10 +353,16 @@ fn random_operations_over_nfs_match_a_model_of_the_repo() {
             75..=89 => {
                 let d = path.rsplit_once('/').map_or("", |(d, _)| d).to_string();
                 log.push(format!("READDIRPLUS {d:?}"));
-                let mut names = s.rt.block_on(async {
-                    let fh = lookup_path(&mut c, &d).await.unwrap();
-                    list_all(&mut c, &fh, 1024).await.0
+                let names = s.rt.block_on(async {
+                    again_if_stale!(
+                        async {
+                            let fh = lookup_path(&mut c, &d).await?;
+                            try_list_all(&mut c, &fh, 1024).await
+                        }
+                        .await
+                    )
                 });
+                let mut names = names.unwrap_or_else(|e| fail(format!("{e:?}"), &log)).0;
                 names.sort();
                 if names != children(&model, &d) {
                     fail(format!("listing {names:?}, model {:?}", children(&model, &d)), &log);
@@ -322,10 +374,14 @@ fn random_operations_over_nfs_match_a_model_of_the_repo() {
                 let start = std::time::Instant::now();
                 let visible = loop {
                     let ok = s.rt.block_on(async {
-                        let now = match lookup_path(&mut c, &path).await {
-                            Ok(fh) => read_all(&mut c, &fh).await == changed,
-                            Err(_) => false,
-                        };
+                        let now = again_if_stale!(
+                            async {
+                                let fh = lookup_path(&mut c, &path).await?;
+                                try_read_all(&mut c, &fh).await
+                            }
+                            .await
+                        )
+                        .is_ok_and(|got| got == changed);
                         let new = lookup_path(&mut c, &added).await.is_ok();
                         let gone = lookup_path(&mut c, &deleted).await == Err(nfsstat3::NFS3ERR_NOENT);
                         now && new && gone
