@@ -31,12 +31,8 @@ const MAX_PLANS: usize = 4096;
 
 type PlanKey = (MerkleHash, Option<(u64, u64)>);
 
-#[derive(Default)]
-struct Plans {
-    map: HashMap<PlanKey, (QueryReconstructionResponseV2, Instant)>,
-    hits: u64,
-    misses: u64,
-}
+/// Plans by file and queried range, with when each must be asked for again.
+type Plans = HashMap<PlanKey, (QueryReconstructionResponseV2, Instant)>;
 
 /// xet-core's CAS client with reconstruction plans cached until their URLs expire.
 pub struct PlanCachingClient {
@@ -47,12 +43,6 @@ pub struct PlanCachingClient {
 impl PlanCachingClient {
     pub fn new(inner: Arc<dyn Client>) -> Self {
         Self { inner, plans: Arc::default() }
-    }
-
-    /// (hits, misses) so far.
-    pub fn counts(&self) -> (u64, u64) {
-        let p = self.plans.lock();
-        (p.hits, p.misses)
     }
 }
 
@@ -119,7 +109,7 @@ impl URLProvider for ForgetOnRefresh {
     }
 
     async fn refresh_url(&self) -> Result<()> {
-        self.plans.lock().map.clear();
+        self.plans.lock().clear();
         self.inner.refresh_url().await
     }
 }
@@ -140,31 +130,25 @@ impl Client for PlanCachingClient {
     ) -> Result<Option<QueryReconstructionResponseV2>> {
         let key = (*file_id, bytes_range.map(|r| (r.start, r.end)));
         let now = Instant::now();
-        {
-            let mut p = self.plans.lock();
-            if let Some((plan, until)) = p.map.get(&key) {
-                if *until > now {
-                    let plan = plan.clone();
-                    p.hits += 1;
-                    crate::metrics::get().plans.add(1, &[crate::metrics::kv("result", "hit")]);
-                    return Ok(Some(plan));
-                }
+        if let Some((plan, until)) = self.plans.lock().get(&key) {
+            if *until > now {
+                crate::metrics::get().plans.add(1, &[crate::metrics::kv("result", "hit")]);
+                return Ok(Some(plan.clone()));
             }
-            p.misses += 1;
         }
         crate::metrics::get().plans.add(1, &[crate::metrics::kv("result", "miss")]);
         let plan = self.inner.get_reconstruction(file_id, bytes_range).await?;
         if let Some(plan) = &plan {
             let until = plan_deadline(plan, now);
             let mut p = self.plans.lock();
-            if p.map.len() >= MAX_PLANS {
-                p.map.retain(|_, (_, u)| *u > now);
-                if p.map.len() >= MAX_PLANS {
-                    p.map.clear();
+            if p.len() >= MAX_PLANS {
+                p.retain(|_, (_, u)| *u > now);
+                if p.len() >= MAX_PLANS {
+                    p.clear();
                 }
             }
             if until > now {
-                p.map.insert(key, (plan.clone(), until));
+                p.insert(key, (plan.clone(), until));
             }
         }
         Ok(plan)

@@ -40,7 +40,6 @@ impl TokenRefresher for Refresher {
 
 struct Session {
     downloads: Arc<FileDownloadSession>,
-    plans: Arc<PlanCachingClient>,
     _scratch: tempfile::TempDir,
 }
 
@@ -105,9 +104,8 @@ impl XetAdapter {
                 let session_id = xet_runtime::utils::UniqueId::new().to_string();
                 let client =
                     create_remote_client(&config, &session_id, false).await.map_err(|e| fail(e.to_string()))?;
-                let plans = Arc::new(PlanCachingClient::new(client));
-                let downloads = FileDownloadSession::from_client(&ctx, plans.clone(), None);
-                Ok(Session { downloads, plans, _scratch: scratch })
+                let downloads = FileDownloadSession::from_client(&ctx, Arc::new(PlanCachingClient::new(client)), None);
+                Ok(Session { downloads, _scratch: scratch })
             })
             .await
     }
@@ -117,11 +115,6 @@ impl XetAdapter {
         if let Err(e) = self.session().await {
             tracing::debug!("xet session not ready yet: {e}");
         }
-    }
-
-    /// Reconstruction plans (hits, misses) answered so far.
-    pub fn plan_counts(&self) -> (u64, u64) {
-        self.session.get().map_or((0, 0), |s| s.plans.counts())
     }
 
     /// Bytes `range` of the Xet file `hash` (of `size` bytes), within the Hub client's deadline,

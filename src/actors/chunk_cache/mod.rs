@@ -26,7 +26,7 @@ use crate::error::{FsError, FsResult};
 
 mod segments;
 use segments::{drop_block, scan_disk, write_block};
-pub use segments::{read_block, segment_blocks, DiskLoc, SEGMENT_BLOCKS};
+pub use segments::{read_block, segment_blocks, DiskLoc};
 
 /// Cache granularity. A random 4 KiB read fetches one block.
 pub const BLOCK_BYTES: u64 = 256 * 1024;
