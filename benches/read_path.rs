@@ -45,9 +45,12 @@ fn nfs_read(endpoint: &str, source: &str, path: &str, size: u64, streams: u64) -
     use nfs3_client::tokio::TokioConnector;
     use nfs3_types::nfs3::{diropargs3, filename3, LOOKUP3args, Nfs3Result, READ3args};
     use nfs3_types::xdr_codec::Opaque;
-    let args = Args::parse_from(["bench", "repo", source, "--hub-endpoint", endpoint, "--no-disk-cache"]);
-    let (rt, engine, _cache) = hf_mount::cli::prepare_engine(&args.mount).unwrap();
-    let server = rt.block_on(hf_mount::frontends::nfs::NfsServer::start(engine, "127.0.0.1:0", 0, 0)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().display().to_string();
+    let args =
+        Args::parse_from(["bench", "repo", source, "--hub-endpoint", endpoint, "--no-disk-cache", "--cache-dir", &dir]);
+    let (rt, engine, _dir) = hf_mount::cli::prepare_engine(&args.mount, false).unwrap();
+    let server = rt.block_on(hf_mount::frontends::nfs::NfsServer::start(engine, "127.0.0.1:0")).unwrap();
     let port = server.addr.port();
     let rate = rt.block_on(async move {
         let t = Instant::now();

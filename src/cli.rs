@@ -15,24 +15,40 @@ pub fn init_logging() {
     let _ = crate::telemetry::init(&crate::telemetry::TelemetryConfig::default());
 }
 
-/// The cache directory: the one asked for (created, checked writable), or a temporary one.
-fn cache_dir(args: &MountArgs) -> anyhow::Result<(Option<PathBuf>, Option<tempfile::TempDir>)> {
-    if args.no_disk_cache {
-        return Ok((None, None));
+/// This mount's own directory under the cache dir, created and locked: one mount uses it at a
+/// time (its journal and staging files are not shareable). The lock goes with the process.
+pub struct MountDir {
+    pub path: PathBuf,
+    _lock: std::fs::File,
+}
+
+/// Creates and locks `<cache_dir>/<source key>`, refusing clearly when another mount has it.
+pub fn lock_mount_dir(args: &MountArgs, source: &crate::hub::Source) -> anyhow::Result<MountDir> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let path = args.cache_dir.join(source.cache_key(&args.hub_endpoint));
+    std::fs::create_dir_all(&path).with_context(|| format!("cache dir {}", path.display()))?;
+    let lock_path = path.join("lock");
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("cache dir {} is not writable", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&lock_path).unwrap_or_default();
+        anyhow::bail!(
+            "{source} is already mounted with cache dir {} (by pid {}); a second mount of the same source \
+             on the same cache dir is refused: give it another --cache-dir",
+            args.cache_dir.display(),
+            holder.trim()
+        );
     }
-    match &args.cache_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("cache dir {}", dir.display()))?;
-            let probe =
-                tempfile::tempfile_in(dir).with_context(|| format!("cache dir {} is not writable", dir.display()));
-            probe?;
-            Ok((Some(dir.clone()), None))
-        }
-        None => {
-            let tmp = tempfile::Builder::new().prefix("hf-mount-cache-").tempdir()?;
-            Ok((Some(tmp.path().to_path_buf()), Some(tmp)))
-        }
-    }
+    lock.set_len(0)?;
+    write!(lock, "{}", std::process::id())?;
+    Ok(MountDir { path, _lock: lock })
 }
 
 /// Everything a mount needs, checked, with the engine started.
@@ -41,7 +57,7 @@ pub struct Prepared {
     pub engine: Engine,
     pub options: FuseOptions,
     pub mountpoint: PathBuf,
-    _cache: Option<tempfile::TempDir>,
+    pub dir: MountDir,
 }
 
 /// Keeps large buffers (reads, fetched ranges) in the heap for reuse instead of a fresh
@@ -57,16 +73,15 @@ fn tune_allocator() {
 }
 
 /// Validates the options and starts the engine (probing the source), on a runtime of its own.
-/// The temporary cache directory (if any) lives as long as the returned guard.
-pub fn prepare_engine(
-    args: &MountArgs,
-) -> anyhow::Result<(tokio::runtime::Runtime, Engine, Option<tempfile::TempDir>)> {
+/// `writable`: the frontend serves writes (buckets are then read-write unless `--read-only`).
+/// The mount's directory stays locked as long as the returned guard lives.
+pub fn prepare_engine(args: &MountArgs, writable: bool) -> anyhow::Result<(tokio::runtime::Runtime, Engine, MountDir)> {
     tune_allocator();
     let source = args.parse_source()?;
-    if !args.read_only && source.is_bucket() {
-        tracing::info!("buckets are mounted read-only in this version");
+    if !writable && !args.read_only && source.is_bucket() {
+        tracing::info!("buckets are served read-only over NFS in this version (mount with --fuse to write)");
     }
-    let (disk, cache_guard) = cache_dir(args)?;
+    let dir = lock_mount_dir(args, &source)?;
     let token = args.token_source()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -74,9 +89,9 @@ pub fn prepare_engine(
         .enable_all()
         .build()?;
     let hub = HubClient::new(&args.hub_endpoint, token, args.read_timeout())?;
-    let config = args.engine_config(&source, disk);
+    let config = args.engine_config(&source, &dir.path, writable);
     let engine = runtime.block_on(Engine::start(hub, source, config))?;
-    Ok((runtime, engine, cache_guard))
+    Ok((runtime, engine, dir))
 }
 
 /// The mountpoint argument, which a mount requires.
@@ -88,16 +103,10 @@ pub fn mountpoint(args: &MountArgs) -> anyhow::Result<PathBuf> {
 pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
     let mountpoint = mountpoint(args)?;
     fuse::check_mountpoint(&mountpoint)?;
-    let (runtime, engine, cache) = prepare_engine(args)?;
+    let (runtime, engine, dir) = prepare_engine(args, true)?;
     let ttl = engine.config().metadata_ttl;
-    let options = FuseOptions {
-        uid: args.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
-        gid: args.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
-        max_threads: args.max_threads,
-        allow_other: args.allow_other,
-        ttl,
-    };
-    Ok(Prepared { runtime, engine, options, mountpoint, _cache: cache })
+    let options = FuseOptions { max_threads: args.max_threads, allow_other: args.allow_other, ttl };
+    Ok(Prepared { runtime, engine, options, mountpoint, dir })
 }
 
 /// `hf-mount-fuse`: mounts in the foreground until unmounted or signalled.
@@ -116,7 +125,6 @@ pub fn run_fuse(args: MountArgs) -> anyhow::Result<()> {
     } else {
         mount.unmount()?;
     }
-    p.engine.shutdown();
     eprintln!("hf-mount: unmounted {}", p.mountpoint.display());
     Ok(())
 }
@@ -188,11 +196,9 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         }
         Some(std::fs::canonicalize(&mp)?)
     };
-    let (runtime, engine, _cache) = prepare_engine(m)?;
+    let (runtime, engine, _dir) = prepare_engine(m, false)?;
     let mut stop = StopSignals::install(&runtime)?;
-    let uid = m.uid.unwrap_or_else(|| unsafe { libc::getuid() });
-    let gid = m.gid.unwrap_or_else(|| unsafe { libc::getgid() });
-    let server = runtime.block_on(NfsServer::start(engine.clone(), &args.listen, uid, gid))?;
+    let server = runtime.block_on(NfsServer::start(engine.clone(), &args.listen))?;
     let actimeo = engine.config().metadata_ttl.map_or(3600, |t| t.as_secs().max(1));
     let source = engine.source();
     let Some(target) = target else {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::engine::EngineConfig;
+use crate::actors::flusher::FlushConfig;
+use crate::engine::{EngineConfig, WriteConfig};
 use crate::hub::{Source, TokenSource};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -45,17 +46,35 @@ pub struct MountArgs {
     /// File holding the token; re-read when it changes, so it can rotate.
     #[arg(long, conflicts_with = "hf_token")]
     pub token_file: Option<PathBuf>,
-    /// Mount read-only. Buckets are always read-only in this version.
+    /// Mount a bucket read-only (repos always are).
     #[arg(long)]
     pub read_only: bool,
-
-    /// On-disk cache directory (default: a temporary directory removed at unmount).
+    /// Buckets: every write goes through a staging file on disk (random writes, seek,
+    /// overwrite, truncate) and is committed in the background once the file has been quiet
+    /// for --flush-debounce-ms; `close` returns at once. Without it, new and truncated files
+    /// stream into the upload as they are written and `close` returns once committed.
     #[arg(long)]
-    pub cache_dir: Option<PathBuf>,
+    pub advanced_writes: bool,
+    /// A closed file is committed once it has not changed for this long.
+    #[arg(long, default_value_t = 2_000)]
+    pub flush_debounce_ms: u64,
+    /// A file that keeps changing is committed at least this often, and a batch waits no longer.
+    #[arg(long, default_value_t = 30_000)]
+    pub flush_max_batch_window_ms: u64,
+    /// How long unmount (or SIGTERM) waits for pending uploads; what is left stays in the
+    /// journal and is committed by the next mount of the same source on the same cache dir.
+    #[arg(long, default_value_t = 30_000)]
+    pub flush_shutdown_timeout_ms: u64,
+
+    /// Cache directory: file blocks, and for buckets the staging files and the journal that
+    /// make writes survive a crash. Each source gets its own subdirectory; one mount uses it
+    /// at a time. Persistent, so mounting again after a crash recovers pending writes.
+    #[arg(long, env = "HF_MOUNT_CACHE_DIR", default_value_os_t = default_cache_dir())]
+    pub cache_dir: PathBuf,
     /// Cap of the on-disk cache (e.g. 10G, 512M); least recently used blocks are evicted.
     #[arg(long, default_value = "10G", value_parser = parse_size)]
     pub cache_size: u64,
-    /// Keep file bytes in memory only.
+    /// Keep file bytes in memory only (buckets still keep staging files and the journal on disk).
     #[arg(long)]
     pub no_disk_cache: bool,
     /// Cap of the in-memory cache (e.g. 256M).
@@ -125,6 +144,18 @@ pub struct NfsArgs {
     pub listen: String,
 }
 
+/// `$XDG_CACHE_HOME/hf-mount`, else `~/.cache/hf-mount`, else `/tmp/hf-mount-cache-UID`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("hf-mount");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h).join(".cache").join("hf-mount");
+    }
+    // SAFETY: getuid has no failure mode.
+    PathBuf::from(format!("/tmp/hf-mount-cache-{}", unsafe { libc::getuid() }))
+}
+
 /// Parses `10G`, `512M`, `64K`, `1000` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -187,8 +218,9 @@ impl MountArgs {
         Duration::from_millis(self.read_timeout_ms.max(1))
     }
 
-    /// The engine's view of these options; `disk_cache` is the directory actually used.
-    pub fn engine_config(&self, source: &Source, disk_cache: Option<PathBuf>) -> EngineConfig {
+    /// The engine's view of these options. `dir` is this mount's own directory under the
+    /// cache dir; `writable`: the frontend serves writes to buckets.
+    pub fn engine_config(&self, source: &Source, dir: &std::path::Path, writable: bool) -> EngineConfig {
         let metadata_ttl = if source.is_pinned() {
             None
         } else if self.metadata_ttl_minimal {
@@ -198,6 +230,15 @@ impl MountArgs {
         };
         let poll =
             (!source.is_pinned() && self.poll_interval_secs > 0).then(|| Duration::from_secs(self.poll_interval_secs));
+        let writes = (writable && source.is_bucket() && !self.read_only).then(|| WriteConfig {
+            dir: dir.to_path_buf(),
+            advanced: self.advanced_writes,
+            flush: FlushConfig {
+                debounce: Duration::from_millis(self.flush_debounce_ms),
+                max_window: Duration::from_millis(self.flush_max_batch_window_ms.max(self.flush_debounce_ms)),
+            },
+            shutdown_timeout: Duration::from_millis(self.flush_shutdown_timeout_ms),
+        });
         EngineConfig {
             metadata_ttl,
             negative_ttl: metadata_ttl.unwrap_or(Duration::from_secs(3600)).max(Duration::from_secs(1)),
@@ -205,7 +246,11 @@ impl MountArgs {
             filter_os_files: !self.no_filter_os_files,
             memory_cache_bytes: self.memory_cache_size,
             max_inodes: self.max_inodes,
-            disk_cache: disk_cache.map(|d| (d, self.cache_size)),
+            disk_cache: (!self.no_disk_cache).then(|| (dir.to_path_buf(), self.cache_size)),
+            // SAFETY: getuid/getgid have no failure mode.
+            uid: self.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
+            gid: self.gid.unwrap_or_else(|| unsafe { libc::getgid() }),
+            writes,
         }
     }
 }

@@ -30,6 +30,10 @@ struct FileConfig {
     hf_token: Option<String>,
     token_file: Option<PathBuf>,
     read_only: Option<bool>,
+    advanced_writes: Option<bool>,
+    flush_debounce_ms: Option<u64>,
+    flush_max_batch_window_ms: Option<u64>,
+    flush_shutdown_timeout_ms: Option<u64>,
     cache_dir: Option<PathBuf>,
     cache_size: Option<Size>,
     no_disk_cache: Option<bool>,
@@ -105,6 +109,10 @@ pub fn apply(args: &mut MountArgs, m: &ArgMatches) -> anyhow::Result<()> {
     take!(hf_token);
     take!(token_file);
     take!(read_only);
+    take!(advanced_writes);
+    take!(flush_debounce_ms);
+    take!(flush_max_batch_window_ms);
+    take!(flush_shutdown_timeout_ms);
     take!(cache_dir);
     take!(no_disk_cache);
     take!(max_inodes);
@@ -186,7 +194,11 @@ pub fn show(args: &MountArgs) -> String {
     line("hf_token", args.hf_token.as_ref().map(|_| q("<redacted>")));
     line("token_file", args.token_file.as_deref().map(p));
     line("read_only", Some(args.read_only.to_string()));
-    line("cache_dir", args.cache_dir.as_deref().map(p));
+    line("advanced_writes", Some(args.advanced_writes.to_string()));
+    line("flush_debounce_ms", Some(args.flush_debounce_ms.to_string()));
+    line("flush_max_batch_window_ms", Some(args.flush_max_batch_window_ms.to_string()));
+    line("flush_shutdown_timeout_ms", Some(args.flush_shutdown_timeout_ms.to_string()));
+    line("cache_dir", Some(p(&args.cache_dir)));
     line("cache_size", Some(args.cache_size.to_string()));
     line("no_disk_cache", Some(args.no_disk_cache.to_string()));
     line("memory_cache_size", Some(args.memory_cache_size.to_string()));

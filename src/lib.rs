@@ -15,3 +15,4 @@ pub mod frontends;
 pub mod hub;
 pub mod metrics;
 pub mod telemetry;
+pub mod types;

@@ -34,6 +34,15 @@ pub struct Metrics {
     /// `hf_mount.actor.mailbox` {actor}: calls waiting on an actor (its mailbox depth as callers see
     /// it), recorded as each call is sent.
     pub mailbox: Histogram<u64>,
+    /// `hf_mount.flush.commits` {kind = add | delete}: batch lines the Hub applied.
+    pub flush_commits: Counter<u64>,
+    /// `hf_mount.flush.failures` {stage = upload | commit}: paths whose upload or commit failed
+    /// (each is retried with backoff, never dropped).
+    pub flush_failures: Counter<u64>,
+    /// `hf_mount.upload.bytes`: bytes fed to xet-core's upload (before deduplication).
+    pub upload_bytes: Counter<u64>,
+    /// `hf_mount.flush.pending`: paths waiting to be committed, recorded on each change.
+    pub flush_pending: Histogram<u64>,
 }
 
 pub fn get() -> &'static Metrics {
@@ -72,6 +81,17 @@ pub fn get() -> &'static Metrics {
             actor_restarts: m.u64_counter("hf_mount.actor.restarts").with_description("actors restarted").build(),
             remote_errors: m.u64_counter("hf_mount.remote.errors").with_description("failed Hub/CAS requests").build(),
             mailbox: m.u64_histogram("hf_mount.actor.mailbox").with_description("calls waiting on an actor").build(),
+            flush_commits: m.u64_counter("hf_mount.flush.commits").with_description("batch lines committed").build(),
+            flush_failures: m
+                .u64_counter("hf_mount.flush.failures")
+                .with_description("uploads or commits that failed (retried)")
+                .build(),
+            upload_bytes: m
+                .u64_counter("hf_mount.upload.bytes")
+                .with_unit("By")
+                .with_description("bytes fed to the upload")
+                .build(),
+            flush_pending: m.u64_histogram("hf_mount.flush.pending").with_description("paths not yet committed").build(),
         }
     })
 }

@@ -23,7 +23,8 @@ type Conn = Nfs3Connection<TokioIo<TcpStream>>;
 struct Served {
     server: Option<NfsServer>,
     rt: tokio::runtime::Runtime,
-    _cache: Option<tempfile::TempDir>,
+    _dir: hf_mount::cli::MountDir,
+    _cache: tempfile::TempDir,
 }
 
 impl Drop for Served {
@@ -38,9 +39,13 @@ fn serve(hub: &Hub, args: &[&str]) -> Served {
     let mut argv: Vec<String> = vec!["test".into(), args[0].into(), args[1].into()];
     argv.extend(args[2..].iter().map(|s| s.to_string()));
     argv.extend(["--hub-endpoint".into(), hub.endpoint(), "--read-timeout-ms".into(), "10000".into()]);
-    let (rt, engine, cache) = prepare_engine(&common::parse_args(&argv)).unwrap();
-    let server = rt.block_on(NfsServer::start(engine, "127.0.0.1:0", 0, 0)).unwrap();
-    Served { server: Some(server), rt, _cache: cache }
+    let cache = tempfile::tempdir().unwrap();
+    if !args.contains(&"--cache-dir") {
+        argv.extend(["--cache-dir".into(), cache.path().display().to_string()]);
+    }
+    let (rt, engine, dir) = prepare_engine(&common::parse_args(&argv), false).unwrap();
+    let server = rt.block_on(NfsServer::start(engine, "127.0.0.1:0")).unwrap();
+    Served { server: Some(server), rt, _dir: dir, _cache: cache }
 }
 
 impl Served {

@@ -43,23 +43,27 @@ macro_rules! supervised_actor {
 }
 
 pub mod chunk_cache;
+pub mod flusher;
 pub mod inode_table;
 pub mod poller;
 pub mod prefetch;
 pub mod revalidator;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{Sender, UnboundedSender};
 
 use crate::error::{FsError, FsResult};
 use crate::hub::{HubClient, Probe, RemoteEntry, RemoteFile, RemoteKind, Source, XetAdapter};
+use crate::types::{Invalidation, StagingId};
 use chunk_cache::{CacheMsg, CacheState, ChunkCache};
-use inode_table::{InodeMsg, InodeState, InodeTable, Invalidation};
+use flusher::{FlushMsg, Flusher, FlusherArgs, FlusherState};
+use inode_table::{InodeMsg, InodeState, InodeTable};
 use poller::{Poller, PollerArgs, PollerMsg};
 use prefetch::{HandleState, Prefetch, PrefetchMsg};
 use revalidator::{Revalidator, RevalidatorMsg};
@@ -68,6 +72,10 @@ use revalidator::{Revalidator, RevalidatorMsg};
 const ACTOR_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts of one actor call across restarts.
 const ACTOR_CALL_ATTEMPTS: u32 = 4;
+/// Our own commits remembered, to tell them from remote changes.
+const OWN_COMMITS_KEPT: usize = 64;
+/// Clock slack between us and the Hub when matching its `updatedAt` to our commits.
+const OWN_COMMIT_SLACK: Duration = Duration::from_secs(1);
 
 /// Everything the actors need to reach the Hub and CAS for one source.
 pub struct Remote {
@@ -76,6 +84,8 @@ pub struct Remote {
     source: RwLock<Source>,
     /// Commit sha (repos) or `updatedAt` (buckets) of the last probe.
     version: RwLock<String>,
+    /// When our own batches were sent and answered (wall clock).
+    own_commits: Mutex<VecDeque<(SystemTime, SystemTime)>>,
 }
 
 impl Remote {
@@ -84,7 +94,13 @@ impl Remote {
         source.id = probe.id.clone();
         let commit = if source.is_bucket() { String::new() } else { probe.version.clone() };
         let xet = XetAdapter::new(hub.clone(), source.clone(), commit);
-        Self { hub, xet, source: RwLock::new(source), version: RwLock::new(probe.version.clone()) }
+        Self {
+            hub,
+            xet,
+            source: RwLock::new(source),
+            version: RwLock::new(probe.version.clone()),
+            own_commits: Mutex::new(VecDeque::new()),
+        }
     }
 
     pub fn source(&self) -> Source {
@@ -120,6 +136,33 @@ impl Remote {
             self.xet.set_commit(&probe.version);
         }
         true
+    }
+
+    /// Notes a batch of ours sent at `start` and answered at `end`.
+    pub fn note_own_commit(&self, start: SystemTime, end: SystemTime) {
+        let mut c = self.own_commits.lock();
+        if c.len() == OWN_COMMITS_KEPT {
+            c.pop_front();
+        }
+        c.push_back((start, end));
+    }
+
+    /// Whether a change stamped `modified` by the Hub is one of our own commits (then the
+    /// loaded directories need no re-listing: the inode table already has what we wrote).
+    pub fn is_own_change(&self, modified: Option<SystemTime>) -> bool {
+        let Some(t) = modified else { return false };
+        self.own_commits.lock().iter().any(|(s, e)| {
+            let lo = s.checked_sub(OWN_COMMIT_SLACK).unwrap_or(SystemTime::UNIX_EPOCH);
+            t >= lo && t <= *e + OWN_COMMIT_SLACK
+        })
+    }
+
+    /// Every file below `path` (a mount path), with entry paths relative to the mount.
+    pub async fn list_recursive(&self, path: &str) -> FsResult<Vec<RemoteEntry>> {
+        let src = self.source();
+        let entries = self.hub.list_recursive(&src, &self.commit(), &src.repo_path(path)).await?;
+        let strip = if src.subfolder.is_empty() { 0 } else { src.subfolder.len() + 1 };
+        Ok(entries.into_iter().map(|e| RemoteEntry { path: e.path[strip..].to_string(), kind: e.kind }).collect())
     }
 
     pub async fn probe(&self) -> FsResult<Probe> {
@@ -175,6 +218,8 @@ pub struct Refs {
     pub prefetch: ActorRef<PrefetchMsg>,
     pub cache: ActorRef<CacheMsg>,
     pub poller: Option<ActorRef<PollerMsg>>,
+    /// Writable mounts only.
+    pub flusher: Option<ActorRef<FlushMsg>>,
 }
 
 /// The current incarnation of every actor; the supervisor swaps entries on restart.
@@ -234,6 +279,7 @@ pub enum ActorKind {
     Prefetch,
     ChunkCache,
     Poller,
+    Flusher,
 }
 
 /// What the supervisor needs to (re)spawn every actor.
@@ -242,9 +288,32 @@ pub struct EngineArgs {
     pub inodes: Arc<Mutex<InodeState>>,
     pub handles: Arc<Mutex<HandleState>>,
     pub cache: Arc<Mutex<CacheState>>,
-    pub invalidations: UnboundedSender<Invalidation>,
+    pub invalidations: Sender<Invalidation>,
     pub poll_interval: Option<Duration>,
     pub registry: Registry,
+    /// Writable mounts: the flusher's state, the uploader, and where released staging files go.
+    pub writes: Option<WriteArgs>,
+}
+
+pub struct WriteArgs {
+    pub state: Arc<Mutex<FlusherState>>,
+    pub uploader: Arc<crate::hub::XetUploader>,
+    pub gc: UnboundedSender<StagingId>,
+}
+
+impl EngineArgs {
+    fn inode_args(&self) -> inode_table::InodeArgs {
+        (self.inodes.clone(), self.writes.as_ref().map(|w| w.gc.clone()))
+    }
+
+    fn flusher_args(&self) -> Option<FlusherArgs> {
+        self.writes.as_ref().map(|w| FlusherArgs {
+            state: w.state.clone(),
+            registry: self.registry.clone(),
+            remote: self.remote.clone(),
+            uploader: w.uploader.clone(),
+        })
+    }
 }
 
 pub enum SupervisorMsg {
@@ -275,7 +344,7 @@ async fn spawn_one(kind: ActorKind, args: &EngineArgs, me: ActorCell, refs: &mut
     }
     match kind {
         ActorKind::InodeTable => {
-            let a = link!(InodeTable, args.inodes.clone());
+            let a = link!(InodeTable, args.inode_args());
             if let Some(r) = refs.as_mut() {
                 r.inode = a;
             }
@@ -310,6 +379,13 @@ async fn spawn_one(kind: ActorKind, args: &EngineArgs, me: ActorCell, refs: &mut
                 r.poller = Some(a);
             }
         }
+        ActorKind::Flusher => {
+            let Some(fa) = args.flusher_args() else { return Ok(()) };
+            let a = link!(Flusher, fa);
+            if let Some(r) = refs.as_mut() {
+                r.flusher = Some(a);
+            }
+        }
     }
     Ok(())
 }
@@ -326,6 +402,8 @@ fn kind_of(refs: &Refs, cell: &ActorCell) -> Option<ActorKind> {
         Some(ActorKind::ChunkCache)
     } else if refs.poller.as_ref().is_some_and(|p| p.get_id() == id) {
         Some(ActorKind::Poller)
+    } else if refs.flusher.as_ref().is_some_and(|p| p.get_id() == id) {
+        Some(ActorKind::Flusher)
     } else {
         None
     }
@@ -342,16 +420,17 @@ impl Actor for Supervisor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let cell = me.get_cell();
-        let inode = Actor::spawn_linked(None, InodeTable, args.inodes.clone(), cell.clone()).await?.0;
+        let inode = Actor::spawn_linked(None, InodeTable, args.inode_args(), cell.clone()).await?.0;
         let revalidator = Actor::spawn_linked(None, Revalidator, args.remote.clone(), cell.clone()).await?.0;
         let prefetch = Actor::spawn_linked(None, Prefetch, args.handles.clone(), cell.clone()).await?.0;
         let cache = Actor::spawn_linked(None, ChunkCache, args.cache.clone(), cell.clone()).await?.0;
-        *args.registry.0.write() = Some(Refs { inode, revalidator, prefetch, cache, poller: None });
+        *args.registry.0.write() = Some(Refs { inode, revalidator, prefetch, cache, poller: None, flusher: None });
+        let mut refs = args.registry.0.read().clone();
         if args.poll_interval.is_some() {
-            let mut refs = args.registry.0.read().clone();
             spawn_one(ActorKind::Poller, &args, cell.clone(), &mut refs).await?;
-            *args.registry.0.write() = refs;
         }
+        spawn_one(ActorKind::Flusher, &args, cell.clone(), &mut refs).await?;
+        *args.registry.0.write() = refs;
         Ok(SupervisorState { args, restarts: 0 })
     }
 
@@ -363,6 +442,9 @@ impl Actor for Supervisor {
             refs.cache.stop(None);
             if let Some(p) = refs.poller {
                 p.stop(None);
+            }
+            if let Some(f) = refs.flusher {
+                f.stop(None);
             }
         }
         Ok(())

@@ -10,11 +10,12 @@ use tracing::Instrument;
 
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
 
-use super::inode_table::{InodeMsg, Invalidation};
+use super::inode_table::InodeMsg;
 use super::{call, Registry, Remote};
 use crate::error::FsResult;
+use crate::types::Invalidation;
 
 /// Directories re-listed at once after a change.
 const POLL_LIST_CONCURRENCY: usize = 4;
@@ -35,7 +36,7 @@ pub enum PollerMsg {
 pub struct PollerArgs {
     pub remote: Arc<Remote>,
     pub registry: Registry,
-    pub invalidations: UnboundedSender<Invalidation>,
+    pub invalidations: Sender<Invalidation>,
     pub interval: Option<Duration>,
 }
 
@@ -123,19 +124,26 @@ fn on_message(
 }
 
 /// One poll; returns whether the source had changed.
-pub async fn poll_once(remote: &Remote, registry: &Registry, tx: &UnboundedSender<Invalidation>) -> FsResult<bool> {
+pub async fn poll_once(remote: &Remote, registry: &Registry, tx: &Sender<Invalidation>) -> FsResult<bool> {
     let probe = remote.probe().await?;
     if !remote.advance(&probe) {
         return Ok(false);
     }
+    if remote.is_own_change(probe.modified) {
+        tracing::debug!("{} changed by our own commit; nothing to re-list", remote.source_label());
+        return Ok(false);
+    }
     tracing::info!("{} changed (now {}); refreshing loaded directories", remote.source_label(), probe.version);
-    let dirs = call(registry, |r| r.inode.clone(), |reply| InodeMsg::LoadedDirs { reply }).await?;
+    let (dirs, epoch) = call(registry, |r| r.inode.clone(), |reply| InodeMsg::LoadedDirs { reply }).await?;
     let results: Vec<_> = futures::stream::iter(dirs)
-        .map(|(ino, path)| async move { (ino, remote.list(&path).await) })
+        .map(|(ino, path)| async move {
+            let listing = remote.list(&path).await;
+            (ino, path, listing)
+        })
         .buffer_unordered(POLL_LIST_CONCURRENCY)
         .collect()
         .await;
-    for (ino, listing) in results {
+    for (ino, path, listing) in results {
         let entries = match listing {
             Ok(e) => e,
             // A directory that is gone lists as empty: its children disappear.
@@ -145,11 +153,12 @@ pub async fn poll_once(remote: &Remote, registry: &Registry, tx: &UnboundedSende
         let inval = call(
             registry,
             |r| r.inode.clone(),
-            |reply| InodeMsg::ApplyListing { ino, entries: entries.clone(), reply },
+            |reply| InodeMsg::ApplyListing { ino, path: path.clone(), epoch, entries: entries.clone(), reply },
         )
         .await?;
         for i in inval {
-            let _ = tx.send(i);
+            // Full: the kernel's TTL expires the entry anyway.
+            let _ = tx.try_send(i);
         }
     }
     Ok(true)

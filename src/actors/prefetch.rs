@@ -17,9 +17,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use super::inode_table::Ino;
 use crate::error::{FsError, FsResult};
-use crate::hub::RemoteFile;
+use crate::hub::{RemoteFile, StreamingUpload};
+use crate::types::{Ino, StagingId};
 
 /// The first read-ahead after two sequential reads.
 pub const PREFETCH_MIN_WINDOW_BYTES: u64 = 1 << 20;
@@ -36,7 +36,38 @@ pub const STREAMS_PER_HANDLE: usize = 8;
 pub type Fh = u64;
 
 /// The entries of an open directory, as listed when it was opened.
-pub type DirSnapshot = Arc<Vec<crate::engine::DirEntry>>;
+pub type DirSnapshot = Arc<Vec<crate::types::DirEntry>>;
+
+/// How a handle writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Sequential bytes streamed into an upload as they arrive; committed at close.
+    Stream,
+    /// Any writes into the staging file; committed by the flusher (debounced, or at close in
+    /// the default mode).
+    Staged,
+}
+
+/// The write side of an open file.
+#[derive(Clone)]
+pub struct WriteHandle {
+    pub mode: WriteMode,
+    pub staging: StagingId,
+    /// Who opened it: a flush from another process (an inherited descriptor) commits nothing.
+    pub pid: u32,
+    /// What needs committing: a new file, one cut at open, bytes written.
+    pub created: bool,
+    pub truncated: bool,
+    pub wrote: bool,
+    /// Stream mode: the upload and the next offset it expects.
+    pub stream: Option<Arc<tokio::sync::Mutex<StreamingUpload>>>,
+}
+
+impl WriteHandle {
+    pub fn dirty(&self) -> bool {
+        self.created || self.truncated || self.wrote
+    }
+}
 
 /// One sequential stream through a file.
 #[derive(Debug, Clone, Copy)]
@@ -53,14 +84,16 @@ struct Stream {
 struct FileHandle {
     ino: Ino,
     path: String,
-    file: Arc<RemoteFile>,
+    /// The Hub's bytes this handle reads; `None`: the bytes are local (read from staging).
+    file: Option<Arc<RemoteFile>>,
     streams: Vec<Stream>,
     reads: u64,
+    write: Option<WriteHandle>,
 }
 
 impl FileHandle {
-    fn new(ino: Ino, path: String, file: Arc<RemoteFile>) -> Self {
-        Self { ino, path, file, streams: Vec::new(), reads: 0 }
+    fn new(ino: Ino, path: String, file: Option<Arc<RemoteFile>>) -> Self {
+        Self { ino, path, file, streams: Vec::new(), reads: 0, write: None }
     }
 
     fn window(&self) -> u64 {
@@ -90,7 +123,8 @@ impl Default for HandleState {
 pub struct ReadPlan {
     pub ino: Ino,
     pub path: String,
-    pub file: Arc<RemoteFile>,
+    /// `None`: the bytes are local; `want` is not clamped to the size (the caller knows it).
+    pub file: Option<Arc<RemoteFile>>,
     pub want: Range<u64>,
     pub ahead: Option<Range<u64>>,
 }
@@ -99,8 +133,27 @@ pub enum PrefetchMsg {
     OpenFile {
         ino: Ino,
         path: String,
-        file: Arc<RemoteFile>,
+        file: Option<Arc<RemoteFile>>,
+        write: Option<WriteHandle>,
         reply: RpcReplyPort<Fh>,
+    },
+    /// The bytes of `ino` moved (to local staging, or to the Hub's copy after a commit).
+    Retarget {
+        ino: Ino,
+        file: Option<Arc<RemoteFile>>,
+    },
+    /// The inode and write side of a handle.
+    WriteInfo {
+        fh: Fh,
+        reply: RpcReplyPort<FsResult<(Ino, Option<WriteHandle>)>>,
+    },
+    /// The handle wrote something.
+    MarkWrote {
+        fh: Fh,
+    },
+    /// What the handle changed is committed.
+    MarkCommitted {
+        fh: Fh,
     },
     Plan {
         fh: Fh,
@@ -119,7 +172,7 @@ pub enum PrefetchMsg {
     },
     ReleaseFile {
         fh: Fh,
-        reply: RpcReplyPort<Option<Ino>>,
+        reply: RpcReplyPort<Option<(Ino, Option<WriteHandle>)>>,
     },
     OpenDir {
         entries: DirSnapshot,
@@ -150,16 +203,39 @@ fn on_message(
 ) -> Result<(), ActorProcessingErr> {
     let mut st = state.lock();
     match msg {
-        PrefetchMsg::OpenFile { ino, path, file, reply } => {
+        PrefetchMsg::OpenFile { ino, path, file, write, reply } => {
             let fh = st.next_fh;
             st.next_fh += 1;
-            st.files.insert(fh, FileHandle::new(ino, path, file));
+            let mut h = FileHandle::new(ino, path, file);
+            h.write = write;
+            st.files.insert(fh, h);
             let _ = reply.send(fh);
+        }
+        PrefetchMsg::Retarget { ino, file } => {
+            for h in st.files.values_mut().filter(|h| h.ino == ino) {
+                h.file = file.clone();
+                h.streams.clear();
+            }
+            st.implicit.remove(&ino);
+        }
+        PrefetchMsg::WriteInfo { fh, reply } => {
+            let _ = reply.send(st.files.get(&fh).ok_or(FsError::Stale).map(|h| (h.ino, h.write.clone())));
+        }
+        PrefetchMsg::MarkWrote { fh } => {
+            if let Some(w) = st.files.get_mut(&fh).and_then(|h| h.write.as_mut()) {
+                w.wrote = true;
+            }
+        }
+        PrefetchMsg::MarkCommitted { fh } => {
+            if let Some(w) = st.files.get_mut(&fh).and_then(|h| h.write.as_mut()) {
+                (w.created, w.truncated, w.wrote) = (false, false, false);
+            }
         }
         PrefetchMsg::Plan { fh, offset, size, reply } => {
             let _ = reply.send(st.files.get_mut(&fh).ok_or(FsError::Stale).map(|h| plan(h, offset, size)));
         }
         PrefetchMsg::PlanIno { ino, path, file, offset, size, reply } => {
+            let file = Some(file);
             let fresh = st.implicit.get(&ino).is_none_or(|h| h.file != file);
             if fresh {
                 if st.implicit.len() >= IMPLICIT_HANDLES_MAX {
@@ -174,7 +250,7 @@ fn on_message(
             let _ = reply.send(plan(h, offset, size));
         }
         PrefetchMsg::ReleaseFile { fh, reply } => {
-            let _ = reply.send(st.files.remove(&fh).map(|h| h.ino));
+            let _ = reply.send(st.files.remove(&fh).map(|h| (h.ino, h.write)));
         }
         PrefetchMsg::OpenDir { entries, reply } => {
             let fh = st.next_fh;
@@ -197,8 +273,12 @@ fn on_message(
 
 /// Updates a handle's patterns with a read and says what to fetch.
 fn plan(h: &mut FileHandle, offset: u64, size: u32) -> ReadPlan {
-    let size_total = h.file.size;
-    let end = (offset + size as u64).min(size_total);
+    let Some(file) = h.file.clone() else {
+        let want = offset..offset.saturating_add(size as u64);
+        return ReadPlan { ino: h.ino, path: h.path.clone(), file: None, want, ahead: None };
+    };
+    let size_total = file.size;
+    let end = offset.saturating_add(size as u64).min(size_total);
     let want = offset.min(size_total)..end;
     h.reads += 1;
     // Concurrent requests of one sequential stream can arrive slightly out of order:
@@ -248,7 +328,7 @@ fn plan(h: &mut FileHandle, offset: u64, size: u32) -> ReadPlan {
     } else {
         None
     };
-    ReadPlan { ino: h.ino, path: h.path.clone(), file: h.file.clone(), want, ahead }
+    ReadPlan { ino: h.ino, path: h.path.clone(), file: Some(file), want, ahead }
 }
 
 #[cfg(test)]
@@ -257,7 +337,7 @@ mod tests {
 
     fn handle(size: u64) -> FileHandle {
         let file = Arc::new(RemoteFile { size, xet_hash: None, etag: "e".into(), mtime: None });
-        FileHandle::new(2, "f".into(), file)
+        FileHandle::new(2, "f".into(), Some(file))
     }
 
     #[test]

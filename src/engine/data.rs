@@ -13,26 +13,59 @@ use bytes::{Bytes, BytesMut};
 use super::{Engine, FETCH_MAX_BLOCKS, READAHEAD_BUDGET_MIB, WHOLE_FILE_MAX_BYTES};
 use crate::actors::call;
 use crate::actors::chunk_cache::{read_block, Block, BlockKey, CacheMsg, DiskLoc, Slot, BLOCK_BYTES};
-use crate::actors::inode_table::{Ino, InodeMsg, NodeKind};
-use crate::actors::prefetch::{Fh, PrefetchMsg};
+use crate::actors::inode_table::{Content, NodeKind};
+use crate::actors::prefetch::{Fh, PrefetchMsg, ReadPlan};
 use crate::error::{FsError, FsResult};
 use crate::hub::RemoteFile;
+use crate::types::Ino;
 
 impl Engine {
     /// Reads `size` bytes at `offset` of an open file; short only at end of file.
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Bytes> {
         let plan =
             call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::Plan { fh, offset, size, reply }).await??;
+        if plan.file.is_none() {
+            return Ok(self.read_local(plan.ino, offset, size).await?.0);
+        }
         self.read_planned(plan).await
+    }
+
+    /// Reads a file whose bytes are (or were, when its handle was planned) local: from its
+    /// staging file, or from the Hub's copy once committed. Returns the bytes and the size.
+    async fn read_local(&self, ino: Ino, offset: u64, size: u32) -> FsResult<(Bytes, u64)> {
+        let view = self.view(ino).await?;
+        let content = match view.kind {
+            NodeKind::File(c) => c,
+            NodeKind::Dir => return Err(FsError::IsDir),
+            NodeKind::Symlink(_) => return Err(FsError::Invalid("a symlink".into())),
+        };
+        let total = content.size();
+        let start = offset.min(total);
+        let end = offset.saturating_add(size as u64).min(total);
+        match content {
+            Content::Remote(f) => Ok((self.fetch(&view.path, &f, start..end).await?, total)),
+            Content::Local { staging, .. } => {
+                let want = (end - start) as usize;
+                let mut bytes = self.writes()?.staging.read_at(staging, start, want).await?.to_vec();
+                // A file grown by truncate reads zeros past the staging file's end.
+                bytes.resize(want, 0);
+                Ok((Bytes::from(bytes), total))
+            }
+        }
     }
 
     /// Reads a file by inode, without an open (stateless protocols): attributes are
     /// revalidated as for `getattr`, and read-ahead follows the inode's read pattern.
     /// Returns the bytes and the file's size.
     pub async fn read_ino(&self, ino: Ino, offset: u64, size: u32) -> FsResult<(Bytes, u64)> {
-        let view = call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Get { ino, reply }).await??;
+        let view = self.view(ino).await?;
         let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
-        let NodeKind::File(file) = view.kind else { return Err(FsError::IsDir) };
+        let file = match view.kind {
+            NodeKind::File(Content::Remote(f)) => f,
+            NodeKind::File(Content::Local { .. }) => return self.read_local(ino, offset, size).await,
+            NodeKind::Dir => return Err(FsError::IsDir),
+            NodeKind::Symlink(_) => return Err(FsError::Invalid("a symlink".into())),
+        };
         let path = view.path.clone();
         let plan = call(
             self.reg(),
@@ -44,12 +77,13 @@ impl Engine {
         Ok((bytes, file.size))
     }
 
-    async fn read_planned(&self, plan: crate::actors::prefetch::ReadPlan) -> FsResult<Bytes> {
+    async fn read_planned(&self, plan: ReadPlan) -> FsResult<Bytes> {
         tracing::Span::current().record("path", plan.path.as_str());
+        let Some(file) = plan.file.clone() else { return Ok(self.read_local(plan.ino, plan.want.start, 0).await?.0) };
         if let Some(ahead) = plan.ahead.clone() {
             // Read-ahead waits for room in the mount-wide budget rather than being dropped: its
             // range is already counted as asked for.
-            let (me, path, file) = (self.clone(), plan.path.clone(), plan.file.clone());
+            let (me, path, file) = (self.clone(), plan.path.clone(), file.clone());
             let permits = self.inner.readaheads.clone();
             tokio::spawn(
                 async move {
@@ -65,11 +99,14 @@ impl Engine {
         if plan.want.is_empty() {
             return Ok(Bytes::new());
         }
-        self.fetch(&plan.path, &plan.file, plan.want).await
+        self.fetch(&plan.path, &file, plan.want).await
     }
 
     /// Bytes `range` of a file through the chunk cache, fetching missing blocks (single-flight).
     pub async fn fetch(&self, path: &str, file: &Arc<RemoteFile>, range: Range<u64>) -> FsResult<Bytes> {
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
         let (first, parts) = self.fetch_blocks(path, file, range.clone(), true).await?;
         assemble(parts, first * BLOCK_BYTES, range)
     }

@@ -1,28 +1,43 @@
-//! The backend-neutral message API that both frontends call. Each method is
-//! a short conversation with the actors: ask the owner of the state, and when
-//! the answer is "not known yet", ask the revalidator (which coalesces Hub
-//! requests) and report the result back to the owner. Waiting happens here,
-//! in the caller's task, never inside an actor. The read path is in `data`.
+//! The backend-neutral API that both frontends call, with every policy
+//! written once: read-only mounts, names, modes and owners, errno choices,
+//! write modes, directory paging. Each method is a short conversation with
+//! the actors: ask the owner of the state, and when the answer is "not known
+//! yet", ask the revalidator (which coalesces Hub requests) and report the
+//! result back to the owner. Waiting happens here, in the caller's task,
+//! never inside an actor. Metadata is in `meta`, reads in `data`, writes in
+//! `write`, namespace changes in `namespace`.
 
 mod data;
+mod meta;
+mod namespace;
+mod write;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 use ractor::ActorRef;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::mpsc::{channel, unbounded_channel, Receiver, Sender};
 use tokio::sync::Semaphore;
 
 use crate::actors::chunk_cache::{CacheConfig, CacheMsg, CacheState, CacheStats, BLOCK_BYTES};
-use crate::actors::inode_table::{Children, Ino, InodeMsg, InodeState, Invalidation, Lookup, NodeKind, NodeView};
-use crate::actors::prefetch::{DirSnapshot, Fh, HandleState, PrefetchMsg};
+use crate::actors::flusher::journal::{Journal, Overlay, Record};
+use crate::actors::flusher::staging::Staging;
+use crate::actors::flusher::{FlushConfig, FlushMsg, FlusherState};
+use crate::actors::inode_table::{Content, Defaults, InodeMsg, InodeState, Meta, NodeView, Restore};
+use crate::actors::prefetch::HandleState;
 use crate::actors::revalidator::RevalidatorMsg;
 use crate::actors::{
     call, call_with_timeout, new_registry, ActorKind, EngineArgs, Registry, Remote, Supervisor, SupervisorMsg,
+    WriteArgs,
 };
 use crate::error::{FsError, FsResult};
-use crate::hub::{HubClient, Source};
+use crate::hub::{HubClient, RemoteFile, Source, XetUploader};
+use crate::types::{Invalidation, WriteStatus, NAME_MAX_BYTES};
+
+pub use crate::types::{Attr, DirEntry};
+pub use namespace::{RenameFlags, StatFs};
 
 /// Read-ahead bytes being fetched at once, mount-wide, in MiB: each stream's window bounds
 /// its own share, this bounds them all (read-ahead past it waits for room).
@@ -31,6 +46,9 @@ const READAHEAD_BUDGET_MIB: u32 = 256;
 const FETCH_MAX_BLOCKS: u64 = (16 << 20) / BLOCK_BYTES;
 /// Plain (non-Xet) files up to this size are fetched and verified whole.
 const WHOLE_FILE_MAX_BYTES: u64 = 16 << 20;
+/// Kernel invalidations queued at most; past it they are dropped (the TTL still expires
+/// what they would have dropped), so a frontend that never drains them costs bounded memory.
+const INVALIDATIONS_QUEUED_MAX: usize = 4096;
 /// OS metadata files that desktop tools probe for; answered "no such file" without a Hub request.
 const OS_JUNK_NAMES: &[&str] = &[
     ".DS_Store",
@@ -50,6 +68,19 @@ pub fn is_os_junk(name: &str) -> bool {
     name.starts_with("._") || OS_JUNK_NAMES.contains(&name)
 }
 
+/// A name handed in by a frontend, as the engine accepts it: UTF-8 (the Hub's paths are), one
+/// component, at most 255 bytes. Decided once here for FUSE and NFS both.
+pub fn check_name(raw: &[u8]) -> FsResult<&str> {
+    if raw.len() > NAME_MAX_BYTES {
+        return Err(FsError::NameTooLong(raw.len()));
+    }
+    let name = std::str::from_utf8(raw).map_err(|_| FsError::Invalid("name is not valid UTF-8".into()))?;
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(FsError::Invalid(format!("bad name {name:?}")));
+    }
+    Ok(name)
+}
+
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// How long attributes are trusted; `None`: forever (sha-pinned mounts). Zero: revalidate on every access.
@@ -61,35 +92,31 @@ pub struct EngineConfig {
     pub memory_cache_bytes: u64,
     /// Inodes kept at most (least recently used directory listings are unloaded past it).
     pub max_inodes: usize,
-    /// `None` disables the disk cache.
-    pub disk_cache: Option<(std::path::PathBuf, u64)>,
+    /// `None` disables the disk cache of file bytes.
+    pub disk_cache: Option<(PathBuf, u64)>,
+    /// The owner of entries the Hub knows nothing local about.
+    pub uid: u32,
+    pub gid: u32,
+    /// `Some`: a writable mount (buckets without `--read-only`).
+    pub writes: Option<WriteConfig>,
 }
 
-/// What the frontends need to answer `stat`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attr {
-    pub ino: Ino,
-    pub is_dir: bool,
-    pub size: u64,
-    pub mtime: SystemTime,
-}
-
-impl Attr {
-    fn of(view: &NodeView, mount_time: SystemTime) -> Self {
-        match &view.kind {
-            NodeKind::Dir => Attr { ino: view.ino, is_dir: true, size: 0, mtime: mount_time },
-            NodeKind::File(f) => {
-                Attr { ino: view.ino, is_dir: false, size: f.size, mtime: f.mtime.unwrap_or(mount_time) }
-            }
-        }
-    }
-}
-
-/// A directory entry with its attributes.
 #[derive(Clone, Debug)]
-pub struct DirEntry {
-    pub name: String,
-    pub attr: Attr,
+pub struct WriteConfig {
+    /// The mount's own directory: staging files, journal, upload state.
+    pub dir: PathBuf,
+    /// Every write goes through staging files (random writes), committed by the flusher.
+    pub advanced: bool,
+    pub flush: FlushConfig,
+    /// How long unmount waits for pending uploads.
+    pub shutdown_timeout: Duration,
+}
+
+struct Writes {
+    staging: Arc<Staging>,
+    uploader: Arc<XetUploader>,
+    advanced: bool,
+    shutdown_timeout: Duration,
 }
 
 struct Inner {
@@ -97,11 +124,10 @@ struct Inner {
     remote: Arc<Remote>,
     supervisor: ActorRef<SupervisorMsg>,
     cfg: EngineConfig,
-    /// Times for entries the Hub gives none: the revision's last modification.
-    mount_time: SystemTime,
-    invalidations: Mutex<Option<UnboundedReceiver<Invalidation>>>,
-    invalidations_tx: tokio::sync::mpsc::UnboundedSender<Invalidation>,
+    invalidations: Mutex<Option<Receiver<Invalidation>>>,
+    invalidations_tx: Sender<Invalidation>,
     readaheads: Arc<Semaphore>,
+    writes: Option<Writes>,
 }
 
 /// The handle frontends hold; cheap to clone.
@@ -110,28 +136,97 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+fn nanos(t: SystemTime) -> i64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos().min(i64::MAX as u128) as i64,
+        Err(e) => -(e.duration().as_nanos().min(i64::MAX as u128) as i64),
+    }
+}
+
+fn from_nanos(n: i64) -> SystemTime {
+    if n >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(n as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_nanos(n.unsigned_abs())
+    }
+}
+
+pub(crate) fn meta_record(m: &Meta) -> crate::actors::flusher::journal::MetaRec {
+    crate::actors::flusher::journal::MetaRec {
+        perm: m.perm,
+        uid: m.uid,
+        gid: m.gid,
+        atime: nanos(m.atime),
+        mtime: nanos(m.mtime),
+        ctime: nanos(m.ctime),
+    }
+}
+
+fn meta_of(r: &crate::actors::flusher::journal::MetaRec) -> Meta {
+    Meta {
+        perm: r.perm,
+        uid: r.uid,
+        gid: r.gid,
+        atime: from_nanos(r.atime),
+        mtime: from_nanos(r.mtime),
+        ctime: from_nanos(r.ctime),
+        local: true,
+    }
+}
+
 impl Engine {
-    /// Probes the source (failing with a clear error when it cannot be mounted) and starts the actors.
+    /// Probes the source (failing with a clear error when it cannot be mounted) and starts the
+    /// actors. A writable mount replays its journal first: what an earlier mount left pending
+    /// is shown at once and committed in the background.
     pub async fn start(hub: Arc<HubClient>, source: Source, cfg: EngineConfig) -> anyhow::Result<Self> {
         let probe = hub.probe(&source).await.map_err(|e| describe_probe_error(&source, e))?;
-        let remote = Arc::new(Remote::new(hub, source.clone(), &probe));
+        let remote = Arc::new(Remote::new(hub.clone(), source.clone(), &probe));
         if !source.subfolder.is_empty() && !remote.is_dir("").await.map_err(|e| anyhow::anyhow!("{source}: {e}"))? {
             anyhow::bail!("{source}: subfolder {:?} does not exist", source.subfolder);
         }
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = channel(INVALIDATIONS_QUEUED_MAX);
         let cache = CacheState::new(CacheConfig { memory_bytes: cfg.memory_cache_bytes, disk: cfg.disk_cache.clone() })
             .map_err(|e| anyhow::anyhow!("cache directory unusable: {e}"))?;
+        let writable = cfg.writes.is_some();
+        let defaults = Defaults {
+            uid: cfg.uid,
+            gid: cfg.gid,
+            file_perm: if writable { 0o644 } else { 0o444 },
+            dir_perm: if writable { 0o755 } else { 0o555 },
+            mount_time: probe.modified.unwrap_or_else(SystemTime::now),
+        };
         let registry = new_registry();
+        let (write_args, writes, overlay) = match &cfg.writes {
+            None => (None, None, None),
+            Some(w) => {
+                let (args, writes, overlay) = open_writes(&hub, &remote, w)?;
+                (Some(args), Some(writes), Some(overlay))
+            }
+        };
         let args = EngineArgs {
             remote: remote.clone(),
-            inodes: Arc::new(Mutex::new(InodeState::new(cfg.negative_ttl, cfg.max_inodes))),
+            inodes: Arc::new(Mutex::new(InodeState::new(cfg.negative_ttl, cfg.max_inodes, defaults))),
             handles: Arc::new(Mutex::new(HandleState::default())),
             cache: Arc::new(Mutex::new(cache)),
             invalidations: tx.clone(),
             poll_interval: cfg.poll_interval,
             registry: registry.clone(),
+            writes: write_args,
         };
         let supervisor = Supervisor::start(args).await?;
+        if let (Some(overlay), Some(w)) = (overlay, &writes) {
+            let restore = restore_of(&overlay, &w.staging);
+            if !restore.files.is_empty() || !restore.deletes.is_empty() {
+                tracing::info!(
+                    "{source}: the journal holds {} file(s) and {} deletion(s) not yet committed; committing them",
+                    restore.files.len(),
+                    restore.deletes.len()
+                );
+            }
+            call(&registry, |r| r.inode.clone(), |reply| InodeMsg::Restore { restore: restore.clone(), reply })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot restore the journal: {e}"))?;
+        }
         // Connect to the CAS in the background, so the first read pays only for its data.
         let warm = remote.clone();
         tokio::spawn(async move { warm.xet.warm().await });
@@ -141,10 +236,10 @@ impl Engine {
                 remote,
                 supervisor,
                 cfg,
-                mount_time: probe.modified.unwrap_or_else(SystemTime::now),
                 invalidations: Mutex::new(Some(rx)),
                 invalidations_tx: tx,
                 readaheads: Arc::new(Semaphore::new(READAHEAD_BUDGET_MIB as usize)),
+                writes,
             }),
         })
     }
@@ -162,8 +257,12 @@ impl Engine {
         &self.inner.cfg
     }
 
-    /// Kernel invalidations from remote changes; the frontend takes the receiver once.
-    pub fn take_invalidations(&self) -> Option<UnboundedReceiver<Invalidation>> {
+    pub fn writable(&self) -> bool {
+        self.inner.writes.is_some()
+    }
+
+    /// Kernel invalidations from changes; the frontend takes the receiver once.
+    pub fn take_invalidations(&self) -> Option<Receiver<Invalidation>> {
         self.inner.invalidations.lock().take()
     }
 
@@ -176,13 +275,36 @@ impl Engine {
         self.inner.remote.hub.deadline() + Duration::from_secs(2)
     }
 
-    fn attr(&self, view: &NodeView) -> Attr {
-        Attr::of(view, self.inner.mount_time)
+    fn forward_invalidations(&self, inval: Vec<Invalidation>) {
+        for i in inval {
+            // Full: the kernel's TTL expires the entry anyway.
+            let _ = self.inner.invalidations_tx.try_send(i);
+        }
     }
 
-    fn stale(&self, view: &NodeView) -> bool {
-        matches!(view.kind, NodeKind::File(_))
-            && self.inner.cfg.metadata_ttl.is_some_and(|ttl| view.checked_at.elapsed() >= ttl)
+    /// The write side, or EROFS.
+    fn writes(&self) -> FsResult<&Writes> {
+        self.inner.writes.as_ref().ok_or(FsError::ReadOnly)
+    }
+
+    async fn inode<T: Send + 'static>(
+        &self,
+        build: impl Fn(ractor::RpcReplyPort<T>) -> InodeMsg,
+    ) -> FsResult<T> {
+        call(self.reg(), |r| r.inode.clone(), build).await
+    }
+
+    async fn flusher<T: Send + 'static>(&self, build: impl Fn(ractor::RpcReplyPort<T>) -> FlushMsg) -> FsResult<T> {
+        self.writes()?;
+        call(self.reg(), |r| r.flusher.clone().expect("writable mounts have a flusher"), build).await
+    }
+
+    /// Journals records before the operation they describe returns.
+    async fn journal(&self, records: Vec<Record>) -> FsResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.flusher(|reply| FlushMsg::Record { records: records.clone(), reply }).await?
     }
 
     /// HEADs a file whose attributes passed their TTL; on Hub trouble keeps the cached ones.
@@ -203,218 +325,12 @@ impl Engine {
                 return Ok(view);
             }
         };
-        let ino = view.ino;
-        call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Revalidated { ino, file: file.clone(), reply }).await?
+        let (ino, epoch) = (view.ino, view.epoch);
+        self.inode(|reply| InodeMsg::Revalidated { ino, file: file.clone(), epoch, reply }).await?
     }
 
-    /// The directory holding `ino` (the root is its own parent).
-    pub async fn parent(&self, ino: Ino) -> FsResult<Ino> {
-        Ok(call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Get { ino, reply }).await??.parent)
-    }
-
-    pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        let view = call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Get { ino, reply }).await??;
-        let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
-        Ok(self.attr(&view))
-    }
-
-    /// Looks `name` up in `parent`; a success counts as one kernel reference.
-    pub async fn lookup(&self, parent: Ino, name: &str) -> FsResult<Attr> {
-        if self.inner.cfg.filter_os_files && is_os_junk(name) {
-            return Err(FsError::NotFound);
-        }
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(FsError::Invalid(format!("bad name {name:?}")));
-        }
-        let max_age = self.inner.cfg.metadata_ttl;
-        let answer = call(
-            self.reg(),
-            |r| r.inode.clone(),
-            |reply| InodeMsg::Lookup { parent, name: name.to_string(), count: true, max_age, reply },
-        )
-        .await??;
-        let view = match answer {
-            Lookup::Found(view) => view,
-            Lookup::Missing => return Err(FsError::NotFound),
-            Lookup::Unknown { path } => self.resolve_remote(parent, name, path).await?,
-        };
-        if !self.stale(&view) {
-            return Ok(self.attr(&view));
-        }
-        let ino = view.ino;
-        match self.revalidate(view).await {
-            Ok(v) => Ok(self.attr(&v)),
-            Err(e) => {
-                let _ =
-                    call(self.reg(), |r| r.inode.clone(), |_: ractor::RpcReplyPort<()>| InodeMsg::Forget { ino, n: 1 })
-                        .await;
-                Err(e)
-            }
-        }
-    }
-
-    /// A name under an unlisted (or stale) directory: HEAD it; if no file, ask whether it is a directory.
-    async fn resolve_remote(&self, parent: Ino, name: &str, path: String) -> FsResult<NodeView> {
-        let t = self.net_timeout();
-        let head = call_with_timeout(
-            self.reg(),
-            |r| r.revalidator.clone(),
-            |reply| RevalidatorMsg::Head { path: path.clone(), reply },
-            t,
-        )
-        .await??;
-        let kind = match head {
-            Some(file) => NodeKind::File(Arc::new(file)),
-            None => {
-                let is_dir = call_with_timeout(
-                    self.reg(),
-                    |r| r.revalidator.clone(),
-                    |reply| RevalidatorMsg::IsDir { path: path.clone(), reply },
-                    t,
-                )
-                .await??;
-                if !is_dir {
-                    let name = name.to_string();
-                    let _ = self.reg().get()?.inode.send_message(InodeMsg::Absent { parent, name });
-                    return Err(FsError::NotFound);
-                }
-                NodeKind::Dir
-            }
-        };
-        call(
-            self.reg(),
-            |r| r.inode.clone(),
-            |reply| InodeMsg::Insert { parent, name: name.to_string(), kind: kind.clone(), count: true, reply },
-        )
-        .await?
-    }
-
-    pub fn forget(&self, ino: Ino, n: u64) {
-        if let Ok(refs) = self.reg().get() {
-            let _ = refs.inode.send_message(InodeMsg::Forget { ino, n });
-        }
-    }
-
-    /// The kernel took one reference to each of these through `readdirplus`.
-    pub fn add_lookups(&self, inos: Vec<Ino>) {
-        if let Ok(refs) = self.reg().get() {
-            let _ = refs.inode.send_message(InodeMsg::AddLookups { inos });
-        }
-    }
-
-    /// The children of a directory, listing it (once, coalesced) when needed.
-    pub async fn list(&self, ino: Ino) -> FsResult<Vec<DirEntry>> {
-        let max_age = self.inner.cfg.metadata_ttl;
-        let mut listed_once = false;
-        loop {
-            let age = if listed_once { None } else { max_age };
-            let children = call(
-                self.reg(),
-                |r| r.inode.clone(),
-                |reply| InodeMsg::Children { ino, max_age: age, count: false, reply },
-            )
-            .await??;
-            match children {
-                Children::Listed(entries) => {
-                    return Ok(entries
-                        .iter()
-                        .map(|(name, v)| DirEntry { name: name.clone(), attr: self.attr(v) })
-                        .collect());
-                }
-                Children::NeedsListing { path } if !listed_once => {
-                    let entries = call_with_timeout(
-                        self.reg(),
-                        |r| r.revalidator.clone(),
-                        |reply| RevalidatorMsg::List { path: path.clone(), reply },
-                        self.net_timeout(),
-                    )
-                    .await??;
-                    let inval = call(
-                        self.reg(),
-                        |r| r.inode.clone(),
-                        |reply| InodeMsg::ApplyListing { ino, entries: entries.clone(), reply },
-                    )
-                    .await?;
-                    self.forward_invalidations(inval);
-                    listed_once = true;
-                }
-                Children::NeedsListing { .. } => return Err(FsError::Io("directory listing vanished".into())),
-            }
-        }
-    }
-
-    fn forward_invalidations(&self, inval: Vec<Invalidation>) {
-        for i in inval {
-            let _ = self.inner.invalidations_tx.send(i);
-        }
-    }
-
-    /// Opens a directory: snapshots its entries, so paging through it costs them once. The
-    /// directory counts as open until `releasedir`, which keeps its listing (and so the
-    /// snapshot's inode numbers) from being unloaded by the inode table's cap meanwhile.
-    pub async fn opendir(&self, ino: Ino) -> FsResult<Fh> {
-        call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Opened { ino, reply }).await??;
-        let opened = async {
-            let entries = Arc::new(self.list(ino).await?);
-            call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::OpenDir { entries: entries.clone(), reply })
-                .await
-        }
-        .await;
-        if opened.is_err() {
-            let _ = self.reg().get().map(|r| r.inode.send_message(InodeMsg::Closed { ino }));
-        }
-        opened
-    }
-
-    pub async fn readdir_snapshot(&self, fh: Fh) -> FsResult<DirSnapshot> {
-        call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::DirEntries { fh, reply }).await?
-    }
-
-    pub fn releasedir(&self, ino: Ino, fh: Fh) {
-        if let Ok(refs) = self.reg().get() {
-            let _ = refs.prefetch.send_message(PrefetchMsg::ReleaseDir { fh });
-            let _ = refs.inode.send_message(InodeMsg::Closed { ino });
-        }
-    }
-
-    /// Opens a file; the answer says whether the kernel may keep its cached pages.
-    pub async fn open(&self, ino: Ino) -> FsResult<(Fh, bool)> {
-        let view = call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Opened { ino, reply }).await??;
-        let before = view.kind.clone();
-        let view = if self.stale(&view) {
-            match self.revalidate(view).await {
-                Ok(v) => v,
-                Err(e) => {
-                    let _ = self.reg().get()?.inode.send_message(InodeMsg::Closed { ino });
-                    return Err(e);
-                }
-            }
-        } else {
-            view
-        };
-        let NodeKind::File(file) = view.kind.clone() else {
-            let _ = self.reg().get()?.inode.send_message(InodeMsg::Closed { ino });
-            return Err(FsError::IsDir);
-        };
-        let keep_cache = before == view.kind;
-        let path = view.path.clone();
-        let fh = call(
-            self.reg(),
-            |r| r.prefetch.clone(),
-            |reply| PrefetchMsg::OpenFile { ino, path: path.clone(), file: file.clone(), reply },
-        )
-        .await?;
-        Ok((fh, keep_cache))
-    }
-
-    pub async fn release(&self, fh: Fh) {
-        if let Ok(Some(ino)) =
-            call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::ReleaseFile { fh, reply }).await
-        {
-            if let Ok(refs) = self.reg().get() {
-                let _ = refs.inode.send_message(InodeMsg::Closed { ino });
-            }
-        }
+    fn stale(&self, view: &NodeView) -> bool {
+        view.revalidatable && self.inner.cfg.metadata_ttl.is_some_and(|ttl| view.checked_at.elapsed() >= ttl)
     }
 
     pub async fn cache_stats(&self) -> FsResult<CacheStats> {
@@ -422,7 +338,20 @@ impl Engine {
     }
 
     pub async fn inode_count(&self) -> FsResult<usize> {
-        call(self.reg(), |r| r.inode.clone(), |reply| InodeMsg::Count { reply }).await
+        self.inode(|reply| InodeMsg::Count { reply }).await
+    }
+
+    /// Pending uploads and commits (writable mounts).
+    pub async fn write_status(&self) -> FsResult<WriteStatus> {
+        self.flusher(|reply| FlushMsg::Status { reply }).await
+    }
+
+    /// Waits until everything pending now is committed, or answers what failed.
+    pub async fn sync_all(&self) -> FsResult<Result<(), Vec<(String, String)>>> {
+        self.writes()?;
+        let wait = self.net_timeout() * 8;
+        call_with_timeout(self.reg(), |r| r.flusher.clone().expect("writable"), |reply| FlushMsg::Sync { reply }, wait)
+            .await
     }
 
     /// Polls the source now (as the poller would); returns whether it had changed.
@@ -450,6 +379,7 @@ impl Engine {
             ActorKind::Prefetch => refs.prefetch.kill(),
             ActorKind::ChunkCache => refs.cache.kill(),
             ActorKind::Poller => refs.poller.ok_or(FsError::NotSupported)?.kill(),
+            ActorKind::Flusher => refs.flusher.ok_or(FsError::NotSupported)?.kill(),
         }
         Ok(())
     }
@@ -466,10 +396,112 @@ impl Engine {
             })
     }
 
+    /// Drains pending uploads (within the shutdown timeout), then stops the actors. What is
+    /// left stays in the journal for the next mount, and the log says so.
+    pub async fn drain_and_shutdown(&self) {
+        if let Some(w) = &self.inner.writes {
+            match tokio::time::timeout(w.shutdown_timeout, self.sync_all()).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(failed))) => tracing::warn!(
+                    "{} path(s) could not be committed before unmount (first: {} — {}); \
+                     they stay in the journal and are committed by the next mount of this source with this cache dir",
+                    failed.len(),
+                    failed[0].0,
+                    failed[0].1
+                ),
+                Ok(Err(e)) => tracing::warn!("pending uploads not drained before unmount: {e}"),
+                Err(_) => {
+                    let left = self.write_status().await.map(|s| s.pending).unwrap_or(0);
+                    tracing::warn!(
+                        "{left} path(s) still pending after {:?}; they stay in the journal and are committed by \
+                         the next mount of this source with this cache dir",
+                        w.shutdown_timeout
+                    );
+                }
+            }
+        }
+        self.shutdown();
+    }
+
     /// Stops the actors (the mount is going away).
     pub fn shutdown(&self) {
         self.inner.supervisor.stop(None);
     }
+}
+
+/// Opens the write side of a mount: staging files, the journal (replayed), the uploader.
+fn open_writes(
+    hub: &Arc<HubClient>,
+    remote: &Arc<Remote>,
+    w: &WriteConfig,
+) -> anyhow::Result<(WriteArgs, Writes, Overlay)> {
+    let staging = Arc::new(
+        Staging::open(&w.dir.join("staging"))
+            .map_err(|e| anyhow::anyhow!("staging directory {}: {e}", w.dir.join("staging").display()))?,
+    );
+    let (journal, replay) = Journal::open(&w.dir.join("journal")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if replay.skipped > 0 {
+        tracing::error!(
+            "journal {}: {} record(s) failed their check and were skipped{}; the rest was replayed",
+            w.dir.join("journal").display(),
+            replay.skipped,
+            if replay.torn_tail { " (a torn last record, from a crash mid-write)" } else { "" }
+        );
+    }
+    let overlay = journal.overlay().clone();
+    // Staging files the journal does not refer to belong to writes never acknowledged.
+    for id in staging.ids() {
+        if !overlay.uses_staging(id) {
+            staging.remove(id);
+        }
+    }
+    let uploader = Arc::new(XetUploader::new(hub.clone(), remote.source(), w.dir.join("xet")));
+    let (gc_tx, gc_rx) = unbounded_channel();
+    let state = Arc::new(Mutex::new(FlusherState::new(journal, staging.clone(), w.flush.clone(), gc_rx)));
+    let args = WriteArgs { state, uploader: uploader.clone(), gc: gc_tx };
+    let writes = Writes { staging, uploader, advanced: w.advanced, shutdown_timeout: w.shutdown_timeout };
+    Ok((args, writes, overlay))
+}
+
+/// What the inode table shows of a journal: each pending file with its acknowledged bytes.
+fn restore_of(o: &Overlay, staging: &Staging) -> Restore {
+    let mut r = Restore::default();
+    for (path, put) in &o.puts {
+        let meta = o.meta.get(path).map(meta_of);
+        let content = match (&put.staging, &put.hash) {
+            (Some(id), _) => {
+                // Only the acknowledged bytes: a write after the last close or fsync was not.
+                let len = std::fs::metadata(staging.path(*id)).map(|m| m.len()).unwrap_or(0);
+                if len < put.size {
+                    tracing::error!(path, "staging file {id} holds {len} of its {} acknowledged bytes", put.size);
+                } else if len > put.size {
+                    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(staging.path(*id)) {
+                        let _ = f.set_len(put.size);
+                    }
+                }
+                Content::Local { staging: *id, size: put.size.min(len.max(put.size)) }
+            }
+            (None, Some(hash)) => Content::Remote(Arc::new(RemoteFile {
+                size: put.size,
+                xet_hash: Some(hash.clone()),
+                etag: hash.clone(),
+                mtime: Some(from_nanos(put.mtime)),
+            })),
+            (None, None) => continue,
+        };
+        r.files.push((path.clone(), content, meta, from_nanos(put.mtime)));
+    }
+    for path in &o.dirs {
+        r.dirs.push((path.clone(), o.meta.get(path).map(meta_of)));
+    }
+    for (path, target) in &o.symlinks {
+        r.symlinks.push((path.clone(), target.clone(), o.meta.get(path).map(meta_of)));
+    }
+    r.deletes = o.deletes.iter().cloned().collect();
+    let restored: std::collections::HashSet<&String> =
+        o.puts.keys().chain(o.dirs.iter()).chain(o.symlinks.keys()).collect();
+    r.meta = o.meta.iter().filter(|(p, _)| !restored.contains(p)).map(|(p, m)| (p.clone(), meta_of(m))).collect();
+    r
 }
 
 fn describe_probe_error(source: &Source, e: crate::hub::HubError) -> anyhow::Error {
@@ -493,5 +525,24 @@ mod tests {
     fn os_junk_names() {
         assert!(is_os_junk(".DS_Store") && is_os_junk("._model.bin") && is_os_junk("Thumbs.db"));
         assert!(!is_os_junk("model.bin") && !is_os_junk(".gitattributes"));
+    }
+
+    #[test]
+    fn names_are_checked_once() {
+        assert_eq!(check_name(b"a b#%?.txt").unwrap(), "a b#%?.txt");
+        assert!(matches!(check_name(&[b'x'; 256]), Err(FsError::NameTooLong(256))));
+        assert!(check_name(&[b'x'; 255]).is_ok());
+        assert!(matches!(check_name(b"\xff\xfe"), Err(FsError::Invalid(_))));
+        for bad in [&b""[..], b".", b"..", b"a/b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn times_round_trip_through_the_journal() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
+        assert_eq!(from_nanos(nanos(t)), t);
+        let before = SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(from_nanos(nanos(before)), before);
     }
 }

@@ -1,7 +1,8 @@
 //! The NFSv3 frontend (nfsserve). It speaks to the same engine as FUSE:
 //! file ids are the engine's inode numbers, stable for the server's life;
 //! handles from an earlier server get NFS3ERR_STALE. Reads come without an
-//! open, so the engine plans read-ahead per inode. Mutations answer ROFS.
+//! open, so the engine plans read-ahead per inode. Mutations answer ROFS in
+//! this version (the engine serves NFS read-only).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,39 +13,44 @@ use nfsserve::nfs::{
 use nfsserve::tcp::{NFSTcp, NFSTcpListener};
 use nfsserve::vfs::{DirEntry as NfsDirEntry, NFSFileSystem, ReadDirResult, VFSCapabilities};
 
-use crate::actors::inode_table::ROOT_INO;
-use crate::engine::{Attr, Engine};
+use crate::engine::Engine;
 use crate::error::FsError;
+use crate::types::{Attr, FileKind, ROOT_INO};
 
 /// Largest READ a client is told it may send.
 const NFS_MAX_READ_BYTES: u32 = 1 << 20;
 
 pub struct HfNfs {
     engine: Engine,
-    uid: u32,
-    gid: u32,
 }
 
+/// The NFS status for an error: from its errno, which the engine chose (one place for both frontends).
 fn nfsstat(e: &FsError) -> nfsstat3 {
-    match e {
-        FsError::NotFound => nfsstat3::NFS3ERR_NOENT,
-        FsError::PermissionDenied(_) => nfsstat3::NFS3ERR_ACCES,
-        FsError::ReadOnly => nfsstat3::NFS3ERR_ROFS,
-        FsError::NotDir => nfsstat3::NFS3ERR_NOTDIR,
-        FsError::IsDir => nfsstat3::NFS3ERR_ISDIR,
-        FsError::Stale => nfsstat3::NFS3ERR_STALE,
-        FsError::NoSpace(_) => nfsstat3::NFS3ERR_NOSPC,
-        FsError::TimedOut(..) | FsError::Io(_) => nfsstat3::NFS3ERR_IO,
-        FsError::Again(_) => nfsstat3::NFS3ERR_JUKEBOX,
-        FsError::NotSupported => nfsstat3::NFS3ERR_NOTSUPP,
-        FsError::Invalid(_) => nfsstat3::NFS3ERR_INVAL,
+    match e.errno() {
+        libc::ENOENT => nfsstat3::NFS3ERR_NOENT,
+        libc::EACCES => nfsstat3::NFS3ERR_ACCES,
+        libc::EPERM => nfsstat3::NFS3ERR_PERM,
+        libc::EROFS => nfsstat3::NFS3ERR_ROFS,
+        libc::ENOTDIR => nfsstat3::NFS3ERR_NOTDIR,
+        libc::EISDIR => nfsstat3::NFS3ERR_ISDIR,
+        libc::EEXIST => nfsstat3::NFS3ERR_EXIST,
+        libc::ENOTEMPTY => nfsstat3::NFS3ERR_NOTEMPTY,
+        libc::ENAMETOOLONG => nfsstat3::NFS3ERR_NAMETOOLONG,
+        libc::ESTALE => nfsstat3::NFS3ERR_STALE,
+        libc::ENOSPC => nfsstat3::NFS3ERR_NOSPC,
+        libc::EFBIG => nfsstat3::NFS3ERR_FBIG,
+        libc::EAGAIN => nfsstat3::NFS3ERR_JUKEBOX,
+        libc::ENOTSUP => nfsstat3::NFS3ERR_NOTSUPP,
+        libc::EINVAL => nfsstat3::NFS3ERR_INVAL,
+        _ => nfsstat3::NFS3ERR_IO,
     }
 }
 
 fn fail(op: &str, id: u64, e: FsError) -> nfsstat3 {
-    match e {
-        FsError::NotFound | FsError::Stale => tracing::trace!(op, id, "{e}"),
-        _ => tracing::warn!(op, id, "{op} failed: {e}"),
+    if e.is_expected() {
+        tracing::trace!(op, id, "{e}");
+    } else {
+        tracing::warn!(op, id, "{op} failed: {e}");
     }
     nfsstat(&e)
 }
@@ -55,32 +61,31 @@ fn nfstime(t: SystemTime) -> nfstime3 {
 }
 
 impl HfNfs {
-    pub fn new(engine: Engine, uid: u32, gid: u32) -> Self {
-        Self { engine, uid, gid }
+    pub fn new(engine: Engine) -> Self {
+        Self { engine }
     }
 
     fn fattr(&self, a: &Attr) -> fattr3 {
-        let (ftype, mode, nlink) = if a.is_dir { (ftype3::NF3DIR, 0o555, 2) } else { (ftype3::NF3REG, 0o444, 1) };
-        let t = nfstime(a.mtime);
+        let ftype = match a.kind {
+            FileKind::Dir => ftype3::NF3DIR,
+            FileKind::File => ftype3::NF3REG,
+            FileKind::Symlink => ftype3::NF3LNK,
+        };
         fattr3 {
             ftype,
-            mode,
-            nlink,
-            uid: self.uid,
-            gid: self.gid,
+            mode: a.perm as u32,
+            nlink: a.nlink,
+            uid: a.uid,
+            gid: a.gid,
             size: a.size,
             used: a.size,
             rdev: specdata3::default(),
             fsid: 0x6866_6d6e,
             fileid: a.ino,
-            atime: t,
-            mtime: t,
-            ctime: t,
+            atime: nfstime(a.atime),
+            mtime: nfstime(a.mtime),
+            ctime: nfstime(a.ctime),
         }
-    }
-
-    fn name(filename: &filename3) -> Result<String, nfsstat3> {
-        String::from_utf8(filename.0.clone()).map_err(|_| nfsstat3::NFS3ERR_INVAL)
     }
 }
 
@@ -95,13 +100,12 @@ impl NFSFileSystem for HfNfs {
     }
 
     async fn lookup(&self, dirid: fileid3, filename: &filename3) -> Result<fileid3, nfsstat3> {
-        let name = Self::name(filename)?;
-        match name.as_str() {
-            "." => return Ok(dirid),
-            ".." => return self.engine.parent(dirid).await.map_err(|e| fail("lookup", dirid, e)),
+        match &filename.0[..] {
+            b"." => return Ok(dirid),
+            b".." => return self.engine.parent(dirid).await.map_err(|e| fail("lookup", dirid, e)),
             _ => {}
         }
-        self.engine.lookup(dirid, &name).await.map(|a| a.ino).map_err(|e| fail("lookup", dirid, e))
+        self.engine.lookup(dirid, &filename.0).await.map(|a| a.ino).map_err(|e| fail("lookup", dirid, e))
     }
 
     async fn getattr(&self, id: fileid3) -> Result<fattr3, nfsstat3> {
@@ -176,8 +180,8 @@ impl NFSFileSystem for HfNfs {
         Err(nfsstat3::NFS3ERR_ROFS)
     }
 
-    async fn readlink(&self, _id: fileid3) -> Result<nfspath3, nfsstat3> {
-        Err(nfsstat3::NFS3ERR_INVAL)
+    async fn readlink(&self, id: fileid3) -> Result<nfspath3, nfsstat3> {
+        self.engine.readlink(id).await.map(|t| t.into_bytes().into()).map_err(|e| fail("readlink", id, e))
     }
 
     async fn fsinfo(&self, root: fileid3) -> Result<fsinfo3, nfsstat3> {
@@ -210,8 +214,8 @@ pub struct NfsServer {
 
 impl NfsServer {
     /// Binds `listen` (e.g. `127.0.0.1:0`) and serves on the current runtime.
-    pub async fn start(engine: Engine, listen: &str, uid: u32, gid: u32) -> anyhow::Result<Self> {
-        let fs = HfNfs::new(engine.clone(), uid, gid);
+    pub async fn start(engine: Engine, listen: &str) -> anyhow::Result<Self> {
+        let fs = HfNfs::new(engine.clone());
         let listener =
             NFSTcpListener::bind(listen, fs).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let addr = std::net::SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());

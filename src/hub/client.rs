@@ -172,8 +172,19 @@ impl HubClient {
         self.token.current()
     }
 
-    /// Sends a request built by `build` until it succeeds, fails for good, or the deadline passes.
+    /// Sends a request until it succeeds, fails for good, or the deadline passes.
     async fn send(&self, method: Method, url: &str, headers: HeaderMap) -> Result<reqwest::Response, HubError> {
+        self.send_with(method, url, headers, None).await
+    }
+
+    /// [`Self::send`] with a body (sent again on each retry: only for idempotent requests).
+    async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, HubError> {
         // The span names the path only: URLs carry no credentials, but keep queries out all the same.
         let path = url.split('?').next().unwrap_or(url);
         let span = tracing::debug_span!(
@@ -183,7 +194,7 @@ impl HubClient {
             url.path = %path,
             http.status_code = tracing::field::Empty,
         );
-        let result = self.send_inner(method, url, headers).instrument(span.clone()).await;
+        let result = self.send_inner(method, url, headers, body).instrument(span.clone()).await;
         match &result {
             Ok(r) => {
                 span.record("http.status_code", r.status().as_u16());
@@ -205,7 +216,13 @@ impl HubClient {
         result
     }
 
-    async fn send_inner(&self, method: Method, url: &str, headers: HeaderMap) -> Result<reqwest::Response, HubError> {
+    async fn send_inner(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, HubError> {
         let start = Instant::now();
         let mut attempt = 0u32;
         loop {
@@ -214,6 +231,9 @@ impl HubClient {
                 return Err(HubError::Timeout(self.deadline, url.into()));
             }
             let mut req = self.http.request(method.clone(), url).headers(headers.clone()).timeout(left);
+            if let Some(b) = &body {
+                req = req.body(b.clone());
+            }
             if let Some(t) = self.token.current() {
                 req = req.header(AUTHORIZATION, format!("Bearer {t}"));
             }
@@ -382,6 +402,94 @@ impl HubClient {
         let (t, _): (Token, _) = self.get_json(&src.xet_read_token_url(&self.endpoint, commit)).await?;
         Ok((t.cas_url, t.access_token, t.exp))
     }
+}
+
+impl HubClient {
+    /// Every file below `repo_path` (all pages), for moving a directory whole.
+    pub async fn list_recursive(
+        &self,
+        src: &Source,
+        commit: &str,
+        repo_path: &str,
+    ) -> Result<Vec<RemoteEntry>, HubError> {
+        let mut url =
+            format!("{}?recursive=true&limit={LIST_PAGE_LIMIT}", src.tree_url(&self.endpoint, commit, repo_path));
+        let prefix = if repo_path.is_empty() { String::new() } else { format!("{repo_path}/") };
+        let mut out = Vec::new();
+        loop {
+            let (page, headers): (Vec<TreeEntry>, _) = match self.get_json(&url).await {
+                Ok(r) => r,
+                Err(HubError::NotFound(_)) => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            out.extend(
+                page.into_iter()
+                    .filter(|e| e.path.starts_with(&prefix) && e.path.len() > prefix.len())
+                    .map(TreeEntry::into_remote),
+            );
+            match next_link(&headers) {
+                Some(next) => url = next,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// CAS write credentials: `(casUrl, accessToken, exp)`.
+    pub async fn xet_write_token(&self, src: &Source) -> Result<(String, String, u64), HubError> {
+        #[derive(Deserialize)]
+        struct Token {
+            #[serde(rename = "casUrl")]
+            cas_url: String,
+            #[serde(rename = "accessToken")]
+            access_token: String,
+            exp: u64,
+        }
+        let (t, _): (Token, _) = self.get_json(&src.xet_write_token_url(&self.endpoint)).await?;
+        Ok((t.cas_url, t.access_token, t.exp))
+    }
+
+    /// One bucket batch (NDJSON, all adds before all deletes), applied atomically by the Hub.
+    /// Retried like any call: the lines say what the paths must hold, so sending them twice
+    /// leaves the same state.
+    pub async fn bucket_batch(&self, src: &Source, lines: &[BatchLine]) -> Result<(), HubError> {
+        let url = format!("{}/batch", src.api_base(&self.endpoint));
+        let mut body = Vec::new();
+        for l in lines {
+            serde_json::to_writer(&mut body, l).expect("batch lines serialize");
+            body.push(b'\n');
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(reqwest::header::CONTENT_TYPE, "application/x-ndjson".parse().expect("ascii header"));
+        let resp = self.send_with(Method::POST, &url, headers, Some(Bytes::from(body))).await?;
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            failed: Vec<serde_json::Value>,
+        }
+        let text = resp.bytes().await.map_err(|e| HubError::Network(url.clone(), e.to_string()))?;
+        let answer: Answer = serde_json::from_slice(&text).unwrap_or(Answer { failed: Vec::new() });
+        if !answer.failed.is_empty() {
+            let first = answer.failed[0].to_string();
+            return Err(HubError::Status(422, url, format!("{} line(s) refused, first: {first}", answer.failed.len())));
+        }
+        Ok(())
+    }
+}
+
+/// One line of a bucket batch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type")]
+pub enum BatchLine {
+    #[serde(rename = "addFile")]
+    Add {
+        path: String,
+        #[serde(rename = "xetHash")]
+        xet_hash: String,
+        /// Milliseconds since the epoch.
+        mtime: i64,
+    },
+    #[serde(rename = "deleteFile")]
+    Delete { path: String },
 }
 
 fn is_retryable(s: StatusCode) -> bool {

@@ -5,9 +5,11 @@ pub mod client;
 pub mod plans;
 pub mod source;
 pub mod token;
+pub mod upload;
 pub mod xet;
 
-pub use client::{HubClient, HubError, Probe, RemoteEntry, RemoteFile, RemoteKind};
+pub use client::{BatchLine, HubClient, HubError, Probe, RemoteEntry, RemoteFile, RemoteKind};
 pub use source::{Source, SourceKind};
 pub use token::TokenSource;
+pub use upload::{StreamingUpload, UploadError, UploadSession, Uploaded, XetUploader};
 pub use xet::XetAdapter;

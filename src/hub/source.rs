@@ -211,6 +211,33 @@ impl Source {
     }
 }
 
+impl Source {
+    /// The CAS write-credentials route (buckets; repos take writes through commits).
+    pub fn xet_write_token_url(&self, endpoint: &str) -> String {
+        match &self.kind {
+            SourceKind::Repo(_) => format!("{}/xet-write-token/main", self.api_base(endpoint)),
+            SourceKind::Bucket => format!("{}/xet-write-token", self.api_base(endpoint)),
+        }
+    }
+
+    /// A name for this source that can be a directory name: the mount's subdirectory of the
+    /// cache dir (cache, staging files, journal). The same source on the same Hub always gets
+    /// the same name, so a crashed mount is recovered by mounting it again.
+    pub fn cache_key(&self, endpoint: &str) -> String {
+        use sha1::{Digest, Sha1};
+        let kind = match &self.kind {
+            SourceKind::Repo(t) => t.api_plural(),
+            SourceKind::Bucket => "buckets",
+        };
+        let readable: String = format!("{kind}-{}", self.id)
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+            .collect();
+        let digest = Sha1::digest(format!("{endpoint}\0{kind}\0{}\0{}", self.id, self.subfolder).as_bytes());
+        format!("{readable}-{}", &hex::encode(digest)[..12])
+    }
+}
+
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {

@@ -46,7 +46,7 @@ struct Session {
 /// xet-core's configuration for a mount (environment overrides still apply): a mount serves
 /// many readers at once, so downloads start at 16 parallel fetches rather than 4; the
 /// adaptive controller still backs off on errors and slow round trips.
-fn mount_config() -> Result<xet_runtime::config::XetConfig, xet_runtime::config::ConfigError> {
+pub(crate) fn mount_config() -> Result<xet_runtime::config::XetConfig, xet_runtime::config::ConfigError> {
     let mut config = xet_runtime::config::XetConfig::new();
     for (path, env, value) in [
         ("client.ac_initial_download_concurrency", "HF_XET_CLIENT_AC_INITIAL_DOWNLOAD_CONCURRENCY", "16"),

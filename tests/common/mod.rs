@@ -135,6 +135,8 @@ pub struct Mounted {
     pub mount: Option<FuseMount>,
     pub prepared: Option<Prepared>,
     pub dir: tempfile::TempDir,
+    /// The cache dir when the test gave none.
+    pub cache: Option<tempfile::TempDir>,
 }
 
 impl Mounted {
@@ -182,6 +184,11 @@ pub fn try_mount(hub: &Hub, args: &[&str]) -> anyhow::Result<Mounted> {
     if !args.contains(&"--read-timeout-ms") {
         argv.extend(["--read-timeout-ms".into(), "10000".into()]);
     }
+    let cache = (!args.contains(&"--cache-dir")).then(|| tempfile::Builder::new().prefix("hf-mount-cache-").tempdir());
+    let cache = cache.transpose()?;
+    if let Some(c) = &cache {
+        argv.extend(["--cache-dir".into(), c.path().display().to_string()]);
+    }
     let cli = TestCli::try_parse_from(&argv)?;
     let prepared = prepare(&cli.args)?;
     let m = fuse::mount(
@@ -190,7 +197,7 @@ pub fn try_mount(hub: &Hub, args: &[&str]) -> anyhow::Result<Mounted> {
         &prepared.mountpoint,
         prepared.options.clone(),
     )?;
-    Ok(Mounted { mount: Some(m), prepared: Some(prepared), dir })
+    Ok(Mounted { mount: Some(m), prepared: Some(prepared), dir, cache })
 }
 
 /// Runs a shell command, returning (success, stdout, stderr).

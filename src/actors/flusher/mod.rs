@@ -1,0 +1,501 @@
+//! The flush debouncer: the sixth actor. It owns the dirty set (the paths
+//! with something to commit, from the journal) and the journal itself.
+//!
+//! A path is prepared once it has been quiet for the debounce since its last
+//! change, or has waited the whole batch window, or someone waits on it
+//! (`fsync` of a default-mode file, `hf-mount sync`, unmount). Preparing and
+//! committing run in tasks, a bounded number at once; their results come
+//! back as messages. Commits go out one batch at a time: every line is
+//! checked against what its path holds right before the batch is sent, so a
+//! file written during its upload stays dirty (a torn snapshot is never
+//! committed) and a path changed since is prepared again. A failed upload
+//! or commit is retried with backoff, never dropped; the error is kept for
+//! the next `fsync` of that file, `hf-mount status`, the log and a metric.
+//!
+//! Its state lives in an `Arc<Mutex<_>>` the supervisor keeps; a restarted
+//! incarnation rebuilds the dirty set from the journal, not from transient
+//! state a panic may have left half-changed.
+
+pub mod cycle;
+pub mod journal;
+pub mod staging;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::Instrument;
+
+use super::inode_table::InodeMsg;
+use super::{Registry, Remote};
+use crate::error::{FsError, FsResult};
+use crate::hub::XetUploader;
+use crate::types::{StagingId, WriteStatus};
+use cycle::{Commit, Outcome, Prepared};
+use journal::{Journal, Record};
+use staging::Staging;
+
+/// How often the flusher looks for work.
+const TICK: Duration = Duration::from_millis(50);
+/// Preparations (upload sessions) running at once.
+const MAX_CYCLES: usize = 4;
+/// Paths one preparation takes at most.
+const PATHS_PER_CYCLE: usize = 512;
+/// First retry delay after a failure; doubles up to `RETRY_MAX_DELAY`.
+const RETRY_BASE_DELAY: Duration = Duration::from_millis(250);
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub struct FlushConfig {
+    /// A path is prepared once quiet this long.
+    pub debounce: Duration,
+    /// …or once it has waited this long, however often it changes.
+    pub max_window: Duration,
+}
+
+/// One path with something to commit.
+#[derive(Debug, Clone)]
+struct Pending {
+    /// Bumped by every record for the path: a commit applies to the journal only if unchanged.
+    seq: u64,
+    first: Instant,
+    last: Instant,
+    urgent: bool,
+    /// Open for writing when last looked at: waits for its next change (or the window).
+    busy: bool,
+    attempts: u32,
+    next_try: Option<Instant>,
+}
+
+impl Pending {
+    fn new(now: Instant) -> Self {
+        Pending { seq: 0, first: now, last: now, urgent: false, busy: false, attempts: 0, next_try: None }
+    }
+
+    fn due(&self, now: Instant, cfg: &FlushConfig) -> bool {
+        if self.next_try.is_some_and(|t| now < t) {
+            return false;
+        }
+        let window = now.duration_since(self.first) >= cfg.max_window;
+        if self.busy && !window {
+            return false;
+        }
+        self.urgent || window || now.duration_since(self.last) >= cfg.debounce
+    }
+}
+
+enum Waiter {
+    /// Replies once every path is committed, or with the first failure.
+    Paths { left: BTreeSet<String>, error: Option<FsError>, reply: RpcReplyPort<FsResult<()>> },
+    /// `hf-mount sync`: replies once every path is committed or has failed, naming the failures.
+    Sync { left: BTreeSet<String>, failed: Vec<(String, String)>, reply: RpcReplyPort<Result<(), Vec<(String, String)>>> },
+}
+
+/// The flusher's state; survives restarts of the actor.
+pub struct FlusherState {
+    journal: Journal,
+    staging: Arc<Staging>,
+    cfg: FlushConfig,
+    pending: BTreeMap<String, Pending>,
+    /// Paths being prepared or committed.
+    inflight: HashSet<String>,
+    queue: Vec<Commit>,
+    batching: bool,
+    cycles: usize,
+    waiters: Vec<Waiter>,
+    failures: BTreeMap<String, FsError>,
+    /// Staging files the inode table let go of; deleted once no pending path needs them.
+    gc: UnboundedReceiver<StagingId>,
+    discards: Vec<StagingId>,
+    committed: u64,
+}
+
+impl FlusherState {
+    pub fn new(journal: Journal, staging: Arc<Staging>, cfg: FlushConfig, gc: UnboundedReceiver<StagingId>) -> Self {
+        let mut st = FlusherState {
+            journal,
+            staging,
+            cfg,
+            pending: BTreeMap::new(),
+            inflight: HashSet::new(),
+            queue: Vec::new(),
+            batching: false,
+            cycles: 0,
+            waiters: Vec::new(),
+            failures: BTreeMap::new(),
+            gc,
+            discards: Vec::new(),
+            committed: 0,
+        };
+        st.rebuild();
+        st
+    }
+
+    /// The dirty set from the journal; everything transient starts over.
+    fn rebuild(&mut self) {
+        let now = Instant::now();
+        self.pending = self.journal.overlay().pending().map(|p| (p.clone(), Pending::new(now))).collect();
+        self.inflight.clear();
+        for c in self.queue.drain(..) {
+            if let Some(r) = c.reply {
+                let _ = r.send(Err(FsError::Again("flusher restarted; commit again".into())));
+            }
+        }
+        self.batching = false;
+        self.cycles = 0;
+    }
+
+    pub fn staging(&self) -> Arc<Staging> {
+        self.staging.clone()
+    }
+
+    fn status(&self) -> WriteStatus {
+        WriteStatus {
+            pending: self.pending.len(),
+            uploading: self.inflight.len(),
+            failed: self.failures.iter().map(|(p, e)| (p.clone(), e.to_string())).collect(),
+            committed: self.committed,
+        }
+    }
+
+    fn record(&mut self, records: &[Record]) -> FsResult<()> {
+        self.journal.append(records).map_err(|e| FsError::io("journal write", e))?;
+        let now = Instant::now();
+        for r in records {
+            let path = r.path();
+            match r {
+                Record::Put { .. } | Record::Delete { .. } => {
+                    let p = self.pending.entry(path.to_string()).or_insert_with(|| Pending::new(now));
+                    p.seq += 1;
+                    p.last = now;
+                    p.busy = false;
+                }
+                Record::Done { .. } => {
+                    self.pending.remove(path);
+                    self.failures.remove(path);
+                    self.settle(path, None);
+                }
+                _ => {}
+            }
+        }
+        crate::metrics::get().flush_pending.record(self.pending.len() as u64, &[]);
+        Ok(())
+    }
+
+    /// A path is done (`None`) or failed: tell whoever waits on it.
+    fn settle(&mut self, path: &str, error: Option<&FsError>) {
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let finished = match &mut self.waiters[i] {
+                Waiter::Paths { left, error: first, .. } => {
+                    if left.remove(path) {
+                        if let (None, Some(e)) = (&first, error) {
+                            *first = Some(e.clone());
+                        }
+                    }
+                    left.is_empty() || first.is_some()
+                }
+                Waiter::Sync { left, failed, .. } => {
+                    if left.remove(path) {
+                        if let Some(e) = error {
+                            failed.push((path.to_string(), e.to_string()));
+                        }
+                    }
+                    left.is_empty()
+                }
+            };
+            if finished {
+                match self.waiters.swap_remove(i) {
+                    Waiter::Paths { error, reply, .. } => {
+                        let _ = reply.send(error.map_or(Ok(()), Err));
+                    }
+                    Waiter::Sync { failed, reply, .. } => {
+                        let _ = reply.send(if failed.is_empty() { Ok(()) } else { Err(failed) });
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn fail(&mut self, path: &str, error: FsError, stage: &'static str) {
+        tracing::warn!(path, "{stage} failed, will retry: {error}");
+        crate::metrics::get().flush_failures.add(1, &[crate::metrics::kv("stage", stage)]);
+        if let Some(p) = self.pending.get_mut(path) {
+            p.attempts += 1;
+            let delay = RETRY_BASE_DELAY.saturating_mul(1 << p.attempts.min(8)).min(RETRY_MAX_DELAY);
+            p.next_try = Some(Instant::now() + delay);
+        }
+        self.failures.insert(path.to_string(), error.clone());
+        self.settle(path, Some(&error));
+    }
+
+    /// A pending path needs nothing more (committed, or already on the Hub).
+    fn finish(&mut self, path: &str, seq: Option<u64>) {
+        self.failures.remove(path);
+        let current = self.pending.get(path).map(|p| p.seq);
+        if seq.is_some() && current == seq {
+            self.pending.remove(path);
+            let mut records = vec![Record::Done { path: path.to_string() }];
+            // A file landed: the directories above it exist on the Hub now.
+            let mut at = path;
+            while let Some((dir, _)) = at.rsplit_once('/') {
+                if self.journal.overlay().dirs.contains(dir) {
+                    records.push(Record::DirGone { path: dir.to_string() });
+                }
+                at = dir;
+            }
+            if let Err(e) = self.journal.append(&records) {
+                tracing::warn!(path, "journal write failed: {e}");
+            }
+        }
+        if !self.pending.contains_key(path) {
+            self.settle(path, None);
+        }
+    }
+
+    fn collect_garbage(&mut self) {
+        while let Ok(id) = self.gc.try_recv() {
+            self.discards.push(id);
+        }
+        if self.discards.is_empty() {
+            return;
+        }
+        let overlay = self.journal.overlay();
+        let (keep, drop): (Vec<_>, Vec<_>) = self.discards.drain(..).partition(|id| overlay.uses_staging(*id));
+        self.discards = keep;
+        for id in drop {
+            self.staging.remove(id);
+        }
+    }
+}
+
+pub enum FlushMsg {
+    /// Journal these records (before the operation they describe returns) and mark their paths.
+    Record {
+        records: Vec<Record>,
+        reply: RpcReplyPort<FsResult<()>>,
+    },
+    /// Flush these paths now; answers once committed or with the first failure.
+    FlushNow {
+        paths: Vec<String>,
+        reply: RpcReplyPort<FsResult<()>>,
+    },
+    /// Commit a streamed file (uploaded and finalized by its writer) in the next batch.
+    CommitStream {
+        commit: Commit,
+    },
+    /// Everything pending now, committed (or the failures).
+    Sync {
+        reply: RpcReplyPort<Result<(), Vec<(String, String)>>>,
+    },
+    /// Syncs the journal; answers the last failure to commit `path`, if any.
+    Fsync {
+        path: String,
+        reply: RpcReplyPort<FsResult<()>>,
+    },
+    Status {
+        reply: RpcReplyPort<WriteStatus>,
+    },
+    Tick,
+    Prepared {
+        results: Vec<Prepared>,
+    },
+    BatchDone {
+        outcomes: Vec<(Commit, Outcome)>,
+    },
+}
+
+pub struct FlusherArgs {
+    pub state: Arc<Mutex<FlusherState>>,
+    pub registry: Registry,
+    pub remote: Arc<Remote>,
+    pub uploader: Arc<XetUploader>,
+}
+
+pub struct Flusher;
+
+impl Actor for Flusher {
+    type Msg = FlushMsg;
+    type State = FlusherArgs;
+    type Arguments = FlusherArgs;
+
+    async fn pre_start(&self, me: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        args.state.lock().rebuild();
+        me.send_interval(TICK, || FlushMsg::Tick);
+        Ok(args)
+    }
+
+    handle_in_span!("actor.flusher");
+}
+
+/// The actor's message handling: synchronous (uploads and commits run in spawned tasks).
+fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> Result<(), ActorProcessingErr> {
+    let mut st = args.state.lock();
+    match msg {
+        FlushMsg::Record { records, reply } => {
+            let _ = reply.send(st.record(&records));
+        }
+        FlushMsg::FlushNow { paths, reply } => {
+            let mut left = BTreeSet::new();
+            for p in paths {
+                if let Some(e) = st.pending.get_mut(&p) {
+                    e.urgent = true;
+                    e.busy = false;
+                    e.next_try = None;
+                    left.insert(p);
+                }
+            }
+            if left.is_empty() {
+                let _ = reply.send(Ok(()));
+            } else {
+                st.waiters.push(Waiter::Paths { left, error: None, reply });
+                start_work(&me, &mut st, args);
+            }
+        }
+        FlushMsg::CommitStream { commit } => {
+            st.queue.push(commit);
+            start_work(&me, &mut st, args);
+        }
+        FlushMsg::Sync { reply } => {
+            let left: BTreeSet<String> = st.pending.keys().cloned().collect();
+            if left.is_empty() {
+                let _ = reply.send(Ok(()));
+            } else {
+                for p in st.pending.values_mut() {
+                    p.urgent = true;
+                    p.busy = false;
+                    p.next_try = None;
+                }
+                st.waiters.push(Waiter::Sync { left, failed: Vec::new(), reply });
+                start_work(&me, &mut st, args);
+            }
+        }
+        FlushMsg::Fsync { path, reply } => {
+            let file = st.journal.file();
+            let failure = st.failures.get(&path).cloned();
+            tokio::task::spawn_blocking(move || {
+                let synced = file.sync_data().map_err(|e| FsError::io("journal fsync", e));
+                let _ = reply.send(synced.and(failure.map_or(Ok(()), Err)));
+            });
+        }
+        FlushMsg::Status { reply } => {
+            let _ = reply.send(st.status());
+        }
+        FlushMsg::Tick => {
+            st.collect_garbage();
+            start_work(&me, &mut st, args);
+        }
+        FlushMsg::Prepared { results } => {
+            st.cycles = st.cycles.saturating_sub(1);
+            for r in results {
+                match r {
+                    Prepared::Commit(c) => st.queue.push(c),
+                    Prepared::Nothing { path, seq } => {
+                        st.inflight.remove(&path);
+                        st.finish(&path, Some(seq));
+                    }
+                    Prepared::Busy { path } => {
+                        st.inflight.remove(&path);
+                        if let Some(p) = st.pending.get_mut(&path) {
+                            p.busy = true;
+                        }
+                        // Whoever waits on it is answered by the writer's own close.
+                        st.settle(&path, None);
+                    }
+                    Prepared::Failed { path, error } => {
+                        st.inflight.remove(&path);
+                        st.fail(&path, error, "upload");
+                    }
+                }
+            }
+            start_work(&me, &mut st, args);
+        }
+        FlushMsg::BatchDone { outcomes } => {
+            st.batching = false;
+            let inode = args.registry.get().ok().map(|r| r.inode);
+            for (c, outcome) in outcomes {
+                st.inflight.remove(&c.path);
+                match outcome {
+                    Outcome::Applied => {
+                        st.committed += 1;
+                        if let Some(inode) = &inode {
+                            let _ = match (&c.file, c.expect) {
+                                (Some(file), Some((ino, gen))) => inode.send_message(InodeMsg::Committed {
+                                    path: c.path.clone(),
+                                    ino,
+                                    gen,
+                                    file: file.clone(),
+                                }),
+                                _ => inode.send_message(InodeMsg::Deleted { path: c.path.clone() }),
+                            };
+                        }
+                        st.finish(&c.path, c.seq);
+                        if let Some(r) = c.reply {
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                    Outcome::Stale => {
+                        if let Some(r) = c.reply {
+                            let _ = r.send(Err(FsError::Again(format!("{} changed while it was committed", c.path))));
+                        }
+                    }
+                    Outcome::Failed(e) => {
+                        st.fail(&c.path, e.clone(), "commit");
+                        if let Some(r) = c.reply {
+                            let _ = r.send(Err(e));
+                        }
+                    }
+                }
+            }
+            start_work(&me, &mut st, args);
+        }
+    }
+    Ok(())
+}
+
+/// Starts a batch if one can go, and preparations for the paths that are due.
+fn start_work(me: &ActorRef<FlushMsg>, st: &mut FlusherState, args: &FlusherArgs) {
+    if !st.batching && !st.queue.is_empty() {
+        st.batching = true;
+        let items = std::mem::take(&mut st.queue);
+        let (me, registry, remote) = (me.clone(), args.registry.clone(), args.remote.clone());
+        tokio::spawn(
+            async move {
+                let outcomes = cycle::commit(registry, remote, items).await;
+                let _ = me.send_message(FlushMsg::BatchDone { outcomes });
+            }
+            .instrument(tracing::debug_span!("flush.commit")),
+        );
+    }
+    let now = Instant::now();
+    while st.cycles < MAX_CYCLES {
+        let due: Vec<(String, u64)> = st
+            .pending
+            .iter()
+            .filter(|(p, e)| !st.inflight.contains(*p) && e.due(now, &st.cfg))
+            .take(PATHS_PER_CYCLE)
+            .map(|(p, e)| (p.clone(), e.seq))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for (p, _) in &due {
+            st.inflight.insert(p.clone());
+        }
+        st.cycles += 1;
+        let (me, registry, remote, uploader, staging) =
+            (me.clone(), args.registry.clone(), args.remote.clone(), args.uploader.clone(), st.staging.clone());
+        tokio::spawn(
+            async move {
+                let results = cycle::prepare(registry, remote, uploader, staging, due).await;
+                let _ = me.send_message(FlushMsg::Prepared { results });
+            }
+            .instrument(tracing::debug_span!("flush.prepare")),
+        );
+    }
+}

@@ -1,0 +1,453 @@
+//! The inode table: names ↔ inode numbers, what each inode is (a directory
+//! and its children, a symlink, a file and where its bytes are), its remote
+//! half and its local half, the kernel's lookup counts, open counts, a
+//! bounded negative cache and tombstones of local deletions.
+//!
+//! Its size is bounded: past `max_nodes`, the listings of the least recently
+//! used directories are unloaded, dropping the children nobody holds and
+//! that carry no local state. An unloaded directory is listed again on next
+//! use; children still held keep their inode numbers.
+//!
+//! Its state lives in an `Arc<Mutex<_>>` the supervisor keeps, so a restarted
+//! incarnation carries on with the same inode numbers. Only this actor locks
+//! it; the lock is never held across an await.
+
+mod local;
+mod merge;
+mod node;
+mod state;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc::UnboundedSender;
+
+pub use local::Owner;
+pub use node::{Content, Defaults, Meta, NodeKind, NodeView, Status, WriteState};
+pub use state::InodeState;
+
+use crate::error::FsResult;
+use crate::hub::{RemoteEntry, RemoteFile, RemoteKind};
+use crate::types::{Ino, Invalidation, SetAttr, StagingId};
+
+/// The answer to a child lookup.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(NodeView),
+    /// Known not to exist (listed parent without it, a fresh negative entry, a local deletion).
+    Missing,
+    /// The parent is not listed: resolve `path` remotely, then report with `Insert` or
+    /// `Absent`, passing `epoch` back.
+    Unknown { path: String, epoch: u64 },
+}
+
+/// The answer to a directory read.
+#[derive(Debug)]
+pub enum Children {
+    Listed(Vec<(String, NodeView)>),
+    /// Not listed yet (or the listing is older than the TTL): list `path`, then `ApplyListing`.
+    NeedsListing { path: String, epoch: u64 },
+}
+
+/// A name taken away (unlink, rmdir, or replaced by a rename).
+#[derive(Debug, Clone)]
+pub struct Removed {
+    pub ino: Ino,
+    pub path: String,
+    pub kind: NodeKind,
+    /// The Hub may have a file at `path` (known there, or a commit under way): delete it.
+    pub hub_may_have: bool,
+    pub local_dir: bool,
+}
+
+/// One node moved by a rename, with what the journal needs to move with it.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub ino: Ino,
+    pub old_path: String,
+    pub new_path: String,
+    pub kind: NodeKind,
+    /// Local attributes, if any.
+    pub meta: Option<Meta>,
+    pub mtime: SystemTime,
+    pub local_dir: bool,
+    pub hub_may_have_old: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Renamed {
+    pub moved: Vec<Moved>,
+    pub replaced: Option<Removed>,
+}
+
+/// The answer to opening a file for writing.
+pub enum OpenWrite {
+    /// Write to `staging` (cut to zero first when `truncate`).
+    Ready { staging: StagingId, truncate: bool },
+    /// Fill `staging` with the remote bytes of `file` first, then report `FillDone` (the
+    /// sender tells other openers waiting on it).
+    Fill { file: Arc<RemoteFile>, staging: StagingId, done: tokio::sync::watch::Sender<Option<Result<(), String>>> },
+    /// Another opener is filling it: wait, then open again.
+    Wait(tokio::sync::watch::Receiver<Option<Result<(), String>>>),
+}
+
+/// What is at a path, for the flusher.
+#[derive(Debug, Clone)]
+pub enum AtPath {
+    /// No file (nothing, a directory or a symlink); `hub_may_have`: a file the Hub may still
+    /// have there was deleted here.
+    NoFile { hub_may_have: bool },
+    File {
+        ino: Ino,
+        gen: u64,
+        writers: u32,
+        content: Content,
+        /// What the Hub has at this path, as last seen.
+        remote: Option<Arc<RemoteFile>>,
+        mtime: SystemTime,
+    },
+}
+
+/// The local state an earlier mount journaled, to be shown again at once.
+#[derive(Debug, Default, Clone)]
+pub struct Restore {
+    /// Files with pending content, their local attributes if any, and their mtime.
+    pub files: Vec<(String, Content, Option<Meta>, SystemTime)>,
+    pub dirs: Vec<(String, Option<Meta>)>,
+    pub symlinks: Vec<(String, String, Option<Meta>)>,
+    /// Deletions not yet committed.
+    pub deletes: Vec<String>,
+    /// Attributes of entries the Hub has (applied when they appear).
+    pub meta: Vec<(String, Meta)>,
+}
+
+pub enum InodeMsg {
+    Get {
+        ino: Ino,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    /// `max_age`: a listing older than this does not prove a name absent.
+    Lookup {
+        parent: Ino,
+        name: String,
+        count: bool,
+        max_age: Option<Duration>,
+        reply: RpcReplyPort<FsResult<Lookup>>,
+    },
+    /// The kernel took references through `readdirplus`.
+    AddLookups {
+        inos: Vec<Ino>,
+    },
+    Insert {
+        parent: Ino,
+        name: String,
+        kind: RemoteKind,
+        epoch: u64,
+        count: bool,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Absent {
+        parent: Ino,
+        name: String,
+        epoch: u64,
+    },
+    Children {
+        ino: Ino,
+        max_age: Option<Duration>,
+        reply: RpcReplyPort<FsResult<Children>>,
+    },
+    ApplyListing {
+        ino: Ino,
+        path: String,
+        epoch: u64,
+        entries: Vec<RemoteEntry>,
+        reply: RpcReplyPort<Vec<Invalidation>>,
+    },
+    /// Every entry below directory `ino` (a recursive listing of `path`), so it can move whole.
+    ApplyTree {
+        ino: Ino,
+        path: String,
+        epoch: u64,
+        entries: Vec<RemoteEntry>,
+        reply: RpcReplyPort<FsResult<()>>,
+    },
+    /// The result of revalidating a file: its new identity, or `None` when it is gone.
+    Revalidated {
+        ino: Ino,
+        file: Option<RemoteFile>,
+        epoch: u64,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Forget {
+        ino: Ino,
+        n: u64,
+    },
+    Opened {
+        ino: Ino,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Closed {
+        ino: Ino,
+    },
+    /// Directories whose children are listed, for the poller: `(ino, path)`, and the epoch.
+    LoadedDirs {
+        reply: RpcReplyPort<(Vec<(Ino, String)>, u64)>,
+    },
+    Count {
+        reply: RpcReplyPort<usize>,
+    },
+    Create {
+        parent: Ino,
+        name: String,
+        owner: Owner,
+        staging: StagingId,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Mkdir {
+        parent: Ino,
+        name: String,
+        owner: Owner,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Symlink {
+        parent: Ino,
+        name: String,
+        target: String,
+        owner: Owner,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Link {
+        ino: Ino,
+        parent: Ino,
+        name: String,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Unlink {
+        parent: Ino,
+        name: String,
+        reply: RpcReplyPort<FsResult<Removed>>,
+    },
+    Rmdir {
+        parent: Ino,
+        name: String,
+        reply: RpcReplyPort<FsResult<Removed>>,
+    },
+    Rename {
+        parent: Ino,
+        name: String,
+        new_parent: Ino,
+        new_name: String,
+        noreplace: bool,
+        reply: RpcReplyPort<FsResult<Renamed>>,
+    },
+    OpenWrite {
+        ino: Ino,
+        truncate: bool,
+        fresh: StagingId,
+        reply: RpcReplyPort<FsResult<OpenWrite>>,
+    },
+    FillDone {
+        ino: Ino,
+        staging: StagingId,
+        ok: bool,
+        reply: RpcReplyPort<FsResult<()>>,
+    },
+    /// Bytes up to `end` were written; answers the new size.
+    Wrote {
+        ino: Ino,
+        end: u64,
+        reply: RpcReplyPort<FsResult<u64>>,
+    },
+    Resized {
+        ino: Ino,
+        size: u64,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    CloseWrite {
+        ino: Ino,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    SetMeta {
+        ino: Ino,
+        set: SetAttr,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Resolve {
+        path: String,
+        reply: RpcReplyPort<AtPath>,
+    },
+    /// For each `(path, expected)`: does the path still hold it (see `still`)?
+    Still {
+        items: Vec<(String, Option<(Ino, u64)>)>,
+        reply: RpcReplyPort<Vec<bool>>,
+    },
+    Uploading {
+        ino: Ino,
+        gen: u64,
+        on: bool,
+    },
+    Committed {
+        path: String,
+        ino: Ino,
+        gen: u64,
+        file: RemoteFile,
+    },
+    Deleted {
+        path: String,
+    },
+    Restore {
+        restore: Restore,
+        reply: RpcReplyPort<()>,
+    },
+}
+
+pub struct InodeTable;
+
+/// The table's state as the actor holds it: the shared table, and where released staging
+/// files go (the flusher deletes them once the journal no longer needs them).
+pub type InodeArgs = (Arc<Mutex<InodeState>>, Option<UnboundedSender<StagingId>>);
+
+supervised_actor!(InodeTable, InodeMsg, InodeArgs, "actor.inode_table");
+
+/// The actor's message handling: synchronous (work that waits runs in spawned tasks).
+fn on_message(_: ActorRef<InodeMsg>, msg: InodeMsg, state: &mut InodeArgs) -> Result<(), ActorProcessingErr> {
+    let mut st = state.0.lock();
+    handle(&mut st, msg);
+    if !st.released.is_empty() {
+        let released = std::mem::take(&mut st.released);
+        if let Some(gc) = &state.1 {
+            for s in released {
+                let _ = gc.send(s);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn handle(st: &mut InodeState, msg: InodeMsg) {
+    match msg {
+        InodeMsg::Get { ino, reply } => {
+            let _ = reply.send(st.view(ino));
+        }
+        InodeMsg::Lookup { parent, name, count, max_age, reply } => {
+            st.touch(parent);
+            let _ = reply.send(st.lookup(parent, &name, count, max_age));
+        }
+        InodeMsg::AddLookups { inos } => {
+            for ino in inos {
+                if let Some(n) = st.nodes.get_mut(&ino) {
+                    n.lookups += 1;
+                }
+            }
+        }
+        InodeMsg::Insert { parent, name, kind, epoch, count, reply } => {
+            let answer = st.insert_remote(parent, &name, kind, epoch, count);
+            if let Ok(v) = &answer {
+                st.enforce_cap(v.parent);
+            }
+            let _ = reply.send(answer);
+        }
+        InodeMsg::Absent { parent, name, epoch } => st.absent(parent, &name, epoch),
+        InodeMsg::Children { ino, max_age, reply } => {
+            st.touch(ino);
+            let _ = reply.send(st.children_of(ino, max_age));
+        }
+        InodeMsg::ApplyListing { ino, path, epoch, entries, reply } => {
+            let inval = st.apply_listing(ino, &path, epoch, entries);
+            st.touch(ino);
+            st.enforce_cap(ino);
+            let _ = reply.send(inval);
+        }
+        InodeMsg::ApplyTree { ino, path, epoch, entries, reply } => {
+            let _ = reply.send(st.apply_tree(ino, &path, epoch, entries));
+        }
+        InodeMsg::Revalidated { ino, file, epoch, reply } => {
+            let _ = reply.send(st.revalidated(ino, file, epoch));
+        }
+        InodeMsg::Forget { ino, n } => {
+            if let Some(node) = st.nodes.get_mut(&ino) {
+                node.lookups = node.lookups.saturating_sub(n);
+            }
+            st.maybe_drop(ino);
+        }
+        InodeMsg::Opened { ino, reply } => {
+            let answer = st.node_mut(ino).map(|n| n.opens += 1).and_then(|_| st.view(ino));
+            let _ = reply.send(answer);
+        }
+        InodeMsg::Closed { ino } => {
+            if let Some(n) = st.nodes.get_mut(&ino) {
+                n.opens = n.opens.saturating_sub(1);
+            }
+            st.maybe_drop(ino);
+        }
+        InodeMsg::LoadedDirs { reply } => {
+            let dirs = st
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.listed_at.is_some() && !n.removed)
+                .map(|(i, _)| (*i, st.path_of(*i)))
+                .collect();
+            let _ = reply.send((dirs, st.epoch));
+        }
+        InodeMsg::Count { reply } => {
+            let _ = reply.send(st.len());
+        }
+        InodeMsg::Create { parent, name, owner, staging, reply } => {
+            let _ = reply.send(st.create(parent, &name, owner, staging));
+        }
+        InodeMsg::Mkdir { parent, name, owner, reply } => {
+            let _ = reply.send(st.mkdir(parent, &name, owner));
+        }
+        InodeMsg::Symlink { parent, name, target, owner, reply } => {
+            let _ = reply.send(st.symlink(parent, &name, &target, owner));
+        }
+        InodeMsg::Link { ino, parent, name, reply } => {
+            let _ = reply.send(st.link(ino, parent, &name));
+        }
+        InodeMsg::Unlink { parent, name, reply } => {
+            let _ = reply.send(st.unlink(parent, &name));
+        }
+        InodeMsg::Rmdir { parent, name, reply } => {
+            let _ = reply.send(st.rmdir(parent, &name));
+        }
+        InodeMsg::Rename { parent, name, new_parent, new_name, noreplace, reply } => {
+            let _ = reply.send(st.rename(parent, &name, new_parent, &new_name, noreplace));
+        }
+        InodeMsg::OpenWrite { ino, truncate, fresh, reply } => {
+            let _ = reply.send(st.open_write(ino, truncate, fresh));
+        }
+        InodeMsg::FillDone { ino, staging, ok, reply } => {
+            let _ = reply.send(st.fill_done(ino, staging, ok));
+        }
+        InodeMsg::Wrote { ino, end, reply } => {
+            let _ = reply.send(st.wrote(ino, end));
+        }
+        InodeMsg::Resized { ino, size, reply } => {
+            let _ = reply.send(st.resized(ino, size));
+        }
+        InodeMsg::CloseWrite { ino, reply } => {
+            let _ = reply.send(st.close_write(ino));
+        }
+        InodeMsg::SetMeta { ino, set, reply } => {
+            let _ = reply.send(st.set_meta(ino, &set));
+        }
+        InodeMsg::Resolve { path, reply } => {
+            let _ = reply.send(st.resolve(&path));
+        }
+        InodeMsg::Still { items, reply } => {
+            let _ = reply.send(items.iter().map(|(p, e)| st.still(p, *e)).collect());
+        }
+        InodeMsg::Uploading { ino, gen, on } => st.uploading(ino, gen, on),
+        InodeMsg::Committed { path, ino, gen, file } => st.committed(&path, ino, gen, file),
+        InodeMsg::Deleted { path } => st.deleted(&path),
+        InodeMsg::Restore { restore, reply } => {
+            st.restore(restore);
+            let _ = reply.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

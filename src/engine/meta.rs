@@ -1,0 +1,203 @@
+//! Metadata: lookups (a name under an unlisted directory is resolved with
+//! one HEAD), attributes (revalidated past their TTL, unless local state
+//! owns them), listings (one level, coalesced), directory handles that page
+//! through a snapshot, symlink targets.
+
+use std::sync::Arc;
+
+use super::{check_name, is_os_junk, Engine};
+use crate::actors::call_with_timeout;
+use crate::actors::inode_table::{Children, InodeMsg, Lookup, NodeKind, NodeView};
+use crate::actors::prefetch::{DirSnapshot, Fh, PrefetchMsg};
+use crate::actors::revalidator::RevalidatorMsg;
+use crate::error::{FsError, FsResult};
+use crate::hub::RemoteKind;
+use crate::types::{Attr, DirEntry, Ino};
+
+impl Engine {
+    /// The directory holding `ino` (the root is its own parent).
+    pub async fn parent(&self, ino: Ino) -> FsResult<Ino> {
+        Ok(self.inode(|reply| InodeMsg::Get { ino, reply }).await??.parent)
+    }
+
+    pub(super) async fn view(&self, ino: Ino) -> FsResult<NodeView> {
+        self.inode(|reply| InodeMsg::Get { ino, reply }).await?
+    }
+
+    pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        let view = self.view(ino).await?;
+        let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
+        Ok(view.attr)
+    }
+
+    /// Looks `name` (as the kernel gave it) up in `parent`; a success counts as one kernel reference.
+    pub async fn lookup(&self, parent: Ino, raw: &[u8]) -> FsResult<Attr> {
+        let name = check_name(raw)?;
+        if self.inner.cfg.filter_os_files && is_os_junk(name) {
+            return Err(FsError::NotFound);
+        }
+        let view = self.lookup_view(parent, name, true).await?;
+        if !self.stale(&view) {
+            return Ok(view.attr);
+        }
+        let ino = view.ino;
+        match self.revalidate(view).await {
+            Ok(v) => Ok(v.attr),
+            Err(e) => {
+                self.forget(ino, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// The node `name` in `parent`, resolved remotely when the parent is not listed.
+    pub(super) async fn lookup_view(&self, parent: Ino, name: &str, count: bool) -> FsResult<NodeView> {
+        let max_age = self.inner.cfg.metadata_ttl;
+        let answer = self
+            .inode(|reply| InodeMsg::Lookup { parent, name: name.to_string(), count, max_age, reply })
+            .await??;
+        match answer {
+            Lookup::Found(view) => Ok(view),
+            Lookup::Missing => Err(FsError::NotFound),
+            Lookup::Unknown { path, epoch } => self.resolve_remote(parent, name, path, epoch, count).await,
+        }
+    }
+
+    /// A name under an unlisted (or stale) directory: HEAD it; if no file, ask whether it is a directory.
+    async fn resolve_remote(&self, parent: Ino, name: &str, path: String, epoch: u64, count: bool) -> FsResult<NodeView> {
+        let t = self.net_timeout();
+        let head = call_with_timeout(
+            self.reg(),
+            |r| r.revalidator.clone(),
+            |reply| RevalidatorMsg::Head { path: path.clone(), reply },
+            t,
+        )
+        .await??;
+        let kind = match head {
+            Some(file) => RemoteKind::File(file),
+            None => {
+                let is_dir = call_with_timeout(
+                    self.reg(),
+                    |r| r.revalidator.clone(),
+                    |reply| RevalidatorMsg::IsDir { path: path.clone(), reply },
+                    t,
+                )
+                .await??;
+                if !is_dir {
+                    let name = name.to_string();
+                    let _ = self.reg().get()?.inode.send_message(InodeMsg::Absent { parent, name, epoch });
+                    return Err(FsError::NotFound);
+                }
+                RemoteKind::Dir
+            }
+        };
+        self.inode(|reply| InodeMsg::Insert { parent, name: name.to_string(), kind: kind.clone(), epoch, count, reply })
+            .await?
+    }
+
+    pub fn forget(&self, ino: Ino, n: u64) {
+        if let Ok(refs) = self.reg().get() {
+            let _ = refs.inode.send_message(InodeMsg::Forget { ino, n });
+        }
+    }
+
+    /// The kernel took one reference to each of these through `readdirplus`.
+    pub fn add_lookups(&self, inos: Vec<Ino>) {
+        if let Ok(refs) = self.reg().get() {
+            let _ = refs.inode.send_message(InodeMsg::AddLookups { inos });
+        }
+    }
+
+    /// The children of a directory, listing it (once, coalesced) when needed.
+    pub async fn list(&self, ino: Ino) -> FsResult<Vec<DirEntry>> {
+        let max_age = self.inner.cfg.metadata_ttl;
+        let mut listed_once = false;
+        loop {
+            let age = if listed_once { None } else { max_age };
+            match self.inode(|reply| InodeMsg::Children { ino, max_age: age, reply }).await?? {
+                Children::Listed(entries) => {
+                    return Ok(entries.into_iter().map(|(name, v)| DirEntry { name, attr: v.attr }).collect());
+                }
+                Children::NeedsListing { path, epoch } if !listed_once => {
+                    let listed = call_with_timeout(
+                        self.reg(),
+                        |r| r.revalidator.clone(),
+                        |reply| RevalidatorMsg::List { path: path.clone(), reply },
+                        self.net_timeout(),
+                    )
+                    .await?;
+                    let entries = match listed {
+                        Ok(e) => e,
+                        // A directory that exists only here (or whose files are all pending) lists as empty.
+                        Err(FsError::NotFound) => Vec::new(),
+                        Err(e) => return Err(e),
+                    };
+                    let inval = self
+                        .inode(|reply| InodeMsg::ApplyListing {
+                            ino,
+                            path: path.clone(),
+                            epoch,
+                            entries: entries.clone(),
+                            reply,
+                        })
+                        .await?;
+                    self.forward_invalidations(inval);
+                    listed_once = true;
+                }
+                Children::NeedsListing { .. } => return Err(FsError::Io("directory listing vanished".into())),
+            }
+        }
+    }
+
+    /// Makes every entry below directory `ino` known (a recursive listing), so it can move whole.
+    pub(super) async fn materialize(&self, ino: Ino) -> FsResult<()> {
+        let view = self.view(ino).await?;
+        let entries = match self.inner.remote.list_recursive(&view.path).await {
+            Ok(e) => e,
+            Err(FsError::NotFound) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let (path, epoch) = (view.path.clone(), view.epoch);
+        self.inode(|reply| InodeMsg::ApplyTree { ino, path: path.clone(), epoch, entries: entries.clone(), reply })
+            .await?
+    }
+
+    /// Opens a directory: snapshots its entries, so paging through it costs them once. The
+    /// directory counts as open until `releasedir`, which keeps its listing (and so the
+    /// snapshot's inode numbers) from being unloaded by the inode table's cap meanwhile.
+    pub async fn opendir(&self, ino: Ino) -> FsResult<Fh> {
+        self.inode(|reply| InodeMsg::Opened { ino, reply }).await??;
+        let opened = async {
+            let entries: DirSnapshot = Arc::new(self.list(ino).await?);
+            crate::actors::call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::OpenDir {
+                entries: entries.clone(),
+                reply,
+            })
+            .await
+        }
+        .await;
+        if opened.is_err() {
+            let _ = self.reg().get().map(|r| r.inode.send_message(InodeMsg::Closed { ino }));
+        }
+        opened
+    }
+
+    pub async fn readdir_snapshot(&self, fh: Fh) -> FsResult<DirSnapshot> {
+        crate::actors::call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::DirEntries { fh, reply }).await?
+    }
+
+    pub fn releasedir(&self, ino: Ino, fh: Fh) {
+        if let Ok(refs) = self.reg().get() {
+            let _ = refs.prefetch.send_message(PrefetchMsg::ReleaseDir { fh });
+            let _ = refs.inode.send_message(InodeMsg::Closed { ino });
+        }
+    }
+
+    /// The target of a symlink.
+    pub async fn readlink(&self, ino: Ino) -> FsResult<String> {
+        match self.view(ino).await?.kind {
+            NodeKind::Symlink(t) => Ok(t.to_string()),
+            _ => Err(FsError::Invalid("not a symlink".into())),
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Opening, writing and closing files. Two write modes:
+//! - streaming (the default for new and truncated files): bytes go into an
+//!   upload as they arrive, with a copy in a staging file for reads; `close`
+//!   finishes the upload and commits, returning only once committed;
+//! - staged (`--advanced-writes`, and in every mode for an existing file
+//!   opened without `O_TRUNC`): random writes into a staging file, committed
+//!   by the flusher once quiet (at close itself in the default mode).
+//!
+//! A change is journaled when it is acknowledged (close, fsync), so a crash
+//! never commits a state no one was told was written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{check_name, is_os_junk, meta_record, Engine};
+use crate::actors::call_with_timeout;
+use crate::actors::flusher::cycle::{add_line, remote_file, Commit};
+use crate::actors::flusher::journal::{PutRec, Record};
+use crate::actors::flusher::FlushMsg;
+use crate::actors::inode_table::{Content, InodeMsg, NodeKind, NodeView, OpenWrite, Owner};
+use crate::actors::prefetch::{Fh, PrefetchMsg, WriteHandle, WriteMode};
+use crate::error::{FsError, FsResult};
+use crate::hub::{RemoteFile, StreamingUpload};
+use crate::types::{Attr, Ino, OpenMode, StagingId};
+
+/// Bytes fetched at a time when filling a staging file with a file's remote bytes.
+const FILL_CHUNK_BYTES: u64 = 16 << 20;
+/// The largest file a write may make (as ext4's limit).
+pub const MAX_FILE_BYTES: u64 = 16 << 40;
+
+/// The journal record saying `path` holds `content` (an acknowledged state).
+pub(super) fn put_record(path: &str, content: &Content, mtime: std::time::SystemTime) -> Option<Record> {
+    let mtime = super::nanos(mtime);
+    let put = match content {
+        Content::Local { staging, size } => PutRec { staging: Some(*staging), hash: None, size: *size, mtime },
+        Content::Remote(f) => PutRec { staging: None, hash: Some(f.xet_hash.clone()?), size: f.size, mtime },
+    };
+    Some(Record::Put { path: path.to_string(), put })
+}
+
+/// The records for a file's acknowledged state: its content, and its attributes if local.
+pub(super) fn file_records(view: &NodeView) -> Vec<Record> {
+    let mut out = Vec::new();
+    if let Some(c) = view.content() {
+        out.extend(put_record(&view.path, c, view.attr.mtime));
+    }
+    if view.meta.local {
+        out.push(Record::Meta { path: view.path.clone(), meta: meta_record(&view.meta) });
+    }
+    out
+}
+
+impl Engine {
+    async fn prefetch<T: Send + 'static>(&self, build: impl Fn(ractor::RpcReplyPort<T>) -> PrefetchMsg) -> FsResult<T> {
+        crate::actors::call(self.reg(), |r| r.prefetch.clone(), build).await
+    }
+
+    /// Opens a file; `flags` as for open(2), `pid` the opener (commits at close are its).
+    /// The answer says whether the kernel may keep its cached pages.
+    pub async fn open(&self, ino: Ino, flags: i32, pid: u32) -> FsResult<(Fh, bool)> {
+        let mode = OpenMode::from_flags(flags);
+        if mode.write {
+            self.writes()?;
+        }
+        let view = self.inode(|reply| InodeMsg::Opened { ino, reply }).await??;
+        let opened = if mode.write { self.open_write(view, mode, pid).await } else { self.open_read(view).await };
+        if opened.is_err() {
+            let _ = self.reg().get().map(|r| r.inode.send_message(InodeMsg::Closed { ino }));
+        }
+        opened
+    }
+
+    async fn open_read(&self, view: NodeView) -> FsResult<(Fh, bool)> {
+        let before = view.version;
+        let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
+        let file = match &view.kind {
+            NodeKind::File(Content::Remote(f)) => Some(f.clone()),
+            NodeKind::File(Content::Local { .. }) => None,
+            NodeKind::Dir => return Err(FsError::IsDir),
+            NodeKind::Symlink(_) => return Err(FsError::Invalid("a symlink".into())),
+        };
+        let (ino, path) = (view.ino, view.path.clone());
+        let fh = self
+            .prefetch(|reply| PrefetchMsg::OpenFile { ino, path: path.clone(), file: file.clone(), write: None, reply })
+            .await?;
+        Ok((fh, view.version == before))
+    }
+
+    async fn open_write(&self, view: NodeView, mode: OpenMode, pid: u32) -> FsResult<(Fh, bool)> {
+        let w = self.writes()?;
+        if view.attr.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        let staging = self.make_local(&view, mode.truncate).await?;
+        let stream = (!w.advanced && mode.truncate)
+            .then(|| Arc::new(tokio::sync::Mutex::new(StreamingUpload::start(w.uploader.clone(), view.path.clone()))));
+        let handle = WriteHandle {
+            mode: if stream.is_some() { WriteMode::Stream } else { WriteMode::Staged },
+            staging,
+            pid,
+            created: false,
+            truncated: mode.truncate,
+            wrote: false,
+            stream,
+        };
+        let (ino, path) = (view.ino, view.path.clone());
+        let r = self.reg().get()?;
+        let _ = r.prefetch.send_message(PrefetchMsg::Retarget { ino, file: None });
+        let fh = self
+            .prefetch(|reply| PrefetchMsg::OpenFile {
+                ino,
+                path: path.clone(),
+                file: None,
+                write: Some(handle.clone()),
+                reply,
+            })
+            .await;
+        match fh {
+            Ok(fh) => Ok((fh, true)),
+            Err(e) => {
+                let _ = self.inode(|reply| InodeMsg::CloseWrite { ino, reply }).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a file's bytes local for writing (counting one more writer): its staging file,
+    /// filled from the Hub's bytes unless `truncate`. The fill runs in this caller's task;
+    /// other operations on the mount carry on meanwhile.
+    pub(super) async fn make_local(&self, view: &NodeView, truncate: bool) -> FsResult<StagingId> {
+        let w = self.writes()?;
+        let ino = view.ino;
+        let deadline = self.net_timeout() * 4;
+        loop {
+            let fresh = w.staging.reserve();
+            match self.inode(|reply| InodeMsg::OpenWrite { ino, truncate, fresh, reply }).await?? {
+                OpenWrite::Ready { staging, truncate } => {
+                    if truncate {
+                        w.staging.set_len(staging, 0).await?;
+                    } else {
+                        w.staging.file(staging)?;
+                    }
+                    return Ok(staging);
+                }
+                OpenWrite::Fill { file, staging, done } => {
+                    let filled = self.fill(&view.path, &file, staging).await;
+                    let ok = filled.is_ok();
+                    let _ = self.inode(|reply| InodeMsg::FillDone { ino, staging, ok, reply }).await;
+                    let _ = done.send(Some(filled.clone().map_err(|e| e.to_string())));
+                    if let Err(e) = &filled {
+                        tracing::warn!(path = %view.path, "cannot fill a staging copy for writing: {e}");
+                    }
+                    return filled.map(|_| staging);
+                }
+                OpenWrite::Wait(mut rx) => {
+                    let waited = tokio::time::timeout(deadline, rx.wait_for(|v| v.is_some())).await;
+                    if waited.is_err() {
+                        return Err(FsError::TimedOut(deadline, format!("{}: another fill", view.path)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies a file's remote bytes into a staging file (through the chunk cache).
+    async fn fill(&self, path: &str, file: &Arc<RemoteFile>, staging: StagingId) -> FsResult<()> {
+        let w = self.writes()?;
+        w.staging.set_len(staging, 0).await?;
+        let mut at = 0;
+        while at < file.size {
+            let end = (at + FILL_CHUNK_BYTES).min(file.size);
+            let bytes = self.fetch(path, file, at..end).await?;
+            w.staging.write_at(staging, at, bytes).await?;
+            at = end;
+        }
+        Ok(())
+    }
+
+    /// Creates a file and opens it for writing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        &self,
+        parent: Ino,
+        raw: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        pid: u32,
+    ) -> FsResult<(Attr, Fh)> {
+        let w = self.writes()?;
+        let name = check_name(raw)?;
+        self.refuse_junk(name)?;
+        let staging = w.staging.reserve();
+        w.staging.file(staging)?;
+        let owner = Owner { perm: (mode & 0o7777) as u16, uid, gid };
+        let view = match self
+            .inode(|reply| InodeMsg::Create { parent, name: name.to_string(), owner, staging, reply })
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => {
+                w.staging.remove(staging);
+                return Err(e);
+            }
+        };
+        let stream = (!w.advanced)
+            .then(|| Arc::new(tokio::sync::Mutex::new(StreamingUpload::start(w.uploader.clone(), view.path.clone()))));
+        let handle = WriteHandle {
+            mode: if stream.is_some() { WriteMode::Stream } else { WriteMode::Staged },
+            staging,
+            pid,
+            created: true,
+            truncated: false,
+            wrote: false,
+            stream,
+        };
+        let (ino, path) = (view.ino, view.path.clone());
+        let fh = self
+            .prefetch(|reply| PrefetchMsg::OpenFile {
+                ino,
+                path: path.clone(),
+                file: None,
+                write: Some(handle.clone()),
+                reply,
+            })
+            .await?;
+        Ok((view.attr, fh))
+    }
+
+    pub(super) fn refuse_junk(&self, name: &str) -> FsResult<()> {
+        if self.inner.cfg.filter_os_files && is_os_junk(name) {
+            tracing::info!(name, "refused an OS metadata file (mount with --no-filter-os-files to allow it)");
+            return Err(FsError::NotPermitted(format!("{name:?} is an OS metadata file")));
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` through a handle open for writing.
+    pub async fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let w = self.writes()?;
+        let (ino, wh) = self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await??;
+        let wh = wh.ok_or_else(|| FsError::Invalid("not open for writing".into()))?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_BYTES)
+            .ok_or_else(|| FsError::TooBig(format!("a write ending past {MAX_FILE_BYTES} bytes")))?;
+        let bytes = Bytes::copy_from_slice(data);
+        let streamed = match &wh.stream {
+            Some(s) => {
+                let mut s = s.lock().await;
+                if s.ended() {
+                    false // committed at an earlier close: later writes are staged
+                } else {
+                    if offset != s.next {
+                        let path = self.view(ino).await.map(|v| v.path).unwrap_or_default();
+                        tracing::warn!(
+                            path,
+                            offset,
+                            expected = s.next,
+                            "non-sequential write on a streaming handle refused (EINVAL); \
+                             mount with --advanced-writes for random writes"
+                        );
+                        return Err(FsError::Invalid("non-sequential write in streaming mode".into()));
+                    }
+                    w.staging.write_at(wh.staging, offset, bytes.clone()).await?;
+                    if let Err(e) = s.send(bytes.clone()).await {
+                        let path = self.view(ino).await.map(|v| v.path).unwrap_or_default();
+                        tracing::error!(path, "streaming upload failed: {e}");
+                        return Err(e.into());
+                    }
+                    true
+                }
+            }
+            None => false,
+        };
+        if !streamed {
+            w.staging.write_at(wh.staging, offset, bytes).await?;
+        }
+        self.inode(|reply| InodeMsg::Wrote { ino, end, reply }).await??;
+        if !wh.wrote {
+            let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkWrote { fh });
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// `close(2)` of a descriptor: commits what the handle wrote (streaming: the upload is
+    /// finished and committed; default mode: the staged file is committed now; advanced:
+    /// journaled, committed by the flusher). A flush from another process than the opener, or
+    /// with nothing written, leaves the commit to the last release.
+    pub async fn flush(&self, fh: Fh, pid: u32) -> FsResult<()> {
+        let Ok(Ok((ino, Some(wh)))) = self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await else {
+            return Ok(());
+        };
+        if wh.pid != pid {
+            return Ok(());
+        }
+        self.commit_handle(fh, ino, &wh, true).await
+    }
+
+    /// Commits a write handle's changes; `at_close`: the writer waits for the answer.
+    async fn commit_handle(&self, fh: Fh, ino: Ino, wh: &WriteHandle, at_close: bool) -> FsResult<()> {
+        let w = self.writes()?;
+        if let Some(s) = &wh.stream {
+            let mut s = s.lock().await;
+            if !s.ended() {
+                if at_close && !wh.wrote {
+                    return Ok(()); // nothing written yet: the last release commits
+                }
+                let r = self.commit_stream(ino, &mut s).await;
+                if r.is_ok() {
+                    let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
+                    return Ok(());
+                }
+                // Keep the bytes (the staging copy is whole): staged, retried by the flusher.
+                let e = r.unwrap_err();
+                self.journal_staged(ino).await?;
+                return Err(e);
+            }
+        }
+        if !wh.dirty() {
+            return Ok(());
+        }
+        let path = self.journal_staged(ino).await?;
+        let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
+        if w.advanced {
+            return Ok(());
+        }
+        // The default mode commits at close: the writer waits for it.
+        let paths = vec![path.clone()];
+        if !at_close {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            let _ = self.reg().get()?.flusher.map(|f| f.send_message(FlushMsg::FlushNow { paths, reply: tx.into() }));
+            return Ok(());
+        }
+        let r = call_with_timeout(
+            self.reg(),
+            |r| r.flusher.clone().expect("writable"),
+            |reply| FlushMsg::FlushNow { paths: paths.clone(), reply },
+            self.net_timeout() * 8,
+        )
+        .await
+        .and_then(|r| r);
+        if let Err(e) = &r {
+            tracing::error!(path, "commit at close failed (kept locally, retried in the background): {e}");
+        }
+        r
+    }
+
+    /// Journals a file's current state (its staging file and size, and local attributes):
+    /// acknowledged, so a crash after this commits it. Returns the path.
+    async fn journal_staged(&self, ino: Ino) -> FsResult<String> {
+        let view = self.view(ino).await?;
+        let records = self.records_for(&view).await?;
+        self.journal(records).await?;
+        Ok(view.path)
+    }
+
+    async fn records_for(&self, view: &NodeView) -> FsResult<Vec<Record>> {
+        Ok(file_records(view))
+    }
+
+    /// Finishes a streamed file's upload and commits it (in the flusher's next batch).
+    async fn commit_stream(&self, ino: Ino, s: &mut StreamingUpload) -> FsResult<()> {
+        let up = match s.finish().await {
+            Ok(up) => up,
+            Err(e) => {
+                let path = self.view(ino).await.map(|v| v.path).unwrap_or_default();
+                tracing::error!(path, "upload failed at close: {e}");
+                return Err(e.into());
+            }
+        };
+        let view = self.view(ino).await?;
+        if up.size != view.attr.size {
+            // Written through another handle too: the staged copy is what counts.
+            return Err(FsError::Again(format!("{}: changed through another handle", view.path)));
+        }
+        let (path, gen, mtime) = (view.path.clone(), view.write.gen, view.attr.mtime);
+        let remote = self.inner.remote.clone();
+        let line = add_line(&remote, &path, &up.xet_hash, mtime);
+        let file = remote_file(&up, mtime);
+        let r = call_with_timeout(
+            self.reg(),
+            |r| r.flusher.clone().expect("writable"),
+            |reply| FlushMsg::CommitStream {
+                commit: Commit {
+                    path: path.clone(),
+                    seq: None,
+                    line: line.clone(),
+                    expect: Some((ino, gen)),
+                    file: Some(file.clone()),
+                    reply: Some(reply),
+                },
+            },
+            self.net_timeout() * 2,
+        )
+        .await
+        .and_then(|r| r);
+        if let Err(e) = &r {
+            tracing::error!(path, "commit at close failed: {e}");
+        }
+        r
+    }
+
+    /// `fsync(2)`: the file's bytes and the journal are on disk when this returns; the upload
+    /// is not waited for. A commit that failed for this file is reported here.
+    pub async fn fsync(&self, fh: Fh) -> FsResult<()> {
+        let w = self.writes()?;
+        let (ino, wh) = self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await??;
+        let Some(wh) = wh else { return Ok(()) };
+        w.staging.sync(wh.staging).await?;
+        let view = self.view(ino).await?;
+        if wh.dirty() {
+            let records = self.records_for(&view).await?;
+            self.journal(records).await?;
+        }
+        let path = view.path.clone();
+        self.flusher(|reply| FlushMsg::Fsync { path: path.clone(), reply }).await?
+    }
+
+    /// The last close of a handle: commits what a deferred flush left, then lets it go.
+    pub async fn release(&self, fh: Fh) {
+        let Ok(Some((ino, wh))) = self.prefetch(|reply| PrefetchMsg::ReleaseFile { fh, reply }).await else {
+            return;
+        };
+        if let Some(wh) = wh {
+            let pending_stream = match &wh.stream {
+                Some(s) => !s.lock().await.ended(),
+                None => false,
+            };
+            if wh.dirty() || pending_stream {
+                if let Err(e) = self.commit_handle(fh, ino, &wh, false).await {
+                    tracing::warn!(ino, "commit at release failed: {e}");
+                }
+            }
+            if let Ok(Ok(view)) = self.inode(|reply| InodeMsg::CloseWrite { ino, reply }).await {
+                if let NodeKind::File(Content::Remote(f)) = &view.kind {
+                    let _ = self
+                        .reg()
+                        .get()
+                        .map(|r| r.prefetch.send_message(PrefetchMsg::Retarget { ino, file: Some(f.clone()) }));
+                }
+            }
+        }
+        if let Ok(refs) = self.reg().get() {
+            let _ = refs.inode.send_message(InodeMsg::Closed { ino });
+        }
+    }
+
+    /// Waits at most `limit` for everything pending to be committed (tests, benchmarks).
+    pub async fn wait_committed(&self, limit: Duration) -> FsResult<()> {
+        match tokio::time::timeout(limit, self.sync_all()).await {
+            Ok(r) => r?.map_err(|f| FsError::Io(format!("{} path(s) failed, first {}: {}", f.len(), f[0].0, f[0].1))),
+            Err(_) => Err(FsError::TimedOut(limit, "pending commits".into())),
+        }
+    }
+}

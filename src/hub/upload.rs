@@ -1,0 +1,288 @@
+//! Uploading through xet-core: upload sessions on CAS write credentials
+//! fetched (and refreshed) through the Hub's xet-write-token route, with the
+//! session's shard directory on persistent disk under the mount's cache dir,
+//! so bytes re-fed after a crash skip the xorbs already sent. A file's hash
+//! is only readable once its session's `finalize` succeeded: callers commit
+//! after it, never before.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::OnceCell;
+use xet_client::cas_client::auth::{AuthConfig, AuthError, TokenInfo, TokenRefresher};
+use xet_data::processing::configurations::{SessionContext, TranslatorConfig};
+use xet_data::processing::{FileUploadSession, Sha256Policy, SingleFileCleaner};
+use xet_runtime::core::XetContext;
+
+use super::client::{HubClient, HubError};
+use super::source::Source;
+use crate::error::FsError;
+
+/// Credentials are fetched again when they expire within this margin.
+const CREDENTIALS_MARGIN: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UploadError {
+    #[error("CAS write credentials: {0}")]
+    Credentials(#[source] HubError),
+    #[error("xet upload ({what})")]
+    Xet {
+        what: String,
+        #[source]
+        source: Arc<xet_data::error::DataError>,
+    },
+    #[error("xet upload ({0}): no answer within {1:?}")]
+    Timeout(String, Duration),
+}
+
+impl UploadError {
+    fn xet(what: &str, e: xet_data::error::DataError) -> Self {
+        UploadError::Xet { what: what.to_string(), source: Arc::new(e) }
+    }
+}
+
+impl From<UploadError> for FsError {
+    fn from(e: UploadError) -> Self {
+        let status = match &e {
+            UploadError::Credentials(h) => return FsError::from(h.clone()),
+            UploadError::Timeout(what, d) => return FsError::TimedOut(*d, what.clone()),
+            UploadError::Xet { source, .. } => match source.as_ref() {
+                xet_data::error::DataError::ClientError(c) => c.status().map(|s| s.as_u16()),
+                _ => None,
+            },
+        };
+        match status {
+            Some(401 | 403) => FsError::PermissionDenied(e.to_string()),
+            Some(413 | 507) => FsError::NoSpace(e.to_string()),
+            _ => FsError::Failed { what: "upload".into(), source: Arc::new(e) },
+        }
+    }
+}
+
+struct WriteRefresher {
+    hub: Arc<HubClient>,
+    source: Source,
+}
+
+#[async_trait::async_trait]
+impl TokenRefresher for WriteRefresher {
+    async fn refresh(&self) -> Result<TokenInfo, AuthError> {
+        let (_, token, exp) = self
+            .hub
+            .xet_write_token(&self.source)
+            .await
+            .map_err(|e| AuthError::TokenRefreshFailure(e.to_string()))?;
+        Ok((token, exp))
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+/// The uploading side of one mount.
+pub struct XetUploader {
+    hub: Arc<HubClient>,
+    source: Source,
+    /// xet-core's shard cache and session directories (persistent with the cache dir).
+    dir: PathBuf,
+    ctx: OnceCell<XetContext>,
+    /// `(casUrl, accessToken, exp)` last fetched.
+    creds: Mutex<Option<(String, String, u64)>>,
+}
+
+impl XetUploader {
+    pub fn new(hub: Arc<HubClient>, source: Source, dir: PathBuf) -> Self {
+        Self { hub, source, dir, ctx: OnceCell::new(), creds: Mutex::new(None) }
+    }
+
+    async fn credentials(&self) -> Result<(String, String, u64), UploadError> {
+        if let Some(c) = self.creds.lock().clone() {
+            if c.2 > now_unix() + CREDENTIALS_MARGIN.as_secs() {
+                return Ok(c);
+            }
+        }
+        let c = self.hub.xet_write_token(&self.source).await.map_err(UploadError::Credentials)?;
+        *self.creds.lock() = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A new upload session: files added to it become readable together at `finalize`.
+    pub async fn session(&self) -> Result<UploadSession, UploadError> {
+        let deadline = self.hub.deadline();
+        let open = async {
+            let ctx = self
+                .ctx
+                .get_or_try_init(|| async {
+                    let config = super::xet::mount_config().map_err(|e| e.to_string())?;
+                    XetContext::with_config(config).map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| UploadError::xet("context", xet_data::error::DataError::InternalError(e)))?;
+            let (cas_url, token, exp) = self.credentials().await?;
+            let refresher = Arc::new(WriteRefresher { hub: self.hub.clone(), source: self.source.clone() });
+            let session = SessionContext {
+                endpoint: cas_url,
+                auth: AuthConfig::maybe_new(Some(token), Some(exp), Some(refresher)),
+                custom_headers: None,
+                repo_paths: vec![String::new()],
+                session_id: None,
+                cache_root: Some(self.dir.clone()),
+            };
+            let config = TranslatorConfig::new(ctx, session).map_err(|e| UploadError::xet("config", e))?;
+            let inner = FileUploadSession::new(Arc::new(config)).await.map_err(|e| UploadError::xet("session", e))?;
+            Ok(UploadSession { inner, deadline })
+        };
+        tokio::time::timeout(deadline, open).await.map_err(|_| UploadError::Timeout("session".into(), deadline))?
+    }
+}
+
+/// One xet-core upload session.
+pub struct UploadSession {
+    inner: Arc<FileUploadSession>,
+    deadline: Duration,
+}
+
+/// A file being fed into a session.
+pub struct FileUpload {
+    cleaner: SingleFileCleaner,
+    name: String,
+    bytes: u64,
+}
+
+/// What a finished file is on the CAS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub xet_hash: String,
+    pub size: u64,
+}
+
+impl UploadSession {
+    /// Starts a file (`name` is for logs); its bytes go in with `FileUpload::add`.
+    pub fn start(&self, name: &str, size: Option<u64>) -> Result<FileUpload, UploadError> {
+        let (_, cleaner) = self
+            .inner
+            .start_clean(Some(Arc::from(name)), size, Sha256Policy::Compute)
+            .map_err(|e| UploadError::xet(name, e))?;
+        Ok(FileUpload { cleaner, name: name.to_string(), bytes: 0 })
+    }
+
+    /// Cuts the last xorb and uploads what is left (xorbs, then the shard): after this, every
+    /// finished file of the session is readable on the CAS.
+    pub async fn finalize(self) -> Result<(), UploadError> {
+        let d = self.deadline;
+        match tokio::time::timeout(d, self.inner.finalize()).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| UploadError::xet("finalize", e)),
+            Err(_) => Err(UploadError::Timeout("finalize".into(), d)),
+        }
+    }
+}
+
+impl FileUpload {
+    /// Feeds bytes; waits while xet-core is busy (its chunking and xorb uploads bound how much
+    /// is in flight), which is the backpressure writers feel.
+    pub async fn add(&mut self, data: Bytes) -> Result<(), UploadError> {
+        self.bytes += data.len() as u64;
+        self.cleaner.add_data_from_bytes(data).await.map_err(|e| UploadError::xet(&self.name, e))
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Ends the file: its hash (readable once the session is finalized).
+    pub async fn finish(self) -> Result<Uploaded, UploadError> {
+        let name = self.name.clone();
+        let (info, _) = self.cleaner.finish().await.map_err(|e| UploadError::xet(&name, e))?;
+        Ok(Uploaded { xet_hash: info.hash().to_string(), size: info.file_size().unwrap_or(self.bytes) })
+    }
+}
+
+/// Messages queued to a streaming upload at most (each a write of up to 1 MiB): what bounds a
+/// streaming writer's memory; a writer faster than the upload waits.
+const STREAM_QUEUE_DEPTH: usize = 8;
+
+/// A file streamed into its own upload session as its bytes arrive: a task feeds xet-core
+/// from a bounded queue, so memory per writer is bounded and a slow CAS slows the writer.
+pub struct StreamingUpload {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    task: Option<tokio::task::JoinHandle<Result<Uploaded, UploadError>>>,
+    /// The offset the next write must start at.
+    pub next: u64,
+    /// Bytes accepted so far.
+    pub bytes: u64,
+    deadline: Duration,
+}
+
+impl StreamingUpload {
+    pub fn start(uploader: Arc<XetUploader>, name: String) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_QUEUE_DEPTH);
+        let deadline = uploader.hub.deadline();
+        let task = tokio::spawn(async move {
+            let session = uploader.session().await?;
+            let mut file = session.start(&name, None)?;
+            while let Some(b) = rx.recv().await {
+                file.add(b).await?;
+            }
+            let up = file.finish().await?;
+            session.finalize().await?;
+            Ok(up)
+        });
+        Self { tx: Some(tx), task: Some(task), next: 0, bytes: 0, deadline }
+    }
+
+    /// Queues the next bytes; waits (within the deadline) while the queue is full.
+    pub async fn send(&mut self, data: Bytes) -> Result<(), UploadError> {
+        let len = data.len() as u64;
+        let Some(tx) = &self.tx else { return Err(UploadError::Timeout("stream already ended".into(), self.deadline)) };
+        match tokio::time::timeout(self.deadline, tx.send(data)).await {
+            Ok(Ok(())) => {
+                self.next += len;
+                self.bytes += len;
+                Ok(())
+            }
+            // The feeder ended: its error says why.
+            Ok(Err(_)) => Err(self.finish().await.err().unwrap_or_else(|| UploadError::Timeout("stream".into(), self.deadline))),
+            Err(_) => {
+                self.abort();
+                Err(UploadError::Timeout("stream write".into(), self.deadline))
+            }
+        }
+    }
+
+    /// Ends the stream: the file's hash once its session is finalized (readable on the CAS).
+    pub async fn finish(&mut self) -> Result<Uploaded, UploadError> {
+        self.tx = None;
+        let Some(task) = self.task.take() else {
+            return Err(UploadError::Timeout("stream already ended".into(), self.deadline));
+        };
+        // Finishing re-reads nothing: it waits for the last xorbs and the shard.
+        let wait = self.deadline.max(Duration::from_secs(1)) * 2;
+        match tokio::time::timeout(wait, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(UploadError::xet("stream", xet_data::error::DataError::InternalError(e.to_string()))),
+            Err(_) => Err(UploadError::Timeout("stream finish".into(), wait)),
+        }
+    }
+
+    /// Drops the upload: nothing of it is ever committed.
+    pub fn abort(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    pub fn ended(&self) -> bool {
+        self.task.is_none()
+    }
+}
+
+impl Drop for StreamingUpload {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
