@@ -90,7 +90,13 @@ pub fn prepare_engine(args: &MountArgs, writable: bool) -> anyhow::Result<(tokio
         .build()?;
     let hub = HubClient::new(&args.hub_endpoint, token, args.read_timeout())?;
     let config = args.engine_config(&source, &dir.path, writable);
-    let engine = runtime.block_on(Engine::start(hub, source, config))?;
+    let mode = match &config.writes {
+        None => "read-only".to_string(),
+        Some(w) if w.advanced => format!("read-write, advanced writes (committed {:?} after the last change)", w.flush.debounce),
+        Some(_) => "read-write, streaming writes (committed at close)".to_string(),
+    };
+    let engine = runtime.block_on(Engine::start(hub, source.clone(), config))?;
+    tracing::info!("{source}: {mode}; cache and journal in {}", dir.path.display());
     Ok((runtime, engine, dir))
 }
 
@@ -119,6 +125,7 @@ pub fn run_fuse(args: MountArgs) -> anyhow::Result<()> {
     // unmount, not kill the process and leave a dead mount behind.
     let mut stop = StopSignals::install(&p.runtime)?;
     let mount = fuse::mount(p.engine.clone(), p.runtime.handle().clone(), &p.mountpoint, p.options.clone())?;
+    let _control = control_socket(&p.runtime, &p.engine, &target);
     eprintln!("hf-mount: {source} ({version}) mounted at {}", p.mountpoint.display());
     if p.runtime.block_on(stop.wait(Some(target))) {
         mount.wait()?;
@@ -127,6 +134,22 @@ pub fn run_fuse(args: MountArgs) -> anyhow::Result<()> {
     }
     eprintln!("hf-mount: unmounted {}", p.mountpoint.display());
     Ok(())
+}
+
+/// The control socket (`hf-mount status`, `hf-mount sync`); a mount works without one.
+fn control_socket(
+    runtime: &tokio::runtime::Runtime,
+    engine: &Engine,
+    mountpoint: &std::path::Path,
+) -> Option<crate::control::ControlServer> {
+    let _in_runtime = runtime.enter();
+    match crate::control::serve(engine.clone(), mountpoint) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no control socket (hf-mount sync/status cannot reach this mount): {e}");
+            None
+        }
+    }
 }
 
 /// Whether the canonical path `path` is a mount point in this process's mount namespace.
@@ -221,6 +244,7 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         server.stop();
         anyhow::bail!("`{}` failed ({status})", argv.join(" "));
     }
+    let _control = control_socket(&runtime, &engine, &target);
     eprintln!("hf-mount: {source} mounted at {} over NFSv3 ({})", target.display(), server.addr);
     let went_away = runtime.block_on(stop.wait(Some(target.clone())));
     if !went_away {

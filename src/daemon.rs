@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 /// How long `start` waits for the mount to come up (the source probe has its own deadline).
 const START_WAIT: Duration = Duration::from_secs(60);
-/// How long `stop` waits for pending work after SIGTERM before killing.
-const STOP_WAIT: Duration = Duration::from_secs(30);
+/// How long `stop` waits for pending work after SIGTERM before killing (the mount drains its
+/// uploads for `--flush-shutdown-timeout-ms`, 30 s by default, then leaves the rest in its journal).
+const STOP_WAIT: Duration = Duration::from_secs(60);
 
 /// One background mount, as recorded in its pid file.
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -40,7 +41,7 @@ pub fn home() -> PathBuf {
 }
 
 /// A file name for a mountpoint: its path with `/` replaced, readable in `ls`.
-fn slug(mountpoint: &Path) -> String {
+pub(crate) fn slug(mountpoint: &Path) -> String {
     let s: String = mountpoint
         .to_string_lossy()
         .trim_start_matches('/')
@@ -176,8 +177,10 @@ pub fn status_text() -> String {
     if rows.is_empty() {
         return "no hf-mount mounts\n".into();
     }
-    let mut out =
-        format!("{:<8} {:<6} {:<8} {:<10} {:<40} {}\n", "PID", "STATE", "BACKEND", "UPTIME", "SOURCE", "MOUNTPOINT");
+    let mut out = format!(
+        "{:<8} {:<6} {:<8} {:<10} {:<40} {:<16} {}\n",
+        "PID", "STATE", "BACKEND", "UPTIME", "SOURCE", "PENDING", "MOUNTPOINT"
+    );
     for (r, ok) in rows {
         let up = now_unix().saturating_sub(r.started_unix);
         let uptime = format!("{}h{:02}m{:02}s", up / 3600, up / 60 % 60, up % 60);
@@ -185,13 +188,27 @@ pub fn status_text() -> String {
             Some(rev) => format!("{}@{rev}", r.source),
             None => r.source.clone(),
         };
+        // Pending uploads, from the mount itself (its control socket).
+        let pending = if !ok {
+            "-".to_string()
+        } else {
+            match crate::control::ask(&r.mountpoint, crate::control::Request::Status, Duration::from_secs(2)) {
+                Ok(a) => match a.status {
+                    Some(s) if !s.failed.is_empty() => format!("{} ({} failed)", s.pending, s.failed.len()),
+                    Some(s) => s.pending.to_string(),
+                    None => "read-only".to_string(),
+                },
+                Err(_) => "?".to_string(),
+            }
+        };
         out.push_str(&format!(
-            "{:<8} {:<6} {:<8} {:<10} {:<40} {}\n",
+            "{:<8} {:<6} {:<8} {:<10} {:<40} {:<16} {}\n",
             r.pid,
             if ok { "alive" } else { "dead" },
             r.backend,
             uptime,
             source,
+            pending,
             r.mountpoint.display()
         ));
     }

@@ -8,6 +8,7 @@ pub mod actors;
 pub mod cli;
 pub mod config;
 pub mod config_file;
+pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod error;

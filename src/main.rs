@@ -26,6 +26,15 @@ enum Command {
         /// The mountpoint given to `start`.
         mountpoint: std::path::PathBuf,
     },
+    /// Wait until everything written on a mount is committed to the Hub: exits 0 once it is,
+    /// or names what failed and exits 1. Without MOUNTPOINT, every background mount.
+    Sync {
+        /// A mounted directory (foreground or background mount).
+        mountpoint: Option<std::path::PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -93,6 +102,33 @@ fn run() -> anyhow::Result<()> {
             hf_mount::cli::init_logging();
             hf_mount::daemon::stop(&mountpoint)?;
             println!("unmounted {}", mountpoint.display());
+            Ok(())
+        }
+        Command::Sync { mountpoint, timeout_secs } => {
+            hf_mount::cli::init_logging();
+            let targets = match mountpoint {
+                Some(m) => vec![m],
+                None => hf_mount::control::mounts_with_sockets(),
+            };
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            let mut failed = 0;
+            for m in &targets {
+                let a = hf_mount::control::ask(m, hf_mount::control::Request::Sync, timeout)?;
+                if a.ok {
+                    println!("{}: everything committed ({})", m.display(), a.source);
+                    continue;
+                }
+                failed += 1;
+                if let Some(e) = &a.error {
+                    eprintln!("{}: {e}", m.display());
+                }
+                for (path, why) in &a.failed {
+                    eprintln!("{}: {path}: not committed: {why}", m.display());
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} mount(s) could not commit everything");
+            }
             Ok(())
         }
         Command::Config(ConfigCommand::Show(mut args)) => {

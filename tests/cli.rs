@@ -135,16 +135,19 @@ fn an_unreachable_collector_costs_nothing_and_json_logs_are_json() {
     let hub = Hub::start();
     hub.seed_bucket("alice/logs", &[("x.txt", b"x".to_vec())]);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["bucket", "alice/logs"])
+    let cache = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .args(["bucket", "alice/logs", "--read-only"])
         .arg(dir.path())
-        .args(["--otlp-endpoint", "http://127.0.0.1:9", "--log-format", "json"])
+        .args(["--otlp-endpoint", "http://127.0.0.1:9", "--log-format", "json", "--cache-dir"])
+        .arg(cache.path())
         .env("HF_ENDPOINT", hub.endpoint())
         .env("RUST_LOG", "hf_mount=info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut guard = common::spawn::Guard::new(child, Some(dir.path()));
+    let mut err = BufReader::new(guard.child().stderr.take().unwrap());
     let mut lines = Vec::new();
     loop {
         let mut line = String::new();
@@ -168,6 +171,7 @@ fn an_unreachable_collector_costs_nothing_and_json_logs_are_json() {
             .any(|v| v["level"] == "INFO" && v["fields"]["message"].as_str().is_some_and(|m| m.contains("read-only"))),
         "no JSON log line in {lines:?}"
     );
+    let mut child = guard.take();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let start = Instant::now();
     let status = child.wait().unwrap();

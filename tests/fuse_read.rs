@@ -186,13 +186,13 @@ fn subfolders_revisions_and_private_repos() {
 }
 
 #[test]
-fn buckets_mount_read_only_with_strict_descendants() {
+fn buckets_list_strict_descendants_and_read_only_buckets_refuse_writes() {
     let hub = Hub::start();
     hub.seed_bucket(
         "alice/ckpt",
         &[("runs/1/step.bin", bytes(4, 300_000)), ("runs/1.manifest#1", b"m".to_vec()), ("top.txt", b"t".to_vec())],
     );
-    let m = mount(&hub, &["bucket", "alice/ckpt"]);
+    let m = mount(&hub, &["bucket", "alice/ckpt", "--read-only"]);
     assert!(std::fs::read(m.p("runs/1/step.bin")).unwrap() == bytes(4, 300_000));
     let mut names: Vec<String> =
         std::fs::read_dir(m.p("runs/1")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -200,7 +200,9 @@ fn buckets_mount_read_only_with_strict_descendants() {
     assert_eq!(names, ["step.bin"], "raw-prefix siblings (1.manifest#1) must not leak into runs/1");
     assert_eq!(std::fs::read_to_string(m.p("runs/1.manifest#1")).unwrap(), "m");
     assert_eq!(std::fs::write(m.p("new"), b"x").unwrap_err().raw_os_error(), Some(libc::EROFS));
-    let sub = mount(&hub, &["bucket", "alice/ckpt/runs"]);
+    assert_eq!(std::fs::create_dir(m.p("d")).unwrap_err().raw_os_error(), Some(libc::EROFS));
+    assert_eq!(std::fs::remove_file(m.p("top.txt")).unwrap_err().raw_os_error(), Some(libc::EROFS));
+    let sub = mount(&hub, &["bucket", "alice/ckpt/runs", "--read-only"]);
     let mut names: Vec<String> =
         std::fs::read_dir(sub.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();

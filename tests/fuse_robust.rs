@@ -181,7 +181,9 @@ fn a_small_cache_evicts_and_corrupt_blocks_are_refetched() {
     }
     // Flip a byte in every block of every segment file, then cut each file short as well.
     let mut corrupted = 0;
-    for sub in std::fs::read_dir(roomy.path().join("blocks")).unwrap() {
+    // The mount's own subdirectory of the cache dir holds its blocks.
+    let own = std::fs::read_dir(roomy.path()).unwrap().next().unwrap().unwrap().path();
+    for sub in std::fs::read_dir(own.join("blocks")).unwrap() {
         for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
             let p = f.unwrap().path();
             let blocks = hf_mount::actors::chunk_cache::segment_blocks(&p).unwrap();

@@ -19,6 +19,7 @@ use crate::http::ConnControl;
 /// Groups of routes a fault can target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(PartialOrd, Ord)]
 pub enum RouteClass {
     /// Repo and bucket info, tree listings, paths-info, resolve (HEAD and GET), whoami.
     HubMetadata,
@@ -149,13 +150,44 @@ struct Table {
     rules: Vec<FaultRule>,
 }
 
-/// The live fault table, shared by the middleware and the APIs that set it.
+/// Requests seen per route class, and the bytes of their bodies (uploads): what a test or a
+/// benchmark reads to show how much a client sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub requests: u64,
+    pub body_bytes: u64,
+}
+
+/// The live fault table, shared by the middleware and the APIs that set it, and the traffic
+/// counters the same middleware keeps.
 #[derive(Clone, Default)]
 pub struct Faults {
     table: Arc<Mutex<Table>>,
+    traffic: Arc<Mutex<std::collections::BTreeMap<RouteClass, Traffic>>>,
 }
 
 impl Faults {
+    /// Counts one request of `class` with a body of `body_bytes`.
+    pub fn count(&self, class: RouteClass, body_bytes: u64) {
+        let mut t = self.traffic.lock();
+        let e = t.entry(class).or_default();
+        e.requests += 1;
+        e.body_bytes += body_bytes;
+    }
+
+    /// Requests and body bytes per route class since the start (or the last reset).
+    pub fn traffic(&self) -> std::collections::BTreeMap<RouteClass, Traffic> {
+        self.traffic.lock().clone()
+    }
+
+    pub fn traffic_of(&self, class: RouteClass) -> Traffic {
+        self.traffic.lock().get(&class).copied().unwrap_or_default()
+    }
+
+    pub fn reset_traffic(&self) {
+        self.traffic.lock().clear();
+    }
+
     pub fn add(&self, spec: FaultSpec) -> Result<u64, ApiError> {
         if let Some(p) = spec.probability {
             if !(0.0..=1.0).contains(&p) {
@@ -231,6 +263,13 @@ pub async fn apply(State(faults): State<Faults>, req: Request, next: Next) -> Re
     let Some(class) = RouteClass::of(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
+    let body_bytes = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    faults.count(class, body_bytes);
     let Some(kind) = faults.draw(class, req.uri().path()) else {
         return next.run(req).await;
     };

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use xet_runtime::core::XetContext;
 
 pub use auth::TokenSpec;
-pub use faults::{FaultKind, FaultSpec, Faults, RouteClass};
+pub use faults::{FaultKind, FaultSpec, Faults, RouteClass, Traffic};
 pub use model::{RepoKind, RepoRef};
 pub use seed::SeedReport;
 

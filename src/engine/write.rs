@@ -239,7 +239,7 @@ impl Engine {
 
     /// Writes `data` at `offset` through a handle open for writing.
     pub async fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let w = self.writes()?;
+        self.writes()?;
         let (ino, wh) = self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await??;
         let wh = wh.ok_or_else(|| FsError::Invalid("not open for writing".into()))?;
         let end = offset
@@ -247,6 +247,20 @@ impl Engine {
             .filter(|e| *e <= MAX_FILE_BYTES)
             .ok_or_else(|| FsError::TooBig(format!("a write ending past {MAX_FILE_BYTES} bytes")))?;
         let bytes = Bytes::copy_from_slice(data);
+        self.inode(|reply| InodeMsg::BeginWrite { ino, reply }).await??;
+        let written = self.write_bytes(ino, &wh, offset, bytes).await;
+        let end = written.as_ref().ok().map(|_| end);
+        self.inode(|reply| InodeMsg::Wrote { ino, end, reply }).await??;
+        written?;
+        if !wh.wrote {
+            let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkWrote { fh });
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Puts a write's bytes in the staging file (and into the upload, for a stream).
+    async fn write_bytes(&self, ino: Ino, wh: &WriteHandle, offset: u64, bytes: Bytes) -> FsResult<()> {
+        let w = self.writes()?;
         let streamed = match &wh.stream {
             Some(s) => {
                 let mut s = s.lock().await;
@@ -278,11 +292,7 @@ impl Engine {
         if !streamed {
             w.staging.write_at(wh.staging, offset, bytes).await?;
         }
-        self.inode(|reply| InodeMsg::Wrote { ino, end, reply }).await??;
-        if !wh.wrote {
-            let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkWrote { fh });
-        }
-        Ok(data.len() as u32)
+        Ok(())
     }
 
     /// `close(2)` of a descriptor: commits what the handle wrote (streaming: the upload is

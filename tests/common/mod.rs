@@ -66,6 +66,8 @@ impl Hub {
         unsafe {
             std::env::set_var("HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "2");
             std::env::set_var("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms");
+            // Mounts started without --cache-dir (the binaries' own tests) cache in the temp dir.
+            std::env::set_var("HF_MOUNT_CACHE_DIR", std::env::temp_dir().join(format!("hf-mount-test-cache-{}", std::process::id())));
         }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let hub = rt
@@ -113,6 +115,43 @@ impl Hub {
         self.http(async {
             reqwest::Client::new().post(url).bearer_auth(WRITE_TOKEN).body(body).send().await.unwrap().status()
         })
+    }
+}
+
+impl Hub {
+    /// The bucket's files as the Hub has them: path → (size, Xet hash).
+    pub fn bucket_files(&self, id: &str) -> std::collections::BTreeMap<String, (u64, String)> {
+        self.emulator().store().read(|st| {
+            st.buckets
+                .get(id)
+                .map(|b| b.files.iter().map(|(p, f)| (p.clone(), (f.size, f.xet_hash.clone()))).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The bytes of a bucket file on the Hub (through the CAS), or `None` when it has no such file.
+    pub fn bucket_bytes(&self, id: &str, path: &str) -> Option<Vec<u8>> {
+        let (size, hash) = self.bucket_files(id).get(path).cloned()?;
+        Some(self.rt.block_on(self.emulator().cas().read_file(&hash, 0, size)).unwrap().to_vec())
+    }
+
+    /// Creates an empty bucket.
+    pub fn create_bucket(&self, id: &str) {
+        self.emulator().store().create_bucket(id, false).unwrap();
+    }
+
+    /// Requests (and body bytes) per route class so far.
+    pub fn traffic(&self, class: hf_hub_emulator::RouteClass) -> hf_hub_emulator::Traffic {
+        self.emulator().faults().traffic_of(class)
+    }
+}
+
+/// Waits until `cond` holds, failing with `what` after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

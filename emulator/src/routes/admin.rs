@@ -68,3 +68,19 @@ pub async fn set_cas_ttl(State(state): State<Shared>, Json(ttl): Json<CasTtl>) -
     }
     StatusCode::NO_CONTENT
 }
+
+/// Requests and body bytes per route class (`GET`), or reset them (`DELETE`).
+pub async fn traffic(State(state): State<Shared>) -> Response {
+    let t: std::collections::BTreeMap<String, crate::faults::Traffic> = state
+        .faults
+        .traffic()
+        .into_iter()
+        .map(|(k, v)| (serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), v))
+        .collect();
+    Json(t).into_response()
+}
+
+pub async fn reset_traffic(State(state): State<Shared>) -> StatusCode {
+    state.faults.reset_traffic();
+    StatusCode::NO_CONTENT
+}

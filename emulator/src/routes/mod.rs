@@ -47,6 +47,7 @@ pub fn router(state: Shared) -> Router {
         .route("/_emulator/faults", get(admin::list_faults).post(admin::add_fault).delete(admin::clear_faults))
         .route("/_emulator/faults/{id}", delete(admin::remove_fault))
         .route("/_emulator/cas-ttl", post(admin::set_cas_ttl))
+        .route("/_emulator/traffic", get(admin::traffic).delete(admin::reset_traffic))
         .route("/api/whoami-v2", get(repos::whoami))
         .route("/api/repos/create", post(repos::create_repo))
         .route("/api/repos/delete", delete(repos::delete_repo))

@@ -83,17 +83,19 @@ struct ToUpload {
     remote_hash: Option<String>,
 }
 
-/// Looks at what each path holds now and uploads what needs uploading.
+/// Looks at what each path holds now and uploads what needs uploading. `open_ok`: a file
+/// still open for writing may be committed (as the snapshot it is now, unless a write is
+/// under way: any later write moves its generation and keeps the snapshot from committing).
 pub async fn prepare(
     registry: Registry,
     remote: Arc<Remote>,
     uploader: Arc<XetUploader>,
     staging: Arc<Staging>,
-    paths: Vec<(String, u64)>,
+    paths: Vec<(String, u64, bool)>,
 ) -> Vec<Prepared> {
     let mut out = Vec::new();
     let mut uploads = Vec::new();
-    for (path, seq) in paths {
+    for (path, seq, open_ok) in paths {
         let at = call(&registry, |r| r.inode.clone(), |reply| InodeMsg::Resolve { path: path.clone(), reply }).await;
         match at {
             Err(error) => out.push(Prepared::Failed { path, error }),
@@ -102,7 +104,9 @@ pub async fn prepare(
                 let line = BatchLine::Delete { path: remote.source().repo_path(&path) };
                 out.push(Prepared::Commit(Commit { path, seq: Some(seq), line, expect: None, file: None, reply: None }));
             }
-            Ok(AtPath::File { writers, .. }) if writers > 0 => out.push(Prepared::Busy { path }),
+            Ok(AtPath::File { writers, inflight, .. }) if inflight > 0 || (writers > 0 && !open_ok) => {
+                out.push(Prepared::Busy { path })
+            }
             Ok(AtPath::File { ino, gen, content: Content::Remote(f), remote: hub, mtime, .. }) => {
                 let Some(hash) = f.xet_hash.clone() else {
                     let error = FsError::NotSupported;

@@ -75,15 +75,18 @@ impl Pending {
         Pending { seq: 0, first: now, last: now, urgent: false, busy: false, attempts: 0, next_try: None }
     }
 
-    fn due(&self, now: Instant, cfg: &FlushConfig) -> bool {
+    /// Whether the path is due now, and whether it may be committed while open for writing
+    /// (someone waits on it, or it has waited the whole window): a snapshot, checked by generation.
+    fn due(&self, now: Instant, cfg: &FlushConfig) -> Option<bool> {
         if self.next_try.is_some_and(|t| now < t) {
-            return false;
+            return None;
         }
         let window = now.duration_since(self.first) >= cfg.max_window;
-        if self.busy && !window {
-            return false;
+        if self.busy && !window && !self.urgent {
+            return None;
         }
-        self.urgent || window || now.duration_since(self.last) >= cfg.debounce
+        let due = self.urgent || window || now.duration_since(self.last) >= cfg.debounce;
+        due.then_some(self.urgent || window)
     }
 }
 
@@ -402,10 +405,13 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
                     Prepared::Busy { path } => {
                         st.inflight.remove(&path);
                         if let Some(p) = st.pending.get_mut(&path) {
-                            p.busy = true;
+                            if p.urgent {
+                                // A write is under way: look again in a moment.
+                                p.next_try = Some(Instant::now() + TICK);
+                            } else {
+                                p.busy = true;
+                            }
                         }
-                        // Whoever waits on it is answered by the writer's own close.
-                        st.settle(&path, None);
                     }
                     Prepared::Failed { path, error } => {
                         st.inflight.remove(&path);
@@ -474,17 +480,17 @@ fn start_work(me: &ActorRef<FlushMsg>, st: &mut FlusherState, args: &FlusherArgs
     }
     let now = Instant::now();
     while st.cycles < MAX_CYCLES {
-        let due: Vec<(String, u64)> = st
+        let due: Vec<(String, u64, bool)> = st
             .pending
             .iter()
-            .filter(|(p, e)| !st.inflight.contains(*p) && e.due(now, &st.cfg))
+            .filter(|(p, _)| !st.inflight.contains(*p))
+            .filter_map(|(p, e)| e.due(now, &st.cfg).map(|open_ok| (p.clone(), e.seq, open_ok)))
             .take(PATHS_PER_CYCLE)
-            .map(|(p, e)| (p.clone(), e.seq))
             .collect();
         if due.is_empty() {
             return;
         }
-        for (p, _) in &due {
+        for (p, _, _) in &due {
             st.inflight.insert(p.clone());
         }
         st.cycles += 1;

@@ -362,9 +362,23 @@ impl InodeState {
         Ok(())
     }
 
-    /// Bytes written up to `end`: the size grows, the generation moves.
-    pub(super) fn wrote(&mut self, ino: Ino, end: u64) -> FsResult<u64> {
+    /// A write is about to touch the bytes: the generation moves first, so an upload that
+    /// read them meanwhile is never committed.
+    pub(super) fn begin_write(&mut self, ino: Ino) -> FsResult<()> {
         let n = self.node_mut(ino)?;
+        n.write.gen += 1;
+        n.write.inflight += 1;
+        n.write.status = Status::Dirty;
+        self.bump(ino);
+        Ok(())
+    }
+
+    /// Bytes written up to `end` (`end` is `None` when the write failed): the size grows, the
+    /// generation moves.
+    pub(super) fn wrote(&mut self, ino: Ino, end: Option<u64>) -> FsResult<u64> {
+        let n = self.node_mut(ino)?;
+        n.write.inflight = n.write.inflight.saturating_sub(1);
+        let Some(end) = end else { return Ok(n.size()) };
         let NodeKind::File(Content::Local { staging, size }) = n.kind else {
             return Err(FsError::Invalid("write to a file not open for writing".into()));
         };
@@ -445,8 +459,10 @@ impl InodeState {
                 ino,
                 gen: n.write.gen,
                 writers: n.write.writers,
+                inflight: n.write.inflight,
                 content: c.clone(),
-                remote: n.remote.clone(),
+                // A second name (hard link) has nothing on the Hub as far as we know.
+                remote: n.remote.clone().filter(|_| self.path_of(ino) == path),
                 mtime: n.meta.mtime,
             },
         }

@@ -103,6 +103,7 @@ pub enum AtPath {
         ino: Ino,
         gen: u64,
         writers: u32,
+        inflight: u32,
         content: Content,
         /// What the Hub has at this path, as last seen.
         remote: Option<Arc<RemoteFile>>,
@@ -254,10 +255,15 @@ pub enum InodeMsg {
         ok: bool,
         reply: RpcReplyPort<FsResult<()>>,
     },
-    /// Bytes up to `end` were written; answers the new size.
+    /// A write is about to touch the staging file.
+    BeginWrite {
+        ino: Ino,
+        reply: RpcReplyPort<FsResult<()>>,
+    },
+    /// Bytes up to `end` were written (`None`: the write failed); answers the new size.
     Wrote {
         ino: Ino,
-        end: u64,
+        end: Option<u64>,
         reply: RpcReplyPort<FsResult<u64>>,
     },
     Resized {
@@ -420,6 +426,9 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
         }
         InodeMsg::FillDone { ino, staging, ok, reply } => {
             let _ = reply.send(st.fill_done(ino, staging, ok));
+        }
+        InodeMsg::BeginWrite { ino, reply } => {
+            let _ = reply.send(st.begin_write(ino));
         }
         InodeMsg::Wrote { ino, end, reply } => {
             let _ = reply.send(st.wrote(ino, end));

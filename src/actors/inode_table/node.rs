@@ -71,6 +71,8 @@ pub struct WriteState {
     pub status: Status,
     pub gen: u64,
     pub writers: u32,
+    /// Writes between `BeginWrite` and `Wrote`: a snapshot taken now could be torn.
+    pub inflight: u32,
 }
 
 impl WriteState {

@@ -127,7 +127,8 @@ fn local_state_survives_listings_heads_and_the_cap() {
     let epoch_before = st.epoch;
     let new = st.create(d.ino, "new.bin", OWNER, 7).unwrap();
     assert_eq!(new.write.status, Status::Dirty);
-    st.wrote(new.ino, 100).unwrap();
+    st.begin_write(new.ino).unwrap();
+    st.wrote(new.ino, Some(100)).unwrap();
     // A listing of d asked before the create, and one after, both lack new.bin: it stays.
     st.apply_listing(d.ino, "d", epoch_before, vec![file("d/other", "1")]);
     list(&mut st, d.ino, vec![]);
