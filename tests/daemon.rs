@@ -85,3 +85,49 @@ fn start_status_stop_and_failures() {
     let (_, status, _) = run(home.path(), &hub, &["status"]);
     assert!(status.contains("no hf-mount mounts"), "{status}");
 }
+
+#[test]
+fn sync_waits_for_commits_and_status_shows_what_is_pending() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let home = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mp = mnt.path().to_str().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let start = [
+        "start", "--fuse", "bucket", "alice/b", mp, "--hf-token", common::WRITE_TOKEN, "--advanced-writes",
+        "--flush-debounce-ms", "60000", "--cache-dir", cache_dir,
+    ];
+    let (ok, _, err) = run(home.path(), &hub, &start);
+    assert!(ok, "{err}");
+    std::fs::write(mnt.path().join("ckpt.bin"), common::bytes(1, 200_000)).unwrap();
+    let (_, status, _) = run(home.path(), &hub, &["status"]);
+    let row = status.lines().find(|l| l.contains(mp)).unwrap_or_default().to_string();
+    assert!(row.split_whitespace().any(|w| w == "1"), "one path pending: {status}");
+    assert!(hub.bucket_files("alice/b").is_empty(), "the debounce is a minute");
+    // sync returns once it is committed.
+    let (ok, out, err) = run(home.path(), &hub, &["sync", mp]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(hub.bucket_bytes("alice/b", "ckpt.bin"), Some(common::bytes(1, 200_000)));
+    let (_, status, _) = run(home.path(), &hub, &["status"]);
+    let row = status.lines().find(|l| l.contains(mp)).unwrap_or_default().to_string();
+    assert!(row.split_whitespace().any(|w| w == "0"), "nothing pending: {status}");
+    // A commit the Hub refuses: sync says which path and why, and exits non-zero.
+    let rule = hub
+        .emulator()
+        .faults()
+        .add(hf_hub_emulator::FaultSpec::new(
+            hf_hub_emulator::RouteClass::BucketBatch,
+            hf_hub_emulator::FaultKind::Error { status: 403 },
+        ))
+        .unwrap();
+    std::fs::write(mnt.path().join("refused.bin"), b"r").unwrap();
+    let (ok, _, err) = run(home.path(), &hub, &["sync", mp]);
+    assert!(!ok && err.contains("refused.bin") && err.contains("403"), "{err}");
+    // Once the Hub takes it again, stop drains what is pending before unmounting.
+    hub.emulator().faults().remove(rule);
+    let (ok, _, err) = run(home.path(), &hub, &["stop", mp]);
+    assert!(ok, "{err}");
+    assert_eq!(hub.bucket_bytes("alice/b", "refused.bin").as_deref(), Some(&b"r"[..]));
+}

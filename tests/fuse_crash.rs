@@ -1,0 +1,101 @@
+//! Crashes: a mount killed with SIGKILL. In advanced mode, what was closed
+//! (and renamed, unlinked, made) before the kill is shown again at once by
+//! the next mount of the same source on the same cache dir, and committed.
+//! A streamed file cut off mid-write is never committed, and its writer
+//! gets an error.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::spawn::{spawn_mounted, Guard};
+use common::{bytes, mount, Hub, WRITE_TOKEN};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
+const COMMIT_WAIT: Duration = Duration::from_secs(30);
+
+fn kill_mount(mut guard: Guard) {
+    let mut child = guard.take();
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    // What a killed daemon leaves behind: a dead mount, unmounted lazily (the guard does it).
+}
+
+#[test]
+fn advanced_writes_closed_before_a_sigkill_are_committed_by_the_next_mount() {
+    let hub = Hub::start();
+    hub.seed_bucket("alice/b", &[("old.txt", b"old".to_vec()), ("gone.txt", b"gone".to_vec())]);
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let child = spawn_mounted(
+        Command::new(BIN)
+            .args(["bucket", "alice/b"])
+            .arg(mnt.path())
+            .args(["--hf-token", WRITE_TOKEN, "--advanced-writes", "--flush-debounce-ms", "60000", "--cache-dir"])
+            .arg(cache.path())
+            .env("HF_ENDPOINT", hub.endpoint()),
+    );
+    let guard = Guard::new(child, Some(mnt.path()));
+    let p = |r: &str| mnt.path().join(r);
+    std::fs::write(p("a.bin"), bytes(1, 300_000)).unwrap();
+    std::fs::write(p("b.txt"), b"bee").unwrap();
+    std::fs::rename(p("a.bin"), p("c.bin")).unwrap();
+    std::fs::rename(p("old.txt"), p("renamed.txt")).unwrap();
+    std::fs::remove_file(p("gone.txt")).unwrap();
+    std::fs::create_dir(p("empty")).unwrap();
+    // A file still being written when the mount dies was never acknowledged.
+    let mut open = std::fs::File::create(p("unclosed.bin")).unwrap();
+    std::io::Write::write_all(&mut open, b"partial").unwrap();
+    assert_eq!(hub.bucket_files("alice/b").len(), 2, "nothing committed before the kill");
+    kill_mount(guard);
+    drop(open);
+    let _ = Command::new("fusermount3").arg("-uz").arg(mnt.path()).stderr(std::process::Stdio::null()).status();
+    // The next mount shows everything at once, then commits it.
+    let dir = cache.path().display().to_string();
+    let m = mount(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--advanced-writes", "--cache-dir", &dir]);
+    assert!(std::fs::read(m.p("c.bin")).unwrap() == bytes(1, 300_000));
+    assert_eq!(std::fs::read(m.p("b.txt")).unwrap(), b"bee");
+    assert_eq!(std::fs::read(m.p("renamed.txt")).unwrap(), b"old");
+    assert!(!m.p("a.bin").exists() && !m.p("gone.txt").exists() && !m.p("old.txt").exists());
+    assert!(m.p("empty").is_dir());
+    assert!(!m.p("unclosed.bin").exists(), "an unacknowledged file came back");
+    m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
+    let files = hub.bucket_files("alice/b");
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["b.txt", "c.bin", "renamed.txt"]);
+    assert_eq!(hub.bucket_bytes("alice/b", "c.bin"), Some(bytes(1, 300_000)));
+}
+
+#[test]
+fn a_stream_cut_off_by_a_sigkill_is_never_committed() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let child = spawn_mounted(
+        Command::new(BIN)
+            .args(["bucket", "alice/b"])
+            .arg(mnt.path())
+            .args(["--hf-token", WRITE_TOKEN, "--cache-dir"])
+            .arg(cache.path())
+            .env("HF_ENDPOINT", hub.endpoint()),
+    );
+    let guard = Guard::new(child, Some(mnt.path()));
+    // The writer streams a few MiB, then keeps writing after the mount is gone.
+    let path = mnt.path().join("stream.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for i in 0..4 {
+        std::io::Write::write_all(&mut f, &bytes(i, 1 << 20)).unwrap();
+    }
+    kill_mount(guard);
+    let after = std::io::Write::write_all(&mut f, &bytes(9, 1 << 20)).and_then(|_| f.sync_all());
+    assert!(after.is_err(), "the writer was not told its file is lost");
+    drop(f);
+    let _ = Command::new("fusermount3").arg("-uz").arg(mnt.path()).stderr(std::process::Stdio::null()).status();
+    let dir = cache.path().display().to_string();
+    let m = mount(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--cache-dir", &dir, "--flush-debounce-ms", "100"]);
+    assert!(!m.p("stream.bin").exists(), "a partial stream is shown");
+    m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
+    assert!(hub.bucket_files("alice/b").is_empty(), "a partial stream was committed");
+}
