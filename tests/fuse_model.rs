@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::model::{children, random_commit, seed_from_env, seed_model_repo, tight_options, Rng};
-use common::{mount, Hub};
+use common::{bytes, mount, Hub};
 
 #[test]
 fn random_operations_match_a_model_of_the_repo() {
@@ -140,4 +140,263 @@ fn random_operations_match_a_model_of_the_repo() {
     let inodes = m.block_on(m.engine().inode_count()).unwrap();
     println!("{steps} steps, seed {seed}: {stats:?}, {inodes} inodes");
     assert!(stats.evictions > 0, "the small caches never evicted: {stats:?}");
+}
+
+/// Random writes through a real mount of a bucket (advanced mode, tiny caches and inode
+/// table, a short debounce), checked against a model after every step: the whole tree
+/// (files with sizes and modes, directories, symlinks) and a few files' bytes; after each
+/// clean remount and each SIGKILL and remount, every file's bytes, and once synced, the
+/// bucket's contents on the Hub.
+#[test]
+fn random_writes_match_a_model_of_the_bucket() {
+    use common::model::WriteModel;
+    use common::spawn::{spawn_mounted, Guard};
+    use std::os::unix::fs::PermissionsExt;
+
+    let seed = seed_from_env(0xb0c_2026);
+    let steps: usize = std::env::var("MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
+    let hub = Hub::start();
+    hub.create_bucket("alice/w");
+    let home = tempfile::tempdir().unwrap();
+    // SAFETY: only this test reads it (the control socket of the mount it starts).
+    unsafe { std::env::set_var("HF_MOUNT_HOME", home.path()) };
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let start = || {
+        let child = spawn_mounted(
+            std::process::Command::new(env!("CARGO_BIN_EXE_hf-mount-fuse"))
+                .args(["bucket", "alice/w"])
+                .arg(mnt.path())
+                .args(["--hf-token", common::WRITE_TOKEN, "--advanced-writes", "--flush-debounce-ms", "200"])
+                .args(["--memory-cache-size", "1M", "--cache-size", "3M", "--max-inodes", "30"])
+                .args(["--metadata-ttl-ms", "200", "--poll-interval-secs", "1", "--cache-dir"])
+                .arg(cache.path())
+                .env("HF_ENDPOINT", hub.endpoint())
+                .env("HF_MOUNT_HOME", home.path()),
+        );
+        Guard::new(child, Some(mnt.path()))
+    };
+    let p = |rel: &str| mnt.path().join(rel);
+    let mut guard = start();
+    let mut model = WriteModel::default();
+    let mut remote: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut rng = Rng(seed);
+    let mut log: Vec<String> = Vec::new();
+    let names = ["a", "b c", "d#1", "\u{fc}", "e%2", "f.bin"];
+
+    let walk = |root: &std::path::Path| -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![String::new()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(root.join(&dir)).unwrap() {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                let rel = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+                let meta = std::fs::symlink_metadata(root.join(&rel)).unwrap();
+                let what = if meta.file_type().is_symlink() {
+                    format!("link -> {}", std::fs::read_link(root.join(&rel)).unwrap().display())
+                } else if meta.is_dir() {
+                    stack.push(rel.clone());
+                    "dir".to_string()
+                } else {
+                    format!("file {} {:o}", meta.len(), meta.permissions().mode() & 0o777)
+                };
+                out.insert(rel, what);
+            }
+        }
+        out
+    };
+    let expected = |model: &WriteModel, remote: &std::collections::BTreeMap<String, Vec<u8>>| {
+        let mut want = model.listing();
+        for (p, b) in remote {
+            want.insert(p.clone(), format!("file {} 644", b.len()));
+            want.insert("remote".into(), "dir".into());
+        }
+        want
+    };
+    let check_bytes = |model: &WriteModel, paths: &[String], log: &[String], step: usize| {
+        for path in paths {
+            let got = std::fs::read(p(path)).unwrap_or_else(|e| panic!("seed {seed} step {step}: read {path}: {e}\n{}", log.join("\n")));
+            if &got != model.bytes(path) {
+                panic!("seed {seed} step {step}: {path} bytes differ ({} vs {})\n{}", got.len(), model.bytes(path).len(), log.join("\n"));
+            }
+        }
+    };
+    let check_hub = |model: &WriteModel, remote: &std::collections::BTreeMap<String, Vec<u8>>, log: &[String]| {
+        let a = hf_mount::control::ask(mnt.path(), hf_mount::control::Request::Sync, Duration::from_secs(60)).unwrap();
+        assert!(a.ok, "seed {seed}: sync failed: {a:?}\n{}", log.join("\n"));
+        let on_hub = hub.bucket_files("alice/w");
+        let mut want: Vec<&String> = model.files.keys().chain(remote.keys()).collect();
+        want.sort();
+        let got: Vec<&String> = on_hub.keys().collect();
+        assert_eq!(got, want, "seed {seed}: bucket contents\n{}", log.join("\n"));
+        for path in model.files.keys() {
+            assert!(hub.bucket_bytes("alice/w", path).as_ref() == Some(model.bytes(path)), "seed {seed}: {path} on the Hub\n{}", log.join("\n"));
+        }
+    };
+
+    for step in 0..steps {
+        let files: Vec<String> = model.files.keys().cloned().collect();
+        let dirs: Vec<String> = std::iter::once(String::new()).chain(model.listing().into_iter().filter(|(_, w)| w == "dir").map(|(p, _)| p)).collect();
+        let dir = dirs[rng.below(dirs.len() as u64) as usize].clone();
+        let fresh = {
+            let n = format!("{}{}", names[rng.below(names.len() as u64) as usize], step);
+            if dir.is_empty() { n } else { format!("{dir}/{n}") }
+        };
+        let pick = |rng: &mut Rng| files.get(rng.below(files.len().max(1) as u64) as usize).cloned();
+        let op = rng.below(100);
+        match (op, pick(&mut rng)) {
+            (0..=19, _) | (_, None) => {
+                let body = bytes(rng.next(), rng.below(300_000) as usize);
+                log.push(format!("create {fresh} ({} bytes)", body.len()));
+                std::fs::write(p(&fresh), &body).unwrap();
+                model.add_file(&fresh, body);
+            }
+            (20..=32, Some(f)) => {
+                let len = model.bytes(&f).len() as u64;
+                let off = rng.below(len + 5000);
+                let chunk = bytes(rng.next(), 1 + rng.below(70_000) as usize);
+                log.push(format!("pwrite {f} @{off} +{}", chunk.len()));
+                let h = std::fs::OpenOptions::new().write(true).open(p(&f)).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&h, &chunk, off).unwrap();
+                drop(h);
+                let b = model.bytes_mut(&f);
+                let end = off as usize + chunk.len();
+                if b.len() < end {
+                    b.resize(end, 0);
+                }
+                b[off as usize..end].copy_from_slice(&chunk);
+            }
+            (33..=40, Some(f)) => {
+                let chunk = bytes(rng.next(), 1 + rng.below(20_000) as usize);
+                log.push(format!("append {f} +{}", chunk.len()));
+                let mut h = std::fs::OpenOptions::new().append(true).open(p(&f)).unwrap();
+                std::io::Write::write_all(&mut h, &chunk).unwrap();
+                drop(h);
+                model.bytes_mut(&f).extend_from_slice(&chunk);
+            }
+            (41..=46, Some(f)) => {
+                let len = rng.below(model.bytes(&f).len() as u64 + 10_000);
+                log.push(format!("truncate {f} to {len}"));
+                std::fs::OpenOptions::new().write(true).open(p(&f)).unwrap().set_len(len).unwrap();
+                model.bytes_mut(&f).resize(len as usize, 0);
+            }
+            (47..=54, Some(f)) => {
+                // Over an existing file sometimes.
+                let to = if rng.below(3) == 0 { pick(&mut rng).unwrap() } else { fresh.clone() };
+                if to.starts_with(&format!("{f}/")) || to == f {
+                    continue;
+                }
+                log.push(format!("rename {f} -> {to}"));
+                std::fs::rename(p(&f), p(&to)).unwrap();
+                model.pin_parents(&f);
+                model.files.remove(&to);
+                model.rename(&f, &to);
+            }
+            (55..=58, _) if !dir.is_empty() && !fresh.starts_with(&format!("{dir}/")) => {
+                let to = fresh.rsplit('/').next().unwrap().to_string();
+                if model.exists(&to) {
+                    continue;
+                }
+                log.push(format!("rename dir {dir} -> {to}"));
+                std::fs::rename(p(&dir), p(&to)).unwrap();
+                model.pin_parents(&dir);
+                model.rename(&dir, &to);
+            }
+            (59..=65, Some(f)) => {
+                log.push(format!("unlink {f}"));
+                std::fs::remove_file(p(&f)).unwrap();
+                model.pin_parents(&f);
+                model.files.remove(&f);
+            }
+            (66..=71, _) => {
+                log.push(format!("mkdir {fresh}"));
+                std::fs::create_dir(p(&fresh)).unwrap();
+                model.dirs.insert(fresh.clone());
+            }
+            (72..=74, _) => {
+                let listing = model.listing();
+                let empty: Vec<&String> = listing
+                    .iter()
+                    .filter(|(d, w)| *w == "dir" && d.as_str() != "remote" && !listing.keys().any(|k| k.starts_with(&format!("{d}/"))))
+                    .map(|(d, _)| d)
+                    .collect();
+                let Some(d) = empty.first().map(|d| d.to_string()) else { continue };
+                log.push(format!("rmdir {d}"));
+                std::fs::remove_dir(p(&d)).unwrap_or_else(|e| panic!("seed {seed} step {step}: rmdir {d}: {e}\n{}", log.join("\n")));
+                model.pin_parents(&d);
+                model.dirs.remove(&d);
+            }
+            (75..=78, Some(f)) => {
+                log.push(format!("link {f} -> {fresh}"));
+                std::fs::hard_link(p(&f), p(&fresh)).unwrap();
+                let id = model.files[&f];
+                model.files.insert(fresh.clone(), id);
+            }
+            (79..=81, Some(f)) => {
+                log.push(format!("symlink {fresh} -> {f}"));
+                std::os::unix::fs::symlink(&f, p(&fresh)).unwrap();
+                model.symlinks.insert(fresh.clone(), f.clone());
+            }
+            (82..=86, Some(f)) => {
+                let mode = [0o600, 0o644, 0o755][rng.below(3) as usize];
+                log.push(format!("chmod {f} {mode:o}"));
+                std::fs::set_permissions(p(&f), std::fs::Permissions::from_mode(mode)).unwrap();
+                let id = model.files[&f];
+                model.modes.insert(id, mode);
+            }
+            (87..=90, _) => {
+                // A change made on the Hub by someone else, to paths this mount never writes.
+                let name = format!("remote/r{}.txt", rng.below(5));
+                let body = format!("remote at step {step}\n").into_bytes();
+                log.push(format!("remote write {name}"));
+                hub.seed_bucket("alice/w", &[(name.as_str(), body.clone())]);
+                remote.insert(name.clone(), body.clone());
+                let t = Instant::now();
+                while std::fs::read(p(&name)).ok().as_deref() != Some(&body[..]) {
+                    assert!(t.elapsed() < Duration::from_secs(15), "seed {seed} step {step}: {name} never showed\n{}", log.join("\n"));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            (91..=95, _) => {
+                log.push("unmount, mount again".into());
+                let mut child = guard.take();
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                assert!(child.wait().unwrap().success());
+                guard = start();
+                model.split_links();
+                check_hub(&model, &remote, &log);
+                check_bytes(&model, &model.files.keys().cloned().collect::<Vec<_>>(), &log, step);
+            }
+            _ => {
+                log.push("SIGKILL, mount again".into());
+                let mut child = guard.take();
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                let _ = child.wait();
+                let _ = std::process::Command::new("fusermount3").arg("-uz").arg(mnt.path()).stderr(std::process::Stdio::null()).status();
+                guard = start();
+                model.split_links();
+                check_bytes(&model, &model.files.keys().cloned().collect::<Vec<_>>(), &log, step);
+                check_hub(&model, &remote, &log);
+            }
+        }
+        let got = walk(mnt.path());
+        let want = expected(&model, &remote);
+        if got != want {
+            let diff: Vec<String> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .map(|(k, v)| format!("{k}: model {v}, mount {:?}", got.get(k)))
+                .chain(got.iter().filter(|(k, _)| !want.contains_key(*k)).map(|(k, v)| format!("{k}: mount {v}, not in model")))
+                .collect();
+            panic!("seed {seed} step {step}: tree differs:\n  {}\noperations:\n  {}", diff.join("\n  "), log.join("\n  "));
+        }
+        let sample: Vec<String> = (0..3).filter_map(|_| model.files.keys().nth(rng.below(model.files.len().max(1) as u64) as usize).cloned()).collect();
+        check_bytes(&model, &sample, &log, step);
+    }
+    check_hub(&model, &remote, &log);
+    let mut child = guard.take();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    println!("{steps} write steps, seed {seed}: {} files, {} dirs, {} symlinks", model.files.len(), model.dirs.len(), model.symlinks.len());
 }

@@ -44,7 +44,10 @@ pub(super) fn put_record(path: &str, content: &Content, mtime: std::time::System
 pub(super) fn file_records(view: &NodeView) -> Vec<Record> {
     let mut out = Vec::new();
     if let Some(c) = view.content() {
-        out.extend(put_record(&view.path, c, view.attr.mtime));
+        // Every name of the file holds the new bytes.
+        for path in std::iter::once(&view.path).chain(&view.other_paths) {
+            out.extend(put_record(path, c, view.attr.mtime));
+        }
     }
     if view.meta.local {
         out.push(Record::Meta { path: view.path.clone(), meta: meta_record(&view.meta) });
@@ -73,7 +76,6 @@ impl Engine {
     }
 
     async fn open_read(&self, view: NodeView) -> FsResult<(Fh, bool)> {
-        let before = view.version;
         let view = if self.stale(&view) { self.revalidate(view).await? } else { view };
         let file = match &view.kind {
             NodeKind::File(Content::Remote(f)) => Some(f.clone()),
@@ -85,7 +87,9 @@ impl Engine {
         let fh = self
             .prefetch(|reply| PrefetchMsg::OpenFile { ino, path: path.clone(), file: file.clone(), write: None, reply })
             .await?;
-        Ok((fh, view.version == before))
+        // Pages cached under an earlier open may hold bytes the Hub has since replaced.
+        let keep = self.inode(|reply| InodeMsg::KernelCache { ino, reply }).await?;
+        Ok((fh, keep))
     }
 
     async fn open_write(&self, view: NodeView, mode: OpenMode, pid: u32) -> FsResult<(Fh, bool)> {
@@ -332,13 +336,13 @@ impl Engine {
         if !wh.dirty() {
             return Ok(());
         }
-        let path = self.journal_staged(ino).await?;
+        let paths = self.journal_staged(ino).await?;
         let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
         if w.advanced {
             return Ok(());
         }
         // The default mode commits at close: the writer waits for it.
-        let paths = vec![path.clone()];
+        let path = paths[0].clone();
         if !at_close {
             let (tx, _rx) = tokio::sync::oneshot::channel();
             let _ = self.reg().get()?.flusher.map(|f| f.send_message(FlushMsg::FlushNow { paths, reply: tx.into() }));
@@ -359,12 +363,12 @@ impl Engine {
     }
 
     /// Journals a file's current state (its staging file and size, and local attributes):
-    /// acknowledged, so a crash after this commits it. Returns the path.
-    async fn journal_staged(&self, ino: Ino) -> FsResult<String> {
+    /// acknowledged, so a crash after this commits it. Returns its paths (the first is its own).
+    async fn journal_staged(&self, ino: Ino) -> FsResult<Vec<String>> {
         let view = self.view(ino).await?;
         let records = self.records_for(&view).await?;
         self.journal(records).await?;
-        Ok(view.path)
+        Ok(std::iter::once(view.path).chain(view.other_paths).collect())
     }
 
     async fn records_for(&self, view: &NodeView) -> FsResult<Vec<Record>> {

@@ -124,3 +124,106 @@ pub fn random_commit(
     model.remove(&deleted);
     (changed, added, deleted)
 }
+
+/// The model of a bucket written through a mount: paths name inodes (hard links share one),
+/// inodes hold bytes; directories, symlinks and modes are local.
+#[derive(Default, Clone, Debug)]
+pub struct WriteModel {
+    pub files: BTreeMap<String, u64>,
+    pub content: BTreeMap<u64, Vec<u8>>,
+    pub modes: BTreeMap<u64, u32>,
+    pub dirs: std::collections::BTreeSet<String>,
+    pub symlinks: BTreeMap<String, String>,
+    next: u64,
+}
+
+impl WriteModel {
+    pub fn add_file(&mut self, path: &str, body: Vec<u8>) {
+        self.next += 1;
+        self.files.insert(path.to_string(), self.next);
+        self.content.insert(self.next, body);
+        self.modes.insert(self.next, 0o644);
+    }
+
+    pub fn bytes(&self, path: &str) -> &Vec<u8> {
+        &self.content[&self.files[path]]
+    }
+
+    pub fn bytes_mut(&mut self, path: &str) -> &mut Vec<u8> {
+        let id = self.files[path];
+        self.content.get_mut(&id).unwrap()
+    }
+
+    /// Hard links last as long as the mount: the Hub holds each name as its own copy, so after
+    /// a remount every name is a file of its own.
+    pub fn split_links(&mut self) {
+        let paths: Vec<(String, u64)> = self.files.iter().map(|(p, id)| (p.clone(), *id)).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for (p, id) in paths {
+            if seen.insert(id) {
+                continue;
+            }
+            self.next += 1;
+            let (body, mode) = (self.content[&id].clone(), self.modes[&id]);
+            self.content.insert(self.next, body);
+            self.modes.insert(self.next, mode);
+            self.files.insert(p, self.next);
+        }
+    }
+
+    /// Makes the directories above `path` explicit: they stay when it goes (as on POSIX).
+    pub fn pin_parents(&mut self, path: &str) {
+        let mut at = path;
+        while let Some((dir, _)) = at.rsplit_once('/') {
+            self.dirs.insert(dir.to_string());
+            at = dir;
+        }
+    }
+
+    /// Every entry: path → what it is (`file <len> <mode>`, `dir`, `link -> target`).
+    pub fn listing(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for p in self.files.keys().chain(self.symlinks.keys()).chain(self.dirs.iter()) {
+            let mut at = p.as_str();
+            while let Some((dir, _)) = at.rsplit_once('/') {
+                out.insert(dir.to_string(), "dir".to_string());
+                at = dir;
+            }
+        }
+        for (p, id) in &self.files {
+            out.insert(p.clone(), format!("file {} {:o}", self.content[id].len(), self.modes[id]));
+        }
+        for d in &self.dirs {
+            out.insert(d.clone(), "dir".into());
+        }
+        for (p, t) in &self.symlinks {
+            out.insert(p.clone(), format!("link -> {t}"));
+        }
+        out
+    }
+
+    /// Whether `path` or anything below it exists.
+    pub fn exists(&self, path: &str) -> bool {
+        let below = format!("{path}/");
+        self.files.contains_key(path)
+            || self.dirs.contains(path)
+            || self.symlinks.contains_key(path)
+            || self.files.keys().any(|p| p.starts_with(&below))
+    }
+
+    /// Moves `from` (a file, symlink or directory with everything below) to `to`.
+    pub fn rename(&mut self, from: &str, to: &str) {
+        let below = format!("{from}/");
+        let moved = |p: &str| -> Option<String> {
+            if p == from {
+                Some(to.to_string())
+            } else {
+                p.strip_prefix(&below).map(|rest| format!("{to}/{rest}"))
+            }
+        };
+        self.files = std::mem::take(&mut self.files).into_iter().map(|(p, v)| (moved(&p).unwrap_or(p), v)).collect();
+        self.dirs = std::mem::take(&mut self.dirs).into_iter().map(|p| moved(&p).unwrap_or(p)).collect();
+        self.symlinks =
+            std::mem::take(&mut self.symlinks).into_iter().map(|(p, v)| (moved(&p).unwrap_or(p), v)).collect();
+    }
+}

@@ -37,7 +37,9 @@ impl Guard {
         self.child.as_mut().expect("not taken")
     }
 
+    /// Takes the child: the caller stops it (and the guard no longer unmounts anything).
     pub fn take(&mut self) -> Child {
+        self.mountpoint = None;
         self.child.take().expect("not taken")
     }
 }

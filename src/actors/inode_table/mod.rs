@@ -192,6 +192,12 @@ pub enum InodeMsg {
     Closed {
         ino: Ino,
     },
+    /// The file is opened for reading: answers whether the kernel's cached pages are still
+    /// its bytes, and marks them current.
+    KernelCache {
+        ino: Ino,
+        reply: RpcReplyPort<bool>,
+    },
     /// Directories whose children are listed, for the poller: `(ino, path)`, and the epoch.
     LoadedDirs {
         reply: RpcReplyPort<(Vec<(Ino, String)>, u64)>,
@@ -387,6 +393,14 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
                 n.opens = n.opens.saturating_sub(1);
             }
             st.maybe_drop(ino);
+        }
+        InodeMsg::KernelCache { ino, reply } => {
+            let keep = st.nodes.get_mut(&ino).is_some_and(|n| {
+                let keep = n.kernel_version == n.version;
+                n.kernel_version = n.version;
+                keep
+            });
+            let _ = reply.send(keep);
         }
         InodeMsg::LoadedDirs { reply } => {
             let dirs = st

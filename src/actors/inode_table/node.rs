@@ -129,6 +129,8 @@ pub(super) struct Node {
     pub write: WriteState,
     /// Bumped when the bytes change under the kernel (a remote change): it must drop its pages.
     pub version: u64,
+    /// The `version` the kernel's cached pages were read at (set at each open).
+    pub kernel_version: u64,
     /// The table's change counter at this node's last local change or commit: a listing or
     /// HEAD asked for before it cannot overwrite it.
     pub touched: u64,
@@ -163,6 +165,7 @@ impl Node {
             meta,
             write: WriteState::default(),
             version: 0,
+            kernel_version: 0,
             touched: 0,
             local_dir: false,
             checked_at: Instant::now(),
@@ -237,6 +240,8 @@ pub struct NodeView {
     pub parent: Ino,
     /// Path inside the mount ("" for the root).
     pub path: String,
+    /// The paths of a file's other names (hard links).
+    pub other_paths: Vec<String>,
     pub kind: NodeKind,
     pub attr: Attr,
     /// Local attributes (`meta.local`: set by the user, journaled).

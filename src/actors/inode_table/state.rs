@@ -136,6 +136,7 @@ impl InodeState {
             ino,
             parent: n.parent,
             path: self.path_of(ino),
+            other_paths: n.links.iter().map(|(p, name)| self.child_path(*p, name)).collect(),
             kind: n.kind.clone(),
             attr: n.attr(ino),
             meta: n.meta,
