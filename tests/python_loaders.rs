@@ -36,3 +36,23 @@ fn safetensors_and_pyarrow_read_from_the_mount() {
     });
     assert!(head.headers().contains_key("x-xet-hash"));
 }
+
+#[test]
+fn a_checkpoint_saved_through_the_mount_is_what_huggingface_hub_downloads() {
+    let script = &format!("{}/tests/python/bucket_writes.py", std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let hub = Hub::start();
+    hub.create_bucket("alice/ckpt");
+    let m = mount(&hub, &["bucket", "alice/ckpt", "--hf-token", common::WRITE_TOKEN]);
+    let hf_home = tempfile::tempdir().unwrap();
+    let out = Command::new(python())
+        .arg(script)
+        .arg(m.path())
+        .arg("alice/ckpt")
+        .env("HF_ENDPOINT", hub.endpoint())
+        .env("HF_TOKEN", common::WRITE_TOKEN)
+        .env("HF_HOME", hf_home.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("bucket writes: ok"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+}

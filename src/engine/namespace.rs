@@ -6,7 +6,7 @@
 //! same hash. Symlinks, modes, owners, times and empty directories are local
 //! to the mount and kept in the journal.
 
-use super::write::{file_records, put_record};
+use super::write::{file_records, meta_records, put_record};
 use super::{check_name, meta_record, Engine};
 use crate::actors::flusher::journal::Record;
 use crate::actors::inode_table::{InodeMsg, NodeKind, Owner, Removed};
@@ -93,7 +93,11 @@ impl Engine {
         let view = self.inode(|reply| InodeMsg::Link { ino, parent: new_parent, name: name.to_string(), reply }).await??;
         let path = format!("{}{name}", self.dir_prefix(new_parent).await?);
         if let Some(c) = view.content() {
-            self.journal(put_record(&path, c, view.attr.mtime).into_iter().collect()).await?;
+            let mut records: Vec<Record> = put_record(&path, c, view.attr.mtime).into_iter().collect();
+            if view.meta.local {
+                records.push(Record::Meta { path, meta: meta_record(&view.meta) });
+            }
+            self.journal(records).await?;
         }
         Ok(view.attr)
     }
@@ -176,7 +180,10 @@ impl Engine {
         for m in &renamed.moved {
             match &m.kind {
                 NodeKind::File(c) => {
-                    records.extend(put_record(&m.new_path, c, m.mtime));
+                    // A file being streamed is committed at its new path by its close.
+                    if !m.streaming {
+                        records.extend(put_record(&m.new_path, c, m.mtime));
+                    }
                     records.push(if m.hub_may_have_old {
                         Record::Delete { path: m.old_path.clone() }
                     } else {
@@ -218,12 +225,14 @@ impl Engine {
             if let Some(fh) = fh {
                 let (_, wh) = self.prefetch_write_info(fh).await?;
                 if let Some(wh) = wh.filter(|w| w.mode == WriteMode::Stream) {
-                    let streaming = match &wh.stream {
-                        Some(s) => !s.lock().await.ended(),
-                        None => false,
+                    // A stream can grow (preallocation: zeros, overwritten in order or sent at
+                    // close), never be cut below what it already sent.
+                    let streamed = match &wh.stream {
+                        Some(s) => Some(s.lock().await).filter(|s| !s.ended()).map(|s| s.next),
+                        None => None,
                     };
-                    if streaming && size != view.attr.size {
-                        tracing::warn!(path = %view.path, size, "truncate of a file being streamed refused (EINVAL); mount with --advanced-writes");
+                    if streamed.is_some_and(|next| size < next) {
+                        tracing::warn!(path = %view.path, size, "truncate below what was already streamed refused (EINVAL); mount with --advanced-writes");
                         return Err(FsError::Invalid("truncate while streaming".into()));
                     }
                 }
@@ -243,7 +252,7 @@ impl Engine {
         let meta = SetAttr { size: None, ..set };
         if meta != SetAttr::default() {
             view = self.inode(|reply| InodeMsg::SetMeta { ino, set: meta.clone(), reply }).await??;
-            self.journal(vec![Record::Meta { path: view.path.clone(), meta: meta_record(&view.meta) }]).await?;
+            self.journal(meta_records(&view)).await?;
         }
         Ok(view.attr)
     }

@@ -49,10 +49,19 @@ pub(super) fn file_records(view: &NodeView) -> Vec<Record> {
             out.extend(put_record(path, c, view.attr.mtime));
         }
     }
-    if view.meta.local {
-        out.push(Record::Meta { path: view.path.clone(), meta: meta_record(&view.meta) });
-    }
+    out.extend(meta_records(view));
     out
+}
+
+/// The local attributes of a node, for each of its names (none when it has none of its own).
+pub(super) fn meta_records(view: &NodeView) -> Vec<Record> {
+    if !view.meta.local {
+        return Vec::new();
+    }
+    std::iter::once(&view.path)
+        .chain(&view.other_paths)
+        .map(|p| Record::Meta { path: p.clone(), meta: meta_record(&view.meta) })
+        .collect()
 }
 
 impl Engine {
@@ -112,6 +121,9 @@ impl Engine {
         let (ino, path) = (view.ino, view.path.clone());
         let r = self.reg().get()?;
         let _ = r.prefetch.send_message(PrefetchMsg::Retarget { ino, file: None });
+        if handle.stream.is_some() {
+            let _ = r.inode.send_message(InodeMsg::Streaming { ino, on: true });
+        }
         let fh = self
             .prefetch(|reply| PrefetchMsg::OpenFile {
                 ino,
@@ -221,6 +233,9 @@ impl Engine {
             stream,
         };
         let (ino, path) = (view.ino, view.path.clone());
+        if handle.stream.is_some() {
+            let _ = self.reg().get()?.inode.send_message(InodeMsg::Streaming { ino, on: true });
+        }
         let fh = self
             .prefetch(|reply| PrefetchMsg::OpenFile {
                 ino,
@@ -323,6 +338,7 @@ impl Engine {
                     return Ok(()); // nothing written yet: the last release commits
                 }
                 let r = self.commit_stream(ino, &mut s).await;
+                let _ = self.reg().get()?.inode.send_message(InodeMsg::Streaming { ino, on: false });
                 if r.is_ok() {
                     let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
                     return Ok(());
@@ -377,6 +393,18 @@ impl Engine {
 
     /// Finishes a streamed file's upload and commits it (in the flusher's next batch).
     async fn commit_stream(&self, ino: Ino, s: &mut StreamingUpload) -> FsResult<()> {
+        // A file grown by truncate past what was streamed (preallocated) ends in zeros.
+        let size = self.view(ino).await?.attr.size;
+        if size < s.next {
+            s.abort();
+            return Err(FsError::Again("cut below what was streamed".into()));
+        }
+        while s.next < size {
+            let n = (size - s.next).min(1 << 20) as usize;
+            if let Err(e) = s.send(Bytes::from(vec![0u8; n])).await {
+                return Err(e.into());
+            }
+        }
         let up = match s.finish().await {
             Ok(up) => up,
             Err(e) => {
@@ -413,6 +441,13 @@ impl Engine {
         .and_then(|r| r);
         if let Err(e) = &r {
             tracing::error!(path, "commit at close failed: {e}");
+            return r;
+        }
+        // Its other names (hard links made while it streamed) hold the same bytes.
+        let view = self.view(ino).await?;
+        if let Some(c) = view.content() {
+            let records = view.other_paths.iter().filter_map(|p| put_record(p, c, view.attr.mtime)).collect();
+            self.journal(records).await?;
         }
         r
     }

@@ -238,14 +238,15 @@ impl FlusherState {
     }
 
     /// A pending path needs nothing more (committed, or already on the Hub).
-    fn finish(&mut self, path: &str, seq: Option<u64>) {
+    /// `landed`: the Hub has a file at `path` now.
+    fn finish(&mut self, path: &str, seq: Option<u64>, landed: bool) {
         self.failures.remove(path);
         let current = self.pending.get(path).map(|p| p.seq);
         if seq.is_some() && current == seq {
             self.pending.remove(path);
             let mut records = vec![Record::Done { path: path.to_string() }];
             // A file landed: the directories above it exist on the Hub now.
-            let mut at = path;
+            let mut at = if landed { path } else { "" };
             while let Some((dir, _)) = at.rsplit_once('/') {
                 if self.journal.overlay().dirs.contains(dir) {
                     records.push(Record::DirGone { path: dir.to_string() });
@@ -400,7 +401,7 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
                     Prepared::Commit(c) => st.queue.push(c),
                     Prepared::Nothing { path, seq } => {
                         st.inflight.remove(&path);
-                        st.finish(&path, Some(seq));
+                        st.finish(&path, Some(seq), false);
                     }
                     Prepared::Busy { path } => {
                         st.inflight.remove(&path);
@@ -440,7 +441,7 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
                                 _ => inode.send_message(InodeMsg::Deleted { path: c.path.clone() }),
                             };
                         }
-                        st.finish(&c.path, c.seq);
+                        st.finish(&c.path, c.seq, c.file.is_some());
                         if let Some(r) = c.reply {
                             let _ = r.send(Ok(()));
                         }

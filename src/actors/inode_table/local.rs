@@ -280,6 +280,7 @@ impl InodeState {
                 mtime: n.meta.mtime,
                 local_dir: n.local_dir,
                 hub_may_have_old,
+                streaming: n.write.streams > 0,
             });
             let kids: Vec<(String, Ino)> = n.children.iter().map(|(k, v)| (k.clone(), *v)).collect();
             if hub_may_have_old {

@@ -74,6 +74,8 @@ pub struct Moved {
     pub mtime: SystemTime,
     pub local_dir: bool,
     pub hub_may_have_old: bool,
+    /// Being streamed: its content is committed by the stream's close, not journaled here.
+    pub streaming: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +302,11 @@ pub enum InodeMsg {
         gen: u64,
         on: bool,
     },
+    /// A handle starts (`on`) or stops streaming into an upload.
+    Streaming {
+        ino: Ino,
+        on: bool,
+    },
     Committed {
         path: String,
         ino: Ino,
@@ -463,6 +470,11 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
             let _ = reply.send(items.iter().map(|(p, e)| st.still(p, *e)).collect());
         }
         InodeMsg::Uploading { ino, gen, on } => st.uploading(ino, gen, on),
+        InodeMsg::Streaming { ino, on } => {
+            if let Some(n) = st.nodes.get_mut(&ino) {
+                n.write.streams = if on { n.write.streams + 1 } else { n.write.streams.saturating_sub(1) };
+            }
+        }
         InodeMsg::Committed { path, ino, gen, file } => st.committed(&path, ino, gen, file),
         InodeMsg::Deleted { path } => st.deleted(&path),
         InodeMsg::Restore { restore, reply } => {

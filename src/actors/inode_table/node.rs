@@ -73,6 +73,9 @@ pub struct WriteState {
     pub writers: u32,
     /// Writes between `BeginWrite` and `Wrote`: a snapshot taken now could be torn.
     pub inflight: u32,
+    /// Handles streaming into an upload: their bytes are committed by their close, never
+    /// journaled before (a crash must not commit half a stream).
+    pub streams: u32,
 }
 
 impl WriteState {

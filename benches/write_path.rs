@@ -1,0 +1,359 @@
+//! The write path, measured through real FUSE mounts of `hf-mount-fuse` (each its own
+//! process) against the in-process emulator, with a baseline measured in the same run:
+//! a raw upload of the same number of bytes through xet-core (hf-mount's own uploader:
+//! the same xet settings) plus one bucket batch commit, in its own process, the same
+//! number of samples. Every sample writes bytes never uploaded before, so no run is
+//! flattered by deduplication against an earlier one.
+//!
+//! - `seq`: a large file written and closed in streaming mode (target ≥ 0.9× raw); the same
+//!   in advanced mode: time of `close` (target < 50 ms) and until committed (target ≤ raw
+//!   + debounce + 10%);
+//! - `small`: 1,000 × 4 KiB files created, written, closed: streaming (target ≥ 200/s) and
+//!   advanced (target ≥ 2,000/s, all committed within 10 s of the last close);
+//! - `rename`: a directory of 1,000 files renamed: bytes uploaded (target 0), batch requests
+//!   (target ≤ 2);
+//! - `append`: 1 MiB appended to the large file in advanced mode: time, and bytes sent to the CAS;
+//! - `rss`: 16 concurrent streaming writers: the mount's peak RSS.
+//!
+//! `cargo bench --bench write_path` (`BENCH_FILE_MIB`, default 1024; `BENCH_SAMPLES`, default 3;
+//! `BENCH_ONLY=seq,small,rename,append,rss` runs only those sections).
+
+#[path = "../tests/common/spawn.rs"]
+mod spawn;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hf_hub_emulator::{Emulator, RouteClass};
+use spawn::spawn_mounted;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
+const TOKEN: &str = "hf_bench_write";
+const BUCKET: &str = "bench/b";
+/// How long a commit may take before the benchmark gives up.
+const COMMIT_LIMIT: Duration = Duration::from_secs(600);
+
+/// Fills `buf` with bytes that depend on `seed` and the block number: incompressible, and
+/// never the same twice across samples.
+fn fill(buf: &mut [u8], seed: u64, block: u64) {
+    let mut x = (seed << 32 ^ block).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for w in buf.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        w.copy_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// The baseline, run as its own process: `mib` MiB fed to a fresh upload session in 1 MiB
+/// pieces, finalized, then one batch line. Prints the seconds it took.
+fn raw_upload_child() {
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap();
+    let mib: u64 = std::env::var("RAW_MIB").unwrap().parse().unwrap();
+    let seed: u64 = std::env::var("RAW_SEED").unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    rt.block_on(async {
+        let token = hf_mount::hub::TokenSource::fixed(TOKEN);
+        let hub = hf_mount::hub::HubClient::new(&endpoint, token, Duration::from_secs(600)).unwrap();
+        let source = hf_mount::hub::Source::bucket(BUCKET).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let uploader = hf_mount::hub::XetUploader::new(hub.clone(), source.clone(), dir.path().to_path_buf());
+        let t = Instant::now();
+        let session = uploader.session().await.unwrap();
+        let mut file = session.start("raw", Some(mib << 20)).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        for b in 0..mib {
+            fill(&mut buf, seed, b);
+            file.add(bytes::Bytes::copy_from_slice(&buf)).await.unwrap();
+        }
+        let up = file.finish().await.unwrap();
+        session.finalize().await.unwrap();
+        let line = hf_mount::hub::BatchLine::Add { path: format!("raw-{seed}"), xet_hash: up.xet_hash, mtime: 0 };
+        hub.bucket_batch(&source, &[line]).await.unwrap();
+        println!("{}", t.elapsed().as_secs_f64());
+    });
+}
+
+fn raw_upload(endpoint: &str, mib: u64, seed: u64) -> Duration {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env("WRITE_PATH_RAW_CHILD", "1")
+        .env("HF_ENDPOINT", endpoint)
+        .env("RAW_MIB", mib.to_string())
+        .env("RAW_SEED", seed.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Duration::from_secs_f64(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
+}
+
+struct Mount {
+    child: Child,
+    dir: tempfile::TempDir,
+    _cache: tempfile::TempDir,
+}
+
+impl Mount {
+    fn start(endpoint: &str, extra: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let child = spawn_mounted(
+            Command::new(BIN)
+                .args(["bucket", BUCKET])
+                .arg(dir.path())
+                .args(["--hf-token", TOKEN, "--cache-dir"])
+                .arg(cache.path())
+                .args(extra)
+                .env("HF_ENDPOINT", endpoint),
+        );
+        Mount { child, dir, _cache: cache }
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `mib` MiB (seeded) to `path` in 1 MiB writes and closes it: (time to the last
+/// write returning, time to close returning).
+fn write_file(path: &Path, mib: u64, seed: u64, append: bool) -> (Duration, Duration) {
+    let t = Instant::now();
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).append(append).truncate(!append).open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for b in 0..mib {
+        fill(&mut buf, seed, b);
+        f.write_all(&buf).unwrap();
+    }
+    let written = t.elapsed();
+    drop(f);
+    (written, t.elapsed())
+}
+
+fn committed(hub: &Emulator, path: &str, size: u64) -> bool {
+    hub.store().read(|st| st.buckets[BUCKET].files.get(path).is_some_and(|f| f.size == size))
+}
+
+fn wait_committed(hub: &Emulator, path: &str, size: u64) -> Duration {
+    let t = Instant::now();
+    while !committed(hub, path, size) {
+        assert!(t.elapsed() < COMMIT_LIMIT, "{path} never committed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn wanted(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
+fn main() {
+    if std::env::var_os("WRITE_PATH_RAW_CHILD").is_some() {
+        return raw_upload_child();
+    }
+    let mib: u64 = std::env::var("BENCH_FILE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let samples: u64 = std::env::var("BENCH_SAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let size = mib << 20;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hub = rt.block_on(Emulator::start_temp_with(|c| c.token("bench", TOKEN, true))).unwrap();
+    hub.store().create_bucket(BUCKET, false).unwrap();
+    let e = hub.endpoint();
+    let seed = std::cell::Cell::new(1u64);
+    let next_seed = || {
+        seed.set(seed.get() + 1);
+        seed.get()
+    };
+    println!("hf-mount write path ({mib} MiB files over FUSE, emulator on loopback, 2 cores, {samples} samples each)");
+
+    if wanted("seq") {
+        // Alternating samples: raw, streaming mount, advanced mount.
+        let (mut raw, mut stream, mut adv_close, mut adv_commit) = (vec![], vec![], vec![], vec![]);
+        let debounce = Duration::from_millis(2000);
+        for _ in 0..samples {
+            raw.push(raw_upload(&e, mib, next_seed()).as_secs_f64());
+            let m = Mount::start(&e, &[]);
+            let s = next_seed();
+            let (_, closed) = write_file(&m.p(&format!("stream-{s}")), mib, s, false);
+            assert!(committed(&hub, &format!("stream-{s}"), size), "close returned before the commit");
+            stream.push(closed.as_secs_f64());
+            drop(m);
+            let m = Mount::start(&e, &["--advanced-writes"]);
+            let s = next_seed();
+            let t = Instant::now();
+            let (written, closed) = write_file(&m.p(&format!("adv-{s}")), mib, s, false);
+            adv_close.push((closed - written).as_secs_f64());
+            let _ = wait_committed(&hub, &format!("adv-{s}"), size);
+            adv_commit.push((t.elapsed() - closed).as_secs_f64());
+        }
+        let (raw_s, raw_lo, raw_hi) = median(raw);
+        let (st, st_lo, st_hi) = median(stream);
+        let (ac, ac_lo, ac_hi) = median(adv_close);
+        let (acm, acm_lo, acm_hi) = median(adv_commit);
+        let rate = |s: f64| size as f64 / s / 1e6;
+        println!("  raw upload (xet-core + one batch)    {:7.1} MB/s   ({:.2} s; {:.2}-{:.2})", rate(raw_s), raw_s, raw_lo, raw_hi);
+        println!(
+            "  streaming write + close             {:7.1} MB/s   ({:.2} s; {:.2}-{:.2})   {:.2}x raw (target >= 0.9x)",
+            rate(st),
+            st,
+            st_lo,
+            st_hi,
+            raw_s / st
+        );
+        println!(
+            "  advanced: close of the file         {:7.1} ms     ({:.1}-{:.1})   (target < 50 ms)",
+            ac * 1e3,
+            ac_lo * 1e3,
+            ac_hi * 1e3
+        );
+        let budget = (raw_s + debounce.as_secs_f64()) * 1.1;
+        println!(
+            "  advanced: committed after close     {:7.2} s      ({:.2}-{:.2})   budget raw + debounce + 10% = {:.2} s",
+            acm, acm_lo, acm_hi, budget
+        );
+    }
+
+    if wanted("small") {
+        let n = 1000;
+        let body = vec![7u8; 4096];
+        for (label, extra) in [("streaming", vec![]), ("advanced", vec!["--advanced-writes", "--flush-debounce-ms", "2000"])] {
+            let mut rates = vec![];
+            let mut commits = vec![];
+            for _ in 0..samples {
+                let m = Mount::start(&e, &extra);
+                let run = next_seed();
+                let dir = format!("small-{run}");
+                std::fs::create_dir(m.p(&dir)).unwrap();
+                let t = Instant::now();
+                for i in 0..n {
+                    let mut b = body.clone();
+                    b[..8].copy_from_slice(&(i as u64 ^ (run << 20)).to_le_bytes());
+                    std::fs::write(m.p(&format!("{dir}/f{i}")), &b).unwrap();
+                }
+                let took = t.elapsed();
+                rates.push(n as f64 / took.as_secs_f64());
+                let c = Instant::now();
+                while hub.store().read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}/"))).count()) < n {
+                    assert!(c.elapsed() < COMMIT_LIMIT);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                commits.push(c.elapsed().as_secs_f64());
+            }
+            let (r, lo, hi) = median(rates);
+            let (c, clo, chi) = median(commits);
+            let target = if label == "streaming" { ">= 200/s" } else { ">= 2000/s, committed <= 10 s" };
+            println!(
+                "  {n} x 4 KiB files, {label:9}     {r:7.0} files/s ({lo:.0}-{hi:.0}); all committed {c:.2} s after the last close ({clo:.2}-{chi:.2})   (target {target})"
+            );
+        }
+    }
+
+    if wanted("rename") {
+        let m = Mount::start(&e, &["--advanced-writes", "--flush-debounce-ms", "100"]);
+        let run = next_seed();
+        let dir = format!("ren-{run}");
+        std::fs::create_dir(m.p(&dir)).unwrap();
+        for i in 0..1000 {
+            std::fs::write(m.p(&format!("{dir}/f{i}")), format!("file {i} {run}")).unwrap();
+        }
+        while hub.store().read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}/"))).count()) < 1000 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        hub.faults().reset_traffic();
+        let t = Instant::now();
+        std::fs::rename(m.p(&dir), m.p(&format!("{dir}-moved"))).unwrap();
+        let renamed = t.elapsed();
+        while hub.store().read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}-moved/"))).count()) < 1000 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let upload = hub.faults().traffic_of(RouteClass::CasUpload);
+        let batches = hub.faults().traffic_of(RouteClass::BucketBatch);
+        println!(
+            "  rename of a directory of 1000 files  {:.0} ms; committed {:.2} s later; {} bytes uploaded, {} batch requests   (target 0 bytes, <= 2 batches)",
+            renamed.as_secs_f64() * 1e3,
+            t.elapsed().as_secs_f64(),
+            upload.body_bytes,
+            batches.requests
+        );
+    }
+
+    if wanted("append") {
+        let m = Mount::start(&e, &["--advanced-writes", "--flush-debounce-ms", "100"]);
+        let s = next_seed();
+        let name = format!("append-{s}");
+        write_file(&m.p(&name), mib, s, false);
+        wait_committed(&hub, &name, size);
+        std::thread::sleep(Duration::from_millis(300));
+        hub.faults().reset_traffic();
+        let (_, closed) = write_file(&m.p(&name), 1, next_seed(), true);
+        let commit = wait_committed(&hub, &name, size + (1 << 20));
+        let up = hub.faults().traffic_of(RouteClass::CasUpload);
+        let data = hub.faults().traffic_of(RouteClass::CasData);
+        println!(
+            "  append 1 MiB to the {mib} MiB file     close {:.2} s (the open fills a local copy); committed {:.2} s later; {:.1} MiB sent to the CAS ({} requests), {} CAS data fetches",
+            closed.as_secs_f64(),
+            commit.as_secs_f64(),
+            up.body_bytes as f64 / (1 << 20) as f64,
+            up.requests,
+            data.requests
+        );
+    }
+
+    if wanted("rss") {
+        let m = Arc::new(Mount::start(&e, &[]));
+        let before = m.rss_kib();
+        let writers = 16;
+        let per = (mib / 16).max(16);
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let (m, peak, done) = (m.clone(), peak.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak.fetch_max(m.rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        let t = Instant::now();
+        let seeds: Vec<u64> = (0..writers).map(|_| next_seed()).collect();
+        std::thread::scope(|sc| {
+            for s in &seeds {
+                let m = m.clone();
+                sc.spawn(move || write_file(&m.p(&format!("rss-{s}")), per, *s, false));
+            }
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().unwrap();
+        let took = t.elapsed();
+        println!(
+            "  {writers} concurrent streaming writers x {per} MiB   {:.1} MB/s in all; RSS {:.0} MiB before, peak {:.0} MiB",
+            mbps(writers * (per << 20), took),
+            before as f64 / 1024.0,
+            peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+        );
+    }
+    rt.block_on(hub.stop());
+}
