@@ -14,6 +14,43 @@ pub enum FileKind {
     Dir,
     File,
     Symlink,
+    /// Special files: local to the mount (a bucket cannot hold them), kept in the journal.
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    /// The name a special kind has in the journal.
+    pub fn special_name(self) -> &'static str {
+        match self {
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::CharDevice => "char",
+            FileKind::BlockDevice => "block",
+            FileKind::Dir => "dir",
+            FileKind::File => "file",
+            FileKind::Symlink => "symlink",
+        }
+    }
+
+    pub fn special_named(name: &str) -> Option<Self> {
+        [FileKind::Fifo, FileKind::Socket, FileKind::CharDevice, FileKind::BlockDevice]
+            .into_iter()
+            .find(|k| k.special_name() == name)
+    }
+
+    /// The special file kind of a `mknod` mode (`S_IFIFO`, …); `None` for anything else.
+    pub fn special_of_mode(mode: u32) -> Option<Self> {
+        match mode & libc::S_IFMT {
+            libc::S_IFIFO => Some(FileKind::Fifo),
+            libc::S_IFSOCK => Some(FileKind::Socket),
+            libc::S_IFCHR => Some(FileKind::CharDevice),
+            libc::S_IFBLK => Some(FileKind::BlockDevice),
+            _ => None,
+        }
+    }
 }
 
 /// What the frontends need to answer `stat`.
@@ -25,6 +62,8 @@ pub struct Attr {
     /// Permission bits (`mode & 0o7777`).
     pub perm: u16,
     pub nlink: u32,
+    /// Device number of a special file.
+    pub rdev: u32,
     pub uid: u32,
     pub gid: u32,
     pub atime: SystemTime,

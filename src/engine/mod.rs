@@ -497,9 +497,15 @@ fn restore_of(o: &Overlay, staging: &Staging) -> Restore {
     for (path, target) in &o.symlinks {
         r.symlinks.push((path.clone(), target.clone(), o.meta.get(path).map(meta_of)));
     }
+    for (path, (kind, rdev)) in &o.specials {
+        match crate::types::FileKind::special_named(kind) {
+            Some(k) => r.specials.push((path.clone(), k, *rdev, o.meta.get(path).map(meta_of))),
+            None => tracing::warn!(path, "journal: unknown special file kind {kind:?}; skipped"),
+        }
+    }
     r.deletes = o.deletes.iter().cloned().collect();
     let restored: std::collections::HashSet<&String> =
-        o.puts.keys().chain(o.dirs.iter()).chain(o.symlinks.keys()).collect();
+        o.puts.keys().chain(o.dirs.iter()).chain(o.symlinks.keys()).chain(o.specials.keys()).collect();
     r.meta = o.meta.iter().filter(|(p, _)| !restored.contains(p)).map(|(p, m)| (p.clone(), meta_of(m))).collect();
     r
 }

@@ -12,7 +12,7 @@ use crate::actors::flusher::journal::Record;
 use crate::actors::inode_table::{InodeMsg, NodeKind, Owner, Removed};
 use crate::actors::prefetch::{Fh, PrefetchMsg, WriteMode};
 use crate::error::{FsError, FsResult};
-use crate::types::{Attr, Ino, SetAttr, ROOT_INO};
+use crate::types::{Attr, FileKind, Ino, SetAttr, ROOT_INO};
 
 /// The longest symlink target accepted (as Linux's `PATH_MAX`).
 const SYMLINK_MAX_BYTES: usize = 4095;
@@ -33,6 +33,7 @@ fn removed_records(r: &Removed) -> Vec<Record> {
         NodeKind::File(_) if r.hub_may_have => vec![Record::Delete { path: path.clone() }],
         NodeKind::File(_) => vec![Record::Done { path: path.clone() }],
         NodeKind::Symlink(_) => vec![Record::SymlinkGone { path: path.clone() }],
+        NodeKind::Special { .. } => vec![Record::SpecialGone { path: path.clone() }],
         NodeKind::Dir => vec![Record::DirGone { path: path.clone() }],
     };
     out.push(Record::MetaGone { path });
@@ -78,6 +79,33 @@ impl Engine {
             })
             .await??;
         let mut records = vec![Record::Symlink { path: view.path.clone(), target: target.to_string() }];
+        if view.meta.local {
+            records.push(Record::Meta { path: view.path.clone(), meta: meta_record(&view.meta) });
+        }
+        self.journal(records).await?;
+        Ok(view.attr)
+    }
+
+    /// A node made by `mknod`: a regular file (created empty and committed like any), or a
+    /// fifo, socket or device node, which lives on the mount and in its journal only.
+    pub async fn mknod(&self, parent: Ino, raw: &[u8], mode: u32, rdev: u32, uid: u32, gid: u32, pid: u32) -> FsResult<Attr> {
+        self.writes()?;
+        let Some(kind) = FileKind::special_of_mode(mode) else {
+            if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+                return Err(FsError::Invalid(format!("mknod of mode {mode:o}")));
+            }
+            let (attr, fh) = self.create(parent, raw, mode, uid, gid, pid).await?;
+            self.release(fh).await;
+            return Ok(attr);
+        };
+        let name = check_name(raw)?;
+        self.refuse_junk(name)?;
+        let owner = Owner { perm: (mode & 0o7777) as u16, uid, gid };
+        let view = self
+            .inode(|reply| InodeMsg::Mknod { parent, name: name.to_string(), kind, rdev, owner, reply })
+            .await??;
+        let mut records =
+            vec![Record::Special { path: view.path.clone(), kind: kind.special_name().to_string(), rdev }];
         if view.meta.local {
             records.push(Record::Meta { path: view.path.clone(), meta: meta_record(&view.meta) });
         }
@@ -193,6 +221,14 @@ impl Engine {
                 NodeKind::Symlink(t) => {
                     records.push(Record::SymlinkGone { path: m.old_path.clone() });
                     records.push(Record::Symlink { path: m.new_path.clone(), target: t.to_string() });
+                }
+                NodeKind::Special { kind, rdev } => {
+                    records.push(Record::SpecialGone { path: m.old_path.clone() });
+                    records.push(Record::Special {
+                        path: m.new_path.clone(),
+                        kind: kind.special_name().to_string(),
+                        rdev: *rdev,
+                    });
                 }
                 NodeKind::Dir => {
                     records.push(Record::DirGone { path: m.old_path.clone() });

@@ -90,7 +90,9 @@ impl Engine {
             NodeKind::File(Content::Remote(f)) => Some(f.clone()),
             NodeKind::File(Content::Local { .. }) => None,
             NodeKind::Dir => return Err(FsError::IsDir),
-            NodeKind::Symlink(_) => return Err(FsError::Invalid("a symlink".into())),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => {
+                return Err(FsError::Invalid("not a regular file".into()))
+            }
         };
         let (ino, path) = (view.ino, view.path.clone());
         let fh = self

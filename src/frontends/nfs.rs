@@ -70,6 +70,10 @@ impl HfNfs {
             FileKind::Dir => ftype3::NF3DIR,
             FileKind::File => ftype3::NF3REG,
             FileKind::Symlink => ftype3::NF3LNK,
+            FileKind::Fifo => ftype3::NF3FIFO,
+            FileKind::Socket => ftype3::NF3SOCK,
+            FileKind::CharDevice => ftype3::NF3CHR,
+            FileKind::BlockDevice => ftype3::NF3BLK,
         };
         fattr3 {
             ftype,

@@ -77,6 +77,9 @@ pub enum Record {
     DirGone { path: String },
     Symlink { path: String, target: String },
     SymlinkGone { path: String },
+    /// A fifo (`fifo`), socket (`socket`) or device node (`char`, `block` with `rdev`).
+    Special { path: String, kind: String, rdev: u32 },
+    SpecialGone { path: String },
 }
 
 impl Record {
@@ -90,7 +93,9 @@ impl Record {
             | Record::Dir { path }
             | Record::DirGone { path }
             | Record::Symlink { path, .. }
-            | Record::SymlinkGone { path } => path,
+            | Record::SymlinkGone { path }
+            | Record::Special { path, .. }
+            | Record::SpecialGone { path } => path,
         }
     }
 }
@@ -103,6 +108,7 @@ pub struct Overlay {
     pub meta: BTreeMap<String, MetaRec>,
     pub dirs: BTreeSet<String>,
     pub symlinks: BTreeMap<String, String>,
+    pub specials: BTreeMap<String, (String, u32)>,
 }
 
 impl Overlay {
@@ -138,6 +144,12 @@ impl Overlay {
             Record::SymlinkGone { path } => {
                 self.symlinks.remove(path);
             }
+            Record::Special { path, kind, rdev } => {
+                self.specials.insert(path.clone(), (kind.clone(), *rdev));
+            }
+            Record::SpecialGone { path } => {
+                self.specials.remove(path);
+            }
         }
     }
 
@@ -156,6 +168,9 @@ impl Overlay {
         let mut out = Vec::new();
         out.extend(self.dirs.iter().map(|p| Record::Dir { path: p.clone() }));
         out.extend(self.symlinks.iter().map(|(p, t)| Record::Symlink { path: p.clone(), target: t.clone() }));
+        out.extend(
+            self.specials.iter().map(|(p, (k, r))| Record::Special { path: p.clone(), kind: k.clone(), rdev: *r }),
+        );
         out.extend(self.meta.iter().map(|(p, m)| Record::Meta { path: p.clone(), meta: *m }));
         out.extend(self.puts.iter().map(|(p, put)| Record::Put { path: p.clone(), put: put.clone() }));
         out.extend(self.deletes.iter().map(|p| Record::Delete { path: p.clone() }));

@@ -12,7 +12,7 @@ use super::state::InodeState;
 use super::{AtPath, Moved, OpenWrite, Removed, Renamed, Restore};
 use crate::error::{FsError, FsResult};
 use crate::hub::RemoteFile;
-use crate::types::{Ino, SetAttr, StagingId, ROOT_INO};
+use crate::types::{FileKind, Ino, SetAttr, StagingId, ROOT_INO};
 
 /// Who creates an entry and with which permission bits.
 #[derive(Clone, Copy, Debug)]
@@ -82,6 +82,12 @@ impl InodeState {
 
     pub(super) fn symlink(&mut self, parent: Ino, name: &str, target: &str, owner: Owner) -> FsResult<NodeView> {
         let ino = self.add_local(parent, name, NodeKind::Symlink(Arc::from(target)), owner)?;
+        self.view(ino)
+    }
+
+    /// A fifo, socket or device node (local to the mount).
+    pub(super) fn mknod(&mut self, parent: Ino, name: &str, kind: FileKind, rdev: u32, owner: Owner) -> FsResult<NodeView> {
+        let ino = self.add_local(parent, name, NodeKind::Special { kind, rdev }, owner)?;
         self.view(ino)
     }
 
@@ -313,7 +319,7 @@ impl InodeState {
         let content = match &n.kind {
             NodeKind::File(c) => c.clone(),
             NodeKind::Dir => return Err(FsError::IsDir),
-            NodeKind::Symlink(_) => return Err(FsError::Invalid("a symlink".into())),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(FsError::Invalid("not a regular file".into())),
         };
         if let Some(rx) = &n.filling {
             return Ok(OpenWrite::Wait(rx.clone()));
@@ -455,7 +461,7 @@ impl InodeState {
         };
         let (ino, n) = n;
         match &n.kind {
-            NodeKind::Dir | NodeKind::Symlink(_) => AtPath::NoFile { hub_may_have },
+            NodeKind::Dir | NodeKind::Symlink(_) | NodeKind::Special { .. } => AtPath::NoFile { hub_may_have },
             NodeKind::File(c) => AtPath::File {
                 ino,
                 gen: n.write.gen,
@@ -580,6 +586,9 @@ impl InodeState {
         }
         for (path, target, meta) in r.symlinks {
             add(self, &path, NodeKind::Symlink(Arc::from(target.as_str())), meta, SystemTime::now());
+        }
+        for (path, kind, rdev, meta) in r.specials {
+            add(self, &path, NodeKind::Special { kind, rdev }, meta, SystemTime::now());
         }
         self.tombstones.extend(r.deletes);
         for (path, meta) in r.meta {

@@ -120,6 +120,8 @@ pub struct Restore {
     pub files: Vec<(String, Content, Option<Meta>, SystemTime)>,
     pub dirs: Vec<(String, Option<Meta>)>,
     pub symlinks: Vec<(String, String, Option<Meta>)>,
+    /// Fifos, sockets, device nodes.
+    pub specials: Vec<(String, crate::types::FileKind, u32, Option<Meta>)>,
     /// Deletions not yet committed.
     pub deletes: Vec<String>,
     /// Attributes of entries the Hub has (applied when they appear).
@@ -231,6 +233,14 @@ pub enum InodeMsg {
         ino: Ino,
         parent: Ino,
         name: String,
+        reply: RpcReplyPort<FsResult<NodeView>>,
+    },
+    Mknod {
+        parent: Ino,
+        name: String,
+        kind: crate::types::FileKind,
+        rdev: u32,
+        owner: Owner,
         reply: RpcReplyPort<FsResult<NodeView>>,
     },
     Unlink {
@@ -429,6 +439,9 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
         }
         InodeMsg::Symlink { parent, name, target, owner, reply } => {
             let _ = reply.send(st.symlink(parent, &name, &target, owner));
+        }
+        InodeMsg::Mknod { parent, name, kind, rdev, owner, reply } => {
+            let _ = reply.send(st.mknod(parent, &name, kind, rdev, owner));
         }
         InodeMsg::Link { ino, parent, name, reply } => {
             let _ = reply.send(st.link(ino, parent, &name));

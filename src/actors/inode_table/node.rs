@@ -41,6 +41,8 @@ pub enum NodeKind {
     Dir,
     File(Content),
     Symlink(Arc<str>),
+    /// A fifo, socket or device node: local to the mount.
+    Special { kind: FileKind, rdev: u32 },
 }
 
 impl NodeKind {
@@ -49,6 +51,7 @@ impl NodeKind {
             NodeKind::Dir => FileKind::Dir,
             NodeKind::File(_) => FileKind::File,
             NodeKind::Symlink(_) => FileKind::Symlink,
+            NodeKind::Special { kind, .. } => *kind,
         }
     }
 }
@@ -114,6 +117,7 @@ impl Defaults {
             NodeKind::Dir => self.dir_perm,
             NodeKind::File(_) => self.file_perm,
             NodeKind::Symlink(_) => 0o777,
+            NodeKind::Special { .. } => self.file_perm,
         };
         let t = remote_mtime.unwrap_or(self.mount_time);
         Meta { perm, uid: self.uid, gid: self.gid, atime: t, mtime: t, ctime: t, local: false }
@@ -201,7 +205,7 @@ impl Node {
             || self.meta.local
             || !self.links.is_empty()
             || self.filling.is_some()
-            || matches!(self.kind, NodeKind::Symlink(_) | NodeKind::File(Content::Local { .. }))
+            || matches!(self.kind, NodeKind::Symlink(_) | NodeKind::Special { .. } | NodeKind::File(Content::Local { .. }))
     }
 
     pub fn nlink(&self) -> u32 {
@@ -217,6 +221,7 @@ impl Node {
             NodeKind::Dir => 0,
             NodeKind::File(c) => c.size(),
             NodeKind::Symlink(t) => t.len() as u64,
+            NodeKind::Special { .. } => 0,
         }
     }
 
@@ -227,6 +232,10 @@ impl Node {
             size: self.size(),
             perm: self.meta.perm,
             nlink: self.nlink(),
+            rdev: match self.kind {
+                NodeKind::Special { rdev, .. } => rdev,
+                _ => 0,
+            },
             uid: self.meta.uid,
             gid: self.meta.gid,
             atime: self.meta.atime,

@@ -116,6 +116,10 @@ fn file_type(k: FileKind) -> FileType {
         FileKind::Dir => FileType::Directory,
         FileKind::File => FileType::RegularFile,
         FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -133,7 +137,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: BLKSIZE,
         flags: 0,
     }
@@ -240,21 +244,11 @@ impl Filesystem for HfFuse {
         });
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
-        // Only regular files can live in a bucket: devices, fifos and sockets cannot.
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return reply.error(Errno::EPERM);
-        }
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let (name, uid, gid, pid) = (name_bytes(name), req.uid(), req.gid(), req.pid());
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
         self.spawn("mknod", parent.0, move |engine, ctx| async move {
-            let r = match engine.create(parent.0, &name, mode & !umask, uid, gid, pid).await {
-                Ok((attr, fh)) => {
-                    engine.release(fh).await;
-                    Ok(attr)
-                }
-                Err(e) => Err(e),
-            };
-            entry(ctx, reply, r)
+            entry(ctx, reply, engine.mknod(parent.0, &name, mode, rdev, uid, gid, pid).await)
         });
     }
 

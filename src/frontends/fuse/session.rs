@@ -48,7 +48,9 @@ pub fn mount(engine: Engine, rt: Handle, mountpoint: &Path, opts: FuseOptions) -
         config.mount_options.push(MountOption::RO);
     }
     if opts.allow_other {
-        config.mount_options.push(MountOption::CUSTOM("allow_other".into()));
+        // The session's ACL (not a raw mount option): fuser answers EACCES to other users'
+        // requests unless it knows they are allowed.
+        config.acl = fuser::SessionACL::All;
     }
     config.n_threads = Some(opts.max_threads.max(1));
     config.clone_fd = true;
