@@ -150,7 +150,7 @@ fn random_operations_match_a_model_of_the_repo() {
 #[test]
 fn random_writes_match_a_model_of_the_bucket() {
     use common::model::WriteModel;
-    use common::spawn::{spawn_mounted, Guard};
+    use common::spawn::{spawn_mounted_logged, Guard};
     use std::os::unix::fs::PermissionsExt;
 
     let seed = seed_from_env(0xb0c_2026);
@@ -162,8 +162,9 @@ fn random_writes_match_a_model_of_the_bucket() {
     unsafe { std::env::set_var("HF_MOUNT_HOME", home.path()) };
     let cache = tempfile::tempdir().unwrap();
     let mnt = tempfile::tempdir().unwrap();
+    let mount_log = home.path().join("mount.log");
     let start = || {
-        let child = spawn_mounted(
+        let child = spawn_mounted_logged(
             std::process::Command::new(env!("CARGO_BIN_EXE_hf-mount-fuse"))
                 .args(["bucket", "alice/w"])
                 .arg(mnt.path())
@@ -173,8 +174,15 @@ fn random_writes_match_a_model_of_the_bucket() {
                 .arg(cache.path())
                 .env("HF_ENDPOINT", hub.endpoint())
                 .env("HF_MOUNT_HOME", home.path()),
+            &mount_log,
         );
         Guard::new(child, Some(mnt.path()))
+    };
+    // On a failure, what the mount logged says why.
+    let tail = || {
+        let text = std::fs::read_to_string(&mount_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("INFO")).collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     };
     let p = |rel: &str| mnt.path().join(rel);
     let mut guard = start();
@@ -216,7 +224,8 @@ fn random_writes_match_a_model_of_the_bucket() {
     };
     let check_bytes = |model: &WriteModel, paths: &[String], log: &[String], step: usize| {
         for path in paths {
-            let got = std::fs::read(p(path)).unwrap_or_else(|e| panic!("seed {seed} step {step}: read {path}: {e}\n{}", log.join("\n")));
+            let got = std::fs::read(p(path))
+                .unwrap_or_else(|e| panic!("seed {seed} step {step}: read {path}: {e}\n{}\nmount log:\n{}", log.join("\n"), tail()));
             if &got != model.bytes(path) {
                 panic!("seed {seed} step {step}: {path} bytes differ ({} vs {})\n{}", got.len(), model.bytes(path).len(), log.join("\n"));
             }
@@ -389,7 +398,12 @@ fn random_writes_match_a_model_of_the_bucket() {
                 .map(|(k, v)| format!("{k}: model {v}, mount {:?}", got.get(k)))
                 .chain(got.iter().filter(|(k, _)| !want.contains_key(*k)).map(|(k, v)| format!("{k}: mount {v}, not in model")))
                 .collect();
-            panic!("seed {seed} step {step}: tree differs:\n  {}\noperations:\n  {}", diff.join("\n  "), log.join("\n  "));
+            panic!(
+                "seed {seed} step {step}: tree differs:\n  {}\noperations:\n  {}\nmount log:\n{}",
+                diff.join("\n  "),
+                log.join("\n  "),
+                tail()
+            );
         }
         let sample: Vec<String> = (0..3).filter_map(|_| model.files.keys().nth(rng.below(model.files.len().max(1) as u64) as usize).cloned()).collect();
         check_bytes(&model, &sample, &log, step);

@@ -19,7 +19,29 @@ pub fn spawn_mounted(cmd: &mut Command) -> Child {
         }
         seen.push(line);
     }
+    // Keep draining: a mount that logs more than a pipe holds must never block on stderr.
+    let rest = child.stderr.take().expect("piped");
+    std::thread::spawn(move || std::io::copy(&mut BufReader::new(rest), &mut std::io::sink()));
     child
+}
+
+/// Like [`spawn_mounted`], with everything the mount writes to stderr kept in `log`.
+pub fn spawn_mounted_logged(cmd: &mut Command, log: &std::path::Path) -> Child {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let start = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+    let mut child = cmd.stderr(file).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        if String::from_utf8_lossy(&text[start as usize..]).contains("mounted at") {
+            return child;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the mount exited ({status}) before it was ready:\n{}", String::from_utf8_lossy(&text[start as usize..]));
+        }
+        assert!(std::time::Instant::now() < deadline, "the mount did not come up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// A child process killed (and its mount lazily unmounted) if a test fails before stopping it.

@@ -150,7 +150,7 @@ pub async fn prepare(
             let _ = inode.send_message(InodeMsg::Uploading { ino: u.ino, gen: u.gen, on: true });
         }
     }
-    let results: Vec<(ToUpload, FsResult<Uploaded>)> = futures::stream::iter(uploads)
+    let results: Vec<(ToUpload, FsResult<Option<Uploaded>>)> = futures::stream::iter(uploads)
         .map(|u| {
             let (session, staging) = (&session, staging.clone());
             async move {
@@ -161,11 +161,23 @@ pub async fn prepare(
         .buffer_unordered(UPLOADS_PER_CYCLE)
         .collect()
         .await;
-    let finalized = session.finalize().await.map_err(FsError::from);
+    // A session with a file that failed half-way is not finalized (xet-core would register a
+    // partial file): every file of it is tried again.
+    let finalized = match results.iter().find_map(|(_, r)| r.as_ref().err()) {
+        Some(e) => Err(e.clone()),
+        None => session.finalize().await.map_err(FsError::from),
+    };
     for (u, r) in results {
         let r = r.and_then(|up| finalized.clone().map(|_| up));
         match r {
-            Ok(up) if u.remote_hash.as_deref() == Some(up.xet_hash.as_str()) => {
+            Ok(None) => {
+                // Changed while it was read: prepared again once quiet.
+                if let Ok(inode) = &inode {
+                    let _ = inode.send_message(InodeMsg::Uploading { ino: u.ino, gen: u.gen, on: false });
+                }
+                out.push(Prepared::Busy { path: u.path });
+            }
+            Ok(Some(up)) if u.remote_hash.as_deref() == Some(up.xet_hash.as_str()) => {
                 // The same bytes as the Hub's: nothing to commit.
                 if let Ok(inode) = &inode {
                     let file = remote_file(&up, u.mtime);
@@ -173,7 +185,7 @@ pub async fn prepare(
                 }
                 out.push(Prepared::Nothing { path: u.path, seq: u.seq });
             }
-            Ok(up) => out.push(Prepared::Commit(Commit {
+            Ok(Some(up)) => out.push(Prepared::Commit(Commit {
                 line: add_line(&remote, &u.path, &up.xet_hash, u.mtime),
                 file: Some(remote_file(&up, u.mtime)),
                 path: u.path,
@@ -192,21 +204,34 @@ pub async fn prepare(
     out
 }
 
-/// Feeds the first `size` bytes of a staging file to the session.
-async fn upload_one(session: &UploadSession, staging: &Staging, u: &ToUpload) -> FsResult<Uploaded> {
+/// Feeds the first `size` bytes of a staging file to the session. `None`: the file was cut
+/// while it was read (what was read is finished, so the session stays whole, but it is not a
+/// state anyone acknowledged: the generation check would refuse it anyway).
+async fn upload_one(session: &UploadSession, staging: &Staging, u: &ToUpload) -> FsResult<Option<Uploaded>> {
     let mut file = session.start(&u.path, Some(u.size))?;
     let mut at = 0u64;
+    let mut cut = false;
     while at < u.size {
         let want = (u.size - at).min(UPLOAD_READ_BYTES as u64) as usize;
-        let bytes = staging.read_at(u.staging, at, want).await?;
-        if bytes.is_empty() {
-            return Err(FsError::Io(format!("{}: staging file ends at {at}, expected {} bytes", u.path, u.size)));
-        }
+        let bytes = match staging.read_at(u.staging, at, want).await {
+            Ok(b) if !b.is_empty() => b,
+            Ok(_) => {
+                cut = true;
+                // Keep the file whole for xet-core: zeros stand in for what is gone.
+                bytes::Bytes::from(vec![0u8; want])
+            }
+            Err(e) => {
+                cut = true;
+                tracing::debug!(path = %u.path, "staging read failed while uploading: {e}");
+                bytes::Bytes::from(vec![0u8; want])
+            }
+        };
         at += bytes.len() as u64;
         crate::metrics::get().upload_bytes.add(bytes.len() as u64, &[]);
         file.add(bytes).await?;
     }
-    Ok(file.finish().await?)
+    let up = file.finish().await?;
+    Ok((!cut).then_some(up))
 }
 
 /// Commits `items`: the lines whose paths still hold what was prepared, adds first, in

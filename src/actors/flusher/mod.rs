@@ -312,6 +312,11 @@ pub enum FlushMsg {
     BatchDone {
         outcomes: Vec<(Commit, Outcome)>,
     },
+    /// A commit task died: its paths failed (and are tried again).
+    Lost {
+        paths: Vec<String>,
+        why: String,
+    },
 }
 
 pub struct FlusherArgs {
@@ -422,6 +427,14 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
             }
             start_work(&me, &mut st, args);
         }
+        FlushMsg::Lost { paths, why } => {
+            st.batching = false;
+            for p in paths {
+                st.inflight.remove(&p);
+                st.fail(&p, FsError::Io(why.clone()), "commit");
+            }
+            start_work(&me, &mut st, args);
+        }
         FlushMsg::BatchDone { outcomes } => {
             st.batching = false;
             let inode = args.registry.get().ok().map(|r| r.inode);
@@ -471,10 +484,13 @@ fn start_work(me: &ActorRef<FlushMsg>, st: &mut FlusherState, args: &FlusherArgs
         st.batching = true;
         let items = std::mem::take(&mut st.queue);
         let (me, registry, remote) = (me.clone(), args.registry.clone(), args.remote.clone());
+        let paths: Vec<String> = items.iter().map(|c| c.path.clone()).collect();
         tokio::spawn(
             async move {
-                let outcomes = cycle::commit(registry, remote, items).await;
-                let _ = me.send_message(FlushMsg::BatchDone { outcomes });
+                match tokio::spawn(cycle::commit(registry, remote, items)).await {
+                    Ok(outcomes) => me.send_message(FlushMsg::BatchDone { outcomes }),
+                    Err(e) => me.send_message(FlushMsg::Lost { paths, why: format!("commit task failed: {e}") }),
+                }
             }
             .instrument(tracing::debug_span!("flush.commit")),
         );
@@ -497,9 +513,19 @@ fn start_work(me: &ActorRef<FlushMsg>, st: &mut FlusherState, args: &FlusherArgs
         st.cycles += 1;
         let (me, registry, remote, uploader, staging) =
             (me.clone(), args.registry.clone(), args.remote.clone(), args.uploader.clone(), st.staging.clone());
+        let paths: Vec<String> = due.iter().map(|(p, _, _)| p.clone()).collect();
         tokio::spawn(
             async move {
-                let results = cycle::prepare(registry, remote, uploader, staging, due).await;
+                // A panic in the preparation (xet-core asserts, say) must not leak its slot
+                // and paths: they fail, and are tried again.
+                let task = tokio::spawn(cycle::prepare(registry, remote, uploader, staging, due));
+                let results = match task.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let error = FsError::Io(format!("upload task failed: {e}"));
+                        paths.into_iter().map(|path| Prepared::Failed { path, error: error.clone() }).collect()
+                    }
+                };
                 let _ = me.send_message(FlushMsg::Prepared { results });
             }
             .instrument(tracing::debug_span!("flush.prepare")),
