@@ -117,7 +117,11 @@ impl Mount {
 
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -132,7 +136,8 @@ impl Drop for Mount {
 /// write returning, time to close returning).
 fn write_file(path: &Path, mib: u64, seed: u64, append: bool) -> (Duration, Duration) {
     let t = Instant::now();
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).append(append).truncate(!append).open(path).unwrap();
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).append(append).truncate(!append).open(path).unwrap();
     let mut buf = vec![0u8; 1 << 20];
     for b in 0..mib {
         fill(&mut buf, seed, b);
@@ -212,7 +217,13 @@ fn main() {
         let (ac, ac_lo, ac_hi) = median(adv_close);
         let (acm, acm_lo, acm_hi) = median(adv_commit);
         let rate = |s: f64| size as f64 / s / 1e6;
-        println!("  raw upload (xet-core + one batch)    {:7.1} MB/s   ({:.2} s; {:.2}-{:.2})", rate(raw_s), raw_s, raw_lo, raw_hi);
+        println!(
+            "  raw upload (xet-core + one batch)    {:7.1} MB/s   ({:.2} s; {:.2}-{:.2})",
+            rate(raw_s),
+            raw_s,
+            raw_lo,
+            raw_hi
+        );
         println!(
             "  streaming write + close             {:7.1} MB/s   ({:.2} s; {:.2}-{:.2})   {:.2}x raw (target >= 0.9x)",
             rate(st),
@@ -237,7 +248,9 @@ fn main() {
     if wanted("small") {
         let n = 1000;
         let body = vec![7u8; 4096];
-        for (label, extra) in [("streaming", vec![]), ("advanced", vec!["--advanced-writes", "--flush-debounce-ms", "2000"])] {
+        for (label, extra) in
+            [("streaming", vec![]), ("advanced", vec!["--advanced-writes", "--flush-debounce-ms", "2000"])]
+        {
             let mut rates = vec![];
             let mut commits = vec![];
             for _ in 0..samples {
@@ -254,7 +267,11 @@ fn main() {
                 let took = t.elapsed();
                 rates.push(n as f64 / took.as_secs_f64());
                 let c = Instant::now();
-                while hub.store().read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}/"))).count()) < n {
+                while hub
+                    .store()
+                    .read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}/"))).count())
+                    < n
+                {
                     assert!(c.elapsed() < COMMIT_LIMIT);
                     std::thread::sleep(Duration::from_millis(10));
                 }
@@ -277,7 +294,11 @@ fn main() {
         for i in 0..1000 {
             std::fs::write(m.p(&format!("{dir}/f{i}")), format!("file {i} {run}")).unwrap();
         }
-        while hub.store().read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}/"))).count()) < 1000 {
+        while hub
+            .store()
+            .read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}/"))).count())
+            < 1000
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -285,7 +306,11 @@ fn main() {
         let t = Instant::now();
         std::fs::rename(m.p(&dir), m.p(&format!("{dir}-moved"))).unwrap();
         let renamed = t.elapsed();
-        while hub.store().read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}-moved/"))).count()) < 1000 {
+        while hub
+            .store()
+            .read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&format!("{dir}-moved/"))).count())
+            < 1000
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         let upload = hub.faults().traffic_of(RouteClass::CasUpload);

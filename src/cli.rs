@@ -92,7 +92,9 @@ pub fn prepare_engine(args: &MountArgs, writable: bool) -> anyhow::Result<(tokio
     let config = args.engine_config(&source, &dir.path, writable);
     let mode = match &config.writes {
         None => "read-only".to_string(),
-        Some(w) if w.advanced => format!("read-write, advanced writes (committed {:?} after the last change)", w.flush.debounce),
+        Some(w) if w.advanced => {
+            format!("read-write, advanced writes (committed {:?} after the last change)", w.flush.debounce)
+        }
         Some(_) => "read-write, streaming writes (committed at close)".to_string(),
     };
     let engine = runtime.block_on(Engine::start(hub, source.clone(), config))?;

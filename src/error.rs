@@ -89,11 +89,13 @@ impl FsError {
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::TooBig(_) => libc::EFBIG,
             FsError::TimedOut(..) | FsError::Io(_) => libc::EIO,
-            FsError::Failed { source, .. } => match source.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) {
-                // Local disk trouble keeps its meaning (a full cache disk is ENOSPC, not EIO).
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
-                _ => libc::EIO,
-            },
+            FsError::Failed { source, .. } => {
+                match source.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) {
+                    // Local disk trouble keeps its meaning (a full cache disk is ENOSPC, not EIO).
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
+                    _ => libc::EIO,
+                }
+            }
             FsError::Again(_) => libc::EAGAIN,
             FsError::NotSupported => libc::ENOTSUP,
         }

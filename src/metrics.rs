@@ -91,7 +91,10 @@ pub fn get() -> &'static Metrics {
                 .with_unit("By")
                 .with_description("bytes fed to the upload")
                 .build(),
-            flush_pending: m.u64_histogram("hf_mount.flush.pending").with_description("paths not yet committed").build(),
+            flush_pending: m
+                .u64_histogram("hf_mount.flush.pending")
+                .with_description("paths not yet committed")
+                .build(),
         }
     })
 }

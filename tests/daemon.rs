@@ -96,8 +96,18 @@ fn sync_waits_for_commits_and_status_shows_what_is_pending() {
     let mp = mnt.path().to_str().unwrap();
     let cache_dir = cache.path().to_str().unwrap();
     let start = [
-        "start", "--fuse", "bucket", "alice/b", mp, "--hf-token", common::WRITE_TOKEN, "--advanced-writes",
-        "--flush-debounce-ms", "60000", "--cache-dir", cache_dir,
+        "start",
+        "--fuse",
+        "bucket",
+        "alice/b",
+        mp,
+        "--hf-token",
+        common::WRITE_TOKEN,
+        "--advanced-writes",
+        "--flush-debounce-ms",
+        "60000",
+        "--cache-dir",
+        cache_dir,
     ];
     let (ok, _, err) = run(home.path(), &hub, &start);
     assert!(ok, "{err}");

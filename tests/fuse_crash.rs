@@ -94,7 +94,10 @@ fn a_stream_cut_off_by_a_sigkill_is_never_committed() {
     drop(f);
     let _ = Command::new("fusermount3").arg("-uz").arg(mnt.path()).stderr(std::process::Stdio::null()).status();
     let dir = cache.path().display().to_string();
-    let m = mount(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--cache-dir", &dir, "--flush-debounce-ms", "100"]);
+    let m = mount(
+        &hub,
+        &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--cache-dir", &dir, "--flush-debounce-ms", "100"],
+    );
     assert!(!m.p("stream.bin").exists(), "a partial stream is shown");
     m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
     assert!(hub.bucket_files("alice/b").is_empty(), "a partial stream was committed");

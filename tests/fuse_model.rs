@@ -224,10 +224,16 @@ fn random_writes_match_a_model_of_the_bucket() {
     };
     let check_bytes = |model: &WriteModel, paths: &[String], log: &[String], step: usize| {
         for path in paths {
-            let got = std::fs::read(p(path))
-                .unwrap_or_else(|e| panic!("seed {seed} step {step}: read {path}: {e}\n{}\nmount log:\n{}", log.join("\n"), tail()));
+            let got = std::fs::read(p(path)).unwrap_or_else(|e| {
+                panic!("seed {seed} step {step}: read {path}: {e}\n{}\nmount log:\n{}", log.join("\n"), tail())
+            });
             if &got != model.bytes(path) {
-                panic!("seed {seed} step {step}: {path} bytes differ ({} vs {})\n{}", got.len(), model.bytes(path).len(), log.join("\n"));
+                panic!(
+                    "seed {seed} step {step}: {path} bytes differ ({} vs {})\n{}",
+                    got.len(),
+                    model.bytes(path).len(),
+                    log.join("\n")
+                );
             }
         }
     };
@@ -240,17 +246,27 @@ fn random_writes_match_a_model_of_the_bucket() {
         let got: Vec<&String> = on_hub.keys().collect();
         assert_eq!(got, want, "seed {seed}: bucket contents\n{}", log.join("\n"));
         for path in model.files.keys() {
-            assert!(hub.bucket_bytes("alice/w", path).as_ref() == Some(model.bytes(path)), "seed {seed}: {path} on the Hub\n{}", log.join("\n"));
+            assert!(
+                hub.bucket_bytes("alice/w", path).as_ref() == Some(model.bytes(path)),
+                "seed {seed}: {path} on the Hub\n{}",
+                log.join("\n")
+            );
         }
     };
 
     for step in 0..steps {
         let files: Vec<String> = model.files.keys().cloned().collect();
-        let dirs: Vec<String> = std::iter::once(String::new()).chain(model.listing().into_iter().filter(|(_, w)| w == "dir").map(|(p, _)| p)).collect();
+        let dirs: Vec<String> = std::iter::once(String::new())
+            .chain(model.listing().into_iter().filter(|(_, w)| w == "dir").map(|(p, _)| p))
+            .collect();
         let dir = dirs[rng.below(dirs.len() as u64) as usize].clone();
         let fresh = {
             let n = format!("{}{}", names[rng.below(names.len() as u64) as usize], step);
-            if dir.is_empty() { n } else { format!("{dir}/{n}") }
+            if dir.is_empty() {
+                n
+            } else {
+                format!("{dir}/{n}")
+            }
         };
         let pick = |rng: &mut Rng| files.get(rng.below(files.len().max(1) as u64) as usize).cloned();
         let op = rng.below(100);
@@ -327,12 +343,17 @@ fn random_writes_match_a_model_of_the_bucket() {
                 let listing = model.listing();
                 let empty: Vec<&String> = listing
                     .iter()
-                    .filter(|(d, w)| *w == "dir" && d.as_str() != "remote" && !listing.keys().any(|k| k.starts_with(&format!("{d}/"))))
+                    .filter(|(d, w)| {
+                        *w == "dir"
+                            && d.as_str() != "remote"
+                            && !listing.keys().any(|k| k.starts_with(&format!("{d}/")))
+                    })
                     .map(|(d, _)| d)
                     .collect();
                 let Some(d) = empty.first().map(|d| d.to_string()) else { continue };
                 log.push(format!("rmdir {d}"));
-                std::fs::remove_dir(p(&d)).unwrap_or_else(|e| panic!("seed {seed} step {step}: rmdir {d}: {e}\n{}", log.join("\n")));
+                std::fs::remove_dir(p(&d))
+                    .unwrap_or_else(|e| panic!("seed {seed} step {step}: rmdir {d}: {e}\n{}", log.join("\n")));
                 model.pin_parents(&d);
                 model.dirs.remove(&d);
             }
@@ -363,7 +384,11 @@ fn random_writes_match_a_model_of_the_bucket() {
                 remote.insert(name.clone(), body.clone());
                 let t = Instant::now();
                 while std::fs::read(p(&name)).ok().as_deref() != Some(&body[..]) {
-                    assert!(t.elapsed() < Duration::from_secs(15), "seed {seed} step {step}: {name} never showed\n{}", log.join("\n"));
+                    assert!(
+                        t.elapsed() < Duration::from_secs(15),
+                        "seed {seed} step {step}: {name} never showed\n{}",
+                        log.join("\n")
+                    );
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
@@ -382,7 +407,11 @@ fn random_writes_match_a_model_of_the_bucket() {
                 let mut child = guard.take();
                 unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
                 let _ = child.wait();
-                let _ = std::process::Command::new("fusermount3").arg("-uz").arg(mnt.path()).stderr(std::process::Stdio::null()).status();
+                let _ = std::process::Command::new("fusermount3")
+                    .arg("-uz")
+                    .arg(mnt.path())
+                    .stderr(std::process::Stdio::null())
+                    .status();
                 guard = start();
                 model.split_links();
                 check_bytes(&model, &model.files.keys().cloned().collect::<Vec<_>>(), &log, step);
@@ -396,7 +425,11 @@ fn random_writes_match_a_model_of_the_bucket() {
                 .iter()
                 .filter(|(k, v)| got.get(*k) != Some(v))
                 .map(|(k, v)| format!("{k}: model {v}, mount {:?}", got.get(k)))
-                .chain(got.iter().filter(|(k, _)| !want.contains_key(*k)).map(|(k, v)| format!("{k}: mount {v}, not in model")))
+                .chain(
+                    got.iter()
+                        .filter(|(k, _)| !want.contains_key(*k))
+                        .map(|(k, v)| format!("{k}: mount {v}, not in model")),
+                )
                 .collect();
             panic!(
                 "seed {seed} step {step}: tree differs:\n  {}\noperations:\n  {}\nmount log:\n{}",
@@ -405,12 +438,19 @@ fn random_writes_match_a_model_of_the_bucket() {
                 tail()
             );
         }
-        let sample: Vec<String> = (0..3).filter_map(|_| model.files.keys().nth(rng.below(model.files.len().max(1) as u64) as usize).cloned()).collect();
+        let sample: Vec<String> = (0..3)
+            .filter_map(|_| model.files.keys().nth(rng.below(model.files.len().max(1) as u64) as usize).cloned())
+            .collect();
         check_bytes(&model, &sample, &log, step);
     }
     check_hub(&model, &remote, &log);
     let mut child = guard.take();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
-    println!("{steps} write steps, seed {seed}: {} files, {} dirs, {} symlinks", model.files.len(), model.dirs.len(), model.symlinks.len());
+    println!(
+        "{steps} write steps, seed {seed}: {} files, {} dirs, {} symlinks",
+        model.files.len(),
+        model.dirs.len(),
+        model.symlinks.len()
+    );
 }

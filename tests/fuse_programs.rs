@@ -52,7 +52,12 @@ fn check_hub(hub: &Hub, bucket: &str, prefix: &str, want: &std::collections::BTr
     for (rel, b) in want {
         let path = format!("{prefix}{rel}");
         let got = hub.bucket_bytes(bucket, &path);
-        assert!(got.as_deref() == Some(&b[..]), "{path}: {:?} bytes on the Hub, {} expected", got.map(|g| g.len()), b.len());
+        assert!(
+            got.as_deref() == Some(&b[..]),
+            "{path}: {:?} bytes on the Hub, {} expected",
+            got.map(|g| g.len()),
+            b.len()
+        );
     }
 }
 
@@ -73,9 +78,7 @@ fn copy_tools_in_the_default_mode() {
     run(&format!("tar -C '{s}' -cf '{}' .", tarball.path().display()));
     run(&format!("mkdir '{mp}/tar' && tar -C '{mp}/tar' -xf '{}'", tarball.path().display()));
     assert_eq!(tree(&m.p("tar")), want);
-    run(&format!(
-        "python3 -c 'import shutil,sys; shutil.copytree(sys.argv[1], sys.argv[2])' '{s}' '{mp}/py'"
-    ));
+    run(&format!("python3 -c 'import shutil,sys; shutil.copytree(sys.argv[1], sys.argv[2])' '{s}' '{mp}/py'"));
     assert_eq!(tree(&m.p("py")), want);
     // Write a temporary file, then rename it over the real one (editors, atomic savers).
     run(&format!("printf v1 > '{mp}/config.json' && printf v2 > '{mp}/.config.json.tmp' && mv '{mp}/.config.json.tmp' '{mp}/config.json'"));
@@ -107,7 +110,17 @@ fn git_and_sqlite_in_advanced_mode() {
     hub.create_bucket("alice/b");
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().display().to_string();
-    let args = ["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--advanced-writes", "--flush-debounce-ms", "300", "--cache-dir", &dir];
+    let args = [
+        "bucket",
+        "alice/b",
+        "--hf-token",
+        WRITE_TOKEN,
+        "--advanced-writes",
+        "--flush-debounce-ms",
+        "300",
+        "--cache-dir",
+        &dir,
+    ];
     {
         let m = mount(&hub, &args);
         let mp = m.path().display().to_string();

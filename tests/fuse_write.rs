@@ -63,7 +63,7 @@ fn streaming_writes_are_committed_when_close_returns() {
     let mut f = std::fs::File::create(m.p("live.txt")).unwrap();
     f.write_all(b"first part;").unwrap();
     assert_eq!(std::fs::read(m.p("live.txt")).unwrap(), b"first part;");
-    assert!(hub.bucket_files("alice/b").get("live.txt").is_none(), "nothing is committed before close");
+    assert!(!hub.bucket_files("alice/b").contains_key("live.txt"), "nothing is committed before close");
     // A non-sequential write on a streaming handle is refused, naming the mode that allows it.
     assert_eq!(errno(f.write_at(b"x", 1 << 20)), libc::EINVAL);
     f.write_all(b" second part").unwrap();
@@ -118,7 +118,7 @@ os.close(fd)
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "child-closed");
-    assert!(hub.bucket_files("alice/b").get("shared.txt").is_none(), "the child's close committed a prefix");
+    assert!(!hub.bucket_files("alice/b").contains_key("shared.txt"), "the child's close committed a prefix");
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     assert!(child.wait().unwrap().success());
     wait_until(COMMIT_WAIT, "the parent's commit", || hub.bucket_files("alice/b").contains_key("shared.txt"));
@@ -233,7 +233,8 @@ fn namespace_changes_are_done_on_the_server() {
     std::fs::hard_link(m.p("keep/a.txt"), m.p("a-link.txt")).unwrap();
     assert_eq!(std::fs::metadata(m.p("a-link.txt")).unwrap().nlink(), 2);
     // Unlink while open: the descriptor keeps working; nothing comes back later.
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.p("tmp.bin")).unwrap();
+    let mut f =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(m.p("tmp.bin")).unwrap();
     f.write_all(b"scratch").unwrap();
     std::fs::remove_file(m.p("tmp.bin")).unwrap();
     f.write_all(b" more").unwrap();
@@ -332,12 +333,15 @@ fn unmount_drains_pending_uploads_and_fsync_reports_commit_failures() {
         assert!(hub.bucket_files("alice/b").is_empty());
     }
     assert_hub(&hub, "alice/b", "pending.bin", &bytes(2, 100_000)); // unmount drained it
-    // A commit that fails is retried, never dropped, and the next fsync of the file says so.
+                                                                    // A commit that fails is retried, never dropped, and the next fsync of the file says so.
     let m = mount_rw(&hub, "alice/b", &["--advanced-writes", "--flush-debounce-ms", "100"]);
     let rule = hub
         .emulator()
         .faults()
-        .add(hf_hub_emulator::FaultSpec::new(RouteClass::BucketBatch, hf_hub_emulator::FaultKind::Error { status: 403 }))
+        .add(hf_hub_emulator::FaultSpec::new(
+            RouteClass::BucketBatch,
+            hf_hub_emulator::FaultKind::Error { status: 403 },
+        ))
         .unwrap();
     let f = std::fs::File::create(m.p("refused.txt")).unwrap();
     (&f).write_all(b"r").unwrap();
@@ -348,8 +352,11 @@ fn unmount_drains_pending_uploads_and_fsync_reports_commit_failures() {
     });
     let f = std::fs::OpenOptions::new().append(true).open(m.p("refused.txt")).unwrap();
     assert_eq!(errno(f.sync_all()), libc::EACCES, "fsync reports the failed commit");
-    drop(f);
+    (&f).write_all(b"r").unwrap();
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    assert_eq!(unsafe { libc::close(fd) }, -1, "close reports the failed commit too");
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EACCES));
     hub.emulator().faults().remove(rule);
     m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
-    assert_hub(&hub, "alice/b", "refused.txt", b"r");
+    assert_hub(&hub, "alice/b", "refused.txt", b"rr");
 }

@@ -37,7 +37,9 @@ impl Engine {
         let content = match view.kind {
             NodeKind::File(c) => c,
             NodeKind::Dir => return Err(FsError::IsDir),
-            NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(FsError::Invalid("not a regular file".into())),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => {
+                return Err(FsError::Invalid("not a regular file".into()))
+            }
         };
         let total = content.size();
         let start = offset.min(total);
@@ -64,7 +66,9 @@ impl Engine {
             NodeKind::File(Content::Remote(f)) => f,
             NodeKind::File(Content::Local { .. }) => return self.read_local(ino, offset, size).await,
             NodeKind::Dir => return Err(FsError::IsDir),
-            NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(FsError::Invalid("not a regular file".into())),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => {
+                return Err(FsError::Invalid("not a regular file".into()))
+            }
         };
         let path = view.path.clone();
         let plan = call(

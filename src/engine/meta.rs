@@ -53,18 +53,24 @@ impl Engine {
     /// The node `name` in `parent`, resolved remotely when the parent is not listed.
     pub(super) async fn lookup_view(&self, parent: Ino, name: &str, count: bool) -> FsResult<NodeView> {
         let max_age = self.inner.cfg.metadata_ttl;
-        let answer = self
-            .inode(|reply| InodeMsg::Lookup { parent, name: name.to_string(), count, max_age, reply })
-            .await??;
+        let answer =
+            self.inode(|reply| InodeMsg::Lookup { parent, name: name.to_string(), count, max_age, reply }).await??;
         match answer {
-            Lookup::Found(view) => Ok(view),
+            Lookup::Found(view) => Ok(*view),
             Lookup::Missing => Err(FsError::NotFound),
             Lookup::Unknown { path, epoch } => self.resolve_remote(parent, name, path, epoch, count).await,
         }
     }
 
     /// A name under an unlisted (or stale) directory: HEAD it; if no file, ask whether it is a directory.
-    async fn resolve_remote(&self, parent: Ino, name: &str, path: String, epoch: u64, count: bool) -> FsResult<NodeView> {
+    async fn resolve_remote(
+        &self,
+        parent: Ino,
+        name: &str,
+        path: String,
+        epoch: u64,
+        count: bool,
+    ) -> FsResult<NodeView> {
         let t = self.net_timeout();
         let head = call_with_timeout(
             self.reg(),
@@ -169,15 +175,16 @@ impl Engine {
         self.inode(|reply| InodeMsg::Opened { ino, reply }).await??;
         let opened = async {
             let entries: DirSnapshot = Arc::new(self.list(ino).await?);
-            crate::actors::call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::OpenDir {
-                entries: entries.clone(),
-                reply,
-            })
+            crate::actors::call(
+                self.reg(),
+                |r| r.prefetch.clone(),
+                |reply| PrefetchMsg::OpenDir { entries: entries.clone(), reply },
+            )
             .await
         }
         .await;
         if opened.is_err() {
-            let _ = self.reg().get().map(|r| r.inode.send_message(InodeMsg::Closed { ino }));
+            self.tell_inode(InodeMsg::Closed { ino });
         }
         opened
     }

@@ -287,11 +287,15 @@ impl Engine {
         self.inner.writes.as_ref().ok_or(FsError::ReadOnly)
     }
 
-    async fn inode<T: Send + 'static>(
-        &self,
-        build: impl Fn(ractor::RpcReplyPort<T>) -> InodeMsg,
-    ) -> FsResult<T> {
+    async fn inode<T: Send + 'static>(&self, build: impl Fn(ractor::RpcReplyPort<T>) -> InodeMsg) -> FsResult<T> {
         call(self.reg(), |r| r.inode.clone(), build).await
+    }
+
+    /// Sends the inode table a message that needs no answer.
+    fn tell_inode(&self, msg: InodeMsg) {
+        if let Ok(r) = self.reg().get() {
+            let _ = r.inode.send_message(msg);
+        }
     }
 
     async fn flusher<T: Send + 'static>(&self, build: impl Fn(ractor::RpcReplyPort<T>) -> FlushMsg) -> FsResult<T> {

@@ -88,7 +88,17 @@ impl Engine {
 
     /// A node made by `mknod`: a regular file (created empty and committed like any), or a
     /// fifo, socket or device node, which lives on the mount and in its journal only.
-    pub async fn mknod(&self, parent: Ino, raw: &[u8], mode: u32, rdev: u32, uid: u32, gid: u32, pid: u32) -> FsResult<Attr> {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mknod(
+        &self,
+        parent: Ino,
+        raw: &[u8],
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+        pid: u32,
+    ) -> FsResult<Attr> {
         self.writes()?;
         let Some(kind) = FileKind::special_of_mode(mode) else {
             if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
@@ -101,9 +111,8 @@ impl Engine {
         let name = check_name(raw)?;
         self.refuse_junk(name)?;
         let owner = Owner { perm: (mode & 0o7777) as u16, uid, gid };
-        let view = self
-            .inode(|reply| InodeMsg::Mknod { parent, name: name.to_string(), kind, rdev, owner, reply })
-            .await??;
+        let view =
+            self.inode(|reply| InodeMsg::Mknod { parent, name: name.to_string(), kind, rdev, owner, reply }).await??;
         let mut records =
             vec![Record::Special { path: view.path.clone(), kind: kind.special_name().to_string(), rdev }];
         if view.meta.local {
@@ -118,7 +127,8 @@ impl Engine {
         self.writes()?;
         let name = check_name(raw)?;
         self.refuse_junk(name)?;
-        let view = self.inode(|reply| InodeMsg::Link { ino, parent: new_parent, name: name.to_string(), reply }).await??;
+        let view =
+            self.inode(|reply| InodeMsg::Link { ino, parent: new_parent, name: name.to_string(), reply }).await??;
         let path = format!("{}{name}", self.dir_prefix(new_parent).await?);
         if let Some(c) = view.content() {
             let mut records: Vec<Record> = put_record(&path, c, view.attr.mtime).into_iter().collect();
@@ -293,10 +303,7 @@ impl Engine {
         Ok(view.attr)
     }
 
-    async fn prefetch_write_info(
-        &self,
-        fh: Fh,
-    ) -> FsResult<(Ino, Option<crate::actors::prefetch::WriteHandle>)> {
+    async fn prefetch_write_info(&self, fh: Fh) -> FsResult<(Ino, Option<crate::actors::prefetch::WriteHandle>)> {
         crate::actors::call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::WriteInfo { fh, reply }).await?
     }
 
@@ -305,7 +312,13 @@ impl Engine {
     pub fn statfs(&self) -> StatFs {
         const BLOCK: u64 = 1 << 20;
         let blocks = if self.writable() { 1 << 30 } else { 0 };
-        StatFs { block_bytes: BLOCK, blocks, free: blocks, files: 1 << 32, files_free: if self.writable() { 1 << 32 } else { 0 } }
+        StatFs {
+            block_bytes: BLOCK,
+            blocks,
+            free: blocks,
+            files: 1 << 32,
+            files_free: if self.writable() { 1 << 32 } else { 0 },
+        }
     }
 }
 

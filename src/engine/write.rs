@@ -79,7 +79,7 @@ impl Engine {
         let view = self.inode(|reply| InodeMsg::Opened { ino, reply }).await??;
         let opened = if mode.write { self.open_write(view, mode, pid).await } else { self.open_read(view).await };
         if opened.is_err() {
-            let _ = self.reg().get().map(|r| r.inode.send_message(InodeMsg::Closed { ino }));
+            self.tell_inode(InodeMsg::Closed { ino });
         }
         opened
     }
@@ -213,16 +213,15 @@ impl Engine {
         let staging = w.staging.reserve();
         w.staging.file(staging)?;
         let owner = Owner { perm: (mode & 0o7777) as u16, uid, gid };
-        let view = match self
-            .inode(|reply| InodeMsg::Create { parent, name: name.to_string(), owner, staging, reply })
-            .await?
-        {
-            Ok(v) => v,
-            Err(e) => {
-                w.staging.remove(staging);
-                return Err(e);
-            }
-        };
+        let view =
+            match self.inode(|reply| InodeMsg::Create { parent, name: name.to_string(), owner, staging, reply }).await?
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    w.staging.remove(staging);
+                    return Err(e);
+                }
+            };
         let stream = (!w.advanced)
             .then(|| Arc::new(tokio::sync::Mutex::new(StreamingUpload::start(w.uploader.clone(), view.path.clone()))));
         let handle = WriteHandle {
@@ -357,13 +356,20 @@ impl Engine {
         let paths = self.journal_staged(ino).await?;
         let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
         if w.advanced {
-            return Ok(());
+            // The commit comes later; one that failed before is reported now.
+            let path = paths[0].clone();
+            return match self.flusher(|reply| FlushMsg::Failure { path: path.clone(), reply }).await? {
+                Some(e) if at_close => Err(e),
+                _ => Ok(()),
+            };
         }
         // The default mode commits at close: the writer waits for it.
         let path = paths[0].clone();
         if !at_close {
             let (tx, _rx) = tokio::sync::oneshot::channel();
-            let _ = self.reg().get()?.flusher.map(|f| f.send_message(FlushMsg::FlushNow { paths, reply: tx.into() }));
+            if let Some(f) = self.reg().get()?.flusher {
+                let _ = f.send_message(FlushMsg::FlushNow { paths, reply: tx.into() });
+            }
             return Ok(());
         }
         let r = call_with_timeout(

@@ -70,11 +70,8 @@ struct WriteRefresher {
 #[async_trait::async_trait]
 impl TokenRefresher for WriteRefresher {
     async fn refresh(&self) -> Result<TokenInfo, AuthError> {
-        let (_, token, exp) = self
-            .hub
-            .xet_write_token(&self.source)
-            .await
-            .map_err(|e| AuthError::TokenRefreshFailure(e.to_string()))?;
+        let (_, token, exp) =
+            self.hub.xet_write_token(&self.source).await.map_err(|e| AuthError::TokenRefreshFailure(e.to_string()))?;
         Ok((token, exp))
     }
 }
@@ -245,7 +242,9 @@ impl StreamingUpload {
                 Ok(())
             }
             // The feeder ended: its error says why.
-            Ok(Err(_)) => Err(self.finish().await.err().unwrap_or_else(|| UploadError::Timeout("stream".into(), self.deadline))),
+            Ok(Err(_)) => {
+                Err(self.finish().await.err().unwrap_or_else(|| UploadError::Timeout("stream".into(), self.deadline)))
+            }
             Err(_) => {
                 self.abort();
                 Err(UploadError::Timeout("stream write".into(), self.deadline))

@@ -67,7 +67,10 @@ impl Hub {
             std::env::set_var("HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "2");
             std::env::set_var("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms");
             // Mounts started without --cache-dir (the binaries' own tests) cache in the temp dir.
-            std::env::set_var("HF_MOUNT_CACHE_DIR", std::env::temp_dir().join(format!("hf-mount-test-cache-{}", std::process::id())));
+            std::env::set_var(
+                "HF_MOUNT_CACHE_DIR",
+                std::env::temp_dir().join(format!("hf-mount-test-cache-{}", std::process::id())),
+            );
         }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let hub = rt

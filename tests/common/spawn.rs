@@ -37,7 +37,10 @@ pub fn spawn_mounted_logged(cmd: &mut Command, log: &std::path::Path) -> Child {
             return child;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("the mount exited ({status}) before it was ready:\n{}", String::from_utf8_lossy(&text[start as usize..]));
+            panic!(
+                "the mount exited ({status}) before it was ready:\n{}",
+                String::from_utf8_lossy(&text[start as usize..])
+            );
         }
         assert!(std::time::Instant::now() < deadline, "the mount did not come up");
         std::thread::sleep(std::time::Duration::from_millis(20));

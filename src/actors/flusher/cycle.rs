@@ -44,10 +44,18 @@ pub struct Commit {
 pub enum Prepared {
     Commit(Commit),
     /// The Hub already has what the path holds.
-    Nothing { path: String, seq: u64 },
+    Nothing {
+        path: String,
+        seq: u64,
+    },
     /// Open for writing: it is looked at again after its next change.
-    Busy { path: String },
-    Failed { path: String, error: FsError },
+    Busy {
+        path: String,
+    },
+    Failed {
+        path: String,
+        error: FsError,
+    },
 }
 
 /// How one commit ended.
@@ -102,7 +110,14 @@ pub async fn prepare(
             Ok(AtPath::NoFile { hub_may_have: false }) => out.push(Prepared::Nothing { path, seq }),
             Ok(AtPath::NoFile { hub_may_have: true }) => {
                 let line = BatchLine::Delete { path: remote.source().repo_path(&path) };
-                out.push(Prepared::Commit(Commit { path, seq: Some(seq), line, expect: None, file: None, reply: None }));
+                out.push(Prepared::Commit(Commit {
+                    path,
+                    seq: Some(seq),
+                    line,
+                    expect: None,
+                    file: None,
+                    reply: None,
+                }));
             }
             Ok(AtPath::File { writers, inflight, .. }) if inflight > 0 || (writers > 0 && !open_ok) => {
                 out.push(Prepared::Busy { path })
@@ -181,7 +196,8 @@ pub async fn prepare(
                 // The same bytes as the Hub's: nothing to commit.
                 if let Ok(inode) = &inode {
                     let file = remote_file(&up, u.mtime);
-                    let _ = inode.send_message(InodeMsg::Committed { path: u.path.clone(), ino: u.ino, gen: u.gen, file });
+                    let _ =
+                        inode.send_message(InodeMsg::Committed { path: u.path.clone(), ino: u.ino, gen: u.gen, file });
                 }
                 out.push(Prepared::Nothing { path: u.path, seq: u.seq });
             }
@@ -238,10 +254,11 @@ async fn upload_one(session: &UploadSession, staging: &Staging, u: &ToUpload) ->
 /// requests of at most `BATCH_MAX_LINES` lines.
 pub async fn commit(registry: Registry, remote: Arc<Remote>, items: Vec<Commit>) -> Vec<(Commit, Outcome)> {
     let checks: Vec<(String, Option<(Ino, u64)>)> = items.iter().map(|c| (c.path.clone(), c.expect)).collect();
-    let still = match call(&registry, |r| r.inode.clone(), |reply| InodeMsg::Still { items: checks.clone(), reply }).await {
-        Ok(s) => s,
-        Err(e) => return items.into_iter().map(|c| (c, Outcome::Failed(e.clone()))).collect(),
-    };
+    let still =
+        match call(&registry, |r| r.inode.clone(), |reply| InodeMsg::Still { items: checks.clone(), reply }).await {
+            Ok(s) => s,
+            Err(e) => return items.into_iter().map(|c| (c, Outcome::Failed(e.clone()))).collect(),
+        };
     let mut out = Vec::with_capacity(items.len());
     let mut live = Vec::new();
     for (c, ok) in items.into_iter().zip(still) {

@@ -63,23 +63,44 @@ pub enum Record {
         put: PutRec,
     },
     /// `path` must not exist on the Hub.
-    Delete { path: String },
+    Delete {
+        path: String,
+    },
     /// `path` is committed (or no longer needs anything): nothing pending for it.
-    Done { path: String },
+    Done {
+        path: String,
+    },
     Meta {
         path: String,
         #[serde(flatten)]
         meta: MetaRec,
     },
-    MetaGone { path: String },
+    MetaGone {
+        path: String,
+    },
     /// A directory that exists locally whatever the Hub lists.
-    Dir { path: String },
-    DirGone { path: String },
-    Symlink { path: String, target: String },
-    SymlinkGone { path: String },
+    Dir {
+        path: String,
+    },
+    DirGone {
+        path: String,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    SymlinkGone {
+        path: String,
+    },
     /// A fifo (`fifo`), socket (`socket`) or device node (`char`, `block` with `rdev`).
-    Special { path: String, kind: String, rdev: u32 },
-    SpecialGone { path: String },
+    Special {
+        path: String,
+        kind: String,
+        rdev: u32,
+    },
+    SpecialGone {
+        path: String,
+    },
 }
 
 impl Record {
@@ -168,9 +189,11 @@ impl Overlay {
         let mut out = Vec::new();
         out.extend(self.dirs.iter().map(|p| Record::Dir { path: p.clone() }));
         out.extend(self.symlinks.iter().map(|(p, t)| Record::Symlink { path: p.clone(), target: t.clone() }));
-        out.extend(
-            self.specials.iter().map(|(p, (k, r))| Record::Special { path: p.clone(), kind: k.clone(), rdev: *r }),
-        );
+        out.extend(self.specials.iter().map(|(p, (k, r))| Record::Special {
+            path: p.clone(),
+            kind: k.clone(),
+            rdev: *r,
+        }));
         out.extend(self.meta.iter().map(|(p, m)| Record::Meta { path: p.clone(), meta: *m }));
         out.extend(self.puts.iter().map(|(p, put)| Record::Put { path: p.clone(), put: put.clone() }));
         out.extend(self.deletes.iter().map(|p| Record::Delete { path: p.clone() }));

@@ -94,7 +94,11 @@ enum Waiter {
     /// Replies once every path is committed, or with the first failure.
     Paths { left: BTreeSet<String>, error: Option<FsError>, reply: RpcReplyPort<FsResult<()>> },
     /// `hf-mount sync`: replies once every path is committed or has failed, naming the failures.
-    Sync { left: BTreeSet<String>, failed: Vec<(String, String)>, reply: RpcReplyPort<Result<(), Vec<(String, String)>>> },
+    Sync {
+        left: BTreeSet<String>,
+        failed: Vec<(String, String)>,
+        reply: RpcReplyPort<Result<(), Vec<(String, String)>>>,
+    },
 }
 
 /// The flusher's state; survives restarts of the actor.
@@ -305,6 +309,11 @@ pub enum FlushMsg {
     Status {
         reply: RpcReplyPort<WriteStatus>,
     },
+    /// The last failure to commit `path`, if it has not been committed since.
+    Failure {
+        path: String,
+        reply: RpcReplyPort<Option<FsError>>,
+    },
     Tick,
     Prepared {
         results: Vec<Prepared>,
@@ -333,7 +342,11 @@ impl Actor for Flusher {
     type State = FlusherArgs;
     type Arguments = FlusherArgs;
 
-    async fn pre_start(&self, me: ActorRef<Self::Msg>, args: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        me: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         args.state.lock().rebuild();
         me.send_interval(TICK, || FlushMsg::Tick);
         Ok(args)
@@ -394,6 +407,9 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
         }
         FlushMsg::Status { reply } => {
             let _ = reply.send(st.status());
+        }
+        FlushMsg::Failure { path, reply } => {
+            let _ = reply.send(st.failures.get(&path).cloned());
         }
         FlushMsg::Tick => {
             st.collect_garbage();

@@ -86,7 +86,14 @@ impl InodeState {
     }
 
     /// A fifo, socket or device node (local to the mount).
-    pub(super) fn mknod(&mut self, parent: Ino, name: &str, kind: FileKind, rdev: u32, owner: Owner) -> FsResult<NodeView> {
+    pub(super) fn mknod(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        kind: FileKind,
+        rdev: u32,
+        owner: Owner,
+    ) -> FsResult<NodeView> {
         let ino = self.add_local(parent, name, NodeKind::Special { kind, rdev }, owner)?;
         self.view(ino)
     }
@@ -319,7 +326,9 @@ impl InodeState {
         let content = match &n.kind {
             NodeKind::File(c) => c.clone(),
             NodeKind::Dir => return Err(FsError::IsDir),
-            NodeKind::Symlink(_) | NodeKind::Special { .. } => return Err(FsError::Invalid("not a regular file".into())),
+            NodeKind::Symlink(_) | NodeKind::Special { .. } => {
+                return Err(FsError::Invalid("not a regular file".into()))
+            }
         };
         if let Some(rx) = &n.filling {
             return Ok(OpenWrite::Wait(rx.clone()));

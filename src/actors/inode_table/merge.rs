@@ -24,7 +24,13 @@ fn kind_of(remote: &RemoteKind) -> NodeKind {
 }
 
 impl InodeState {
-    pub(super) fn lookup(&mut self, parent: Ino, name: &str, count: bool, max_age: Option<Duration>) -> FsResult<Lookup> {
+    pub(super) fn lookup(
+        &mut self,
+        parent: Ino,
+        name: &str,
+        count: bool,
+        max_age: Option<Duration>,
+    ) -> FsResult<Lookup> {
         let p = self.dir(parent)?;
         let fresh = p.listed_at.is_some_and(|at| max_age.is_none_or(|age| at.elapsed() < age));
         let found = match p.children.get(name).copied() {
@@ -45,7 +51,7 @@ impl InodeState {
         if count {
             self.node_mut(ino)?.lookups += 1;
         }
-        Ok(Lookup::Found(self.view(ino)?))
+        Ok(Lookup::Found(Box::new(self.view(ino)?)))
     }
 
     pub(super) fn children_of(&mut self, ino: Ino, max_age: Option<Duration>) -> FsResult<Children> {
@@ -192,10 +198,9 @@ impl InodeState {
             if seen.contains(name) {
                 continue;
             }
-            let keep = self
-                .nodes
-                .get(child)
-                .is_some_and(|c| c.touched > epoch || (if c.is_dir() { self.subtree_has_local(*child) } else { c.has_local_state() }));
+            let keep = self.nodes.get(child).is_some_and(|c| {
+                c.touched > epoch || (if c.is_dir() { self.subtree_has_local(*child) } else { c.has_local_state() })
+            });
             if keep {
                 continue;
             }

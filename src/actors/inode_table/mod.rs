@@ -35,12 +35,15 @@ use crate::types::{Ino, Invalidation, SetAttr, StagingId};
 /// The answer to a child lookup.
 #[derive(Debug)]
 pub enum Lookup {
-    Found(NodeView),
+    Found(Box<NodeView>),
     /// Known not to exist (listed parent without it, a fresh negative entry, a local deletion).
     Missing,
     /// The parent is not listed: resolve `path` remotely, then report with `Insert` or
     /// `Absent`, passing `epoch` back.
-    Unknown { path: String, epoch: u64 },
+    Unknown {
+        path: String,
+        epoch: u64,
+    },
 }
 
 /// The answer to a directory read.
@@ -48,7 +51,10 @@ pub enum Lookup {
 pub enum Children {
     Listed(Vec<(String, NodeView)>),
     /// Not listed yet (or the listing is older than the TTL): list `path`, then `ApplyListing`.
-    NeedsListing { path: String, epoch: u64 },
+    NeedsListing {
+        path: String,
+        epoch: u64,
+    },
 }
 
 /// A name taken away (unlink, rmdir, or replaced by a rename).

@@ -42,7 +42,10 @@ pub enum NodeKind {
     File(Content),
     Symlink(Arc<str>),
     /// A fifo, socket or device node: local to the mount.
-    Special { kind: FileKind, rdev: u32 },
+    Special {
+        kind: FileKind,
+        rdev: u32,
+    },
 }
 
 impl NodeKind {
@@ -205,7 +208,10 @@ impl Node {
             || self.meta.local
             || !self.links.is_empty()
             || self.filling.is_some()
-            || matches!(self.kind, NodeKind::Symlink(_) | NodeKind::Special { .. } | NodeKind::File(Content::Local { .. }))
+            || matches!(
+                self.kind,
+                NodeKind::Symlink(_) | NodeKind::Special { .. } | NodeKind::File(Content::Local { .. })
+            )
     }
 
     pub fn nlink(&self) -> u32 {

@@ -24,7 +24,7 @@ fn dir_entry(path: &str) -> RemoteEntry {
 
 fn found(st: &mut InodeState, parent: Ino, name: &str) -> NodeView {
     match st.lookup(parent, name, true, None).unwrap() {
-        Lookup::Found(v) => v,
+        Lookup::Found(v) => *v,
         other => panic!("{name}: {other:?}"),
     }
 }

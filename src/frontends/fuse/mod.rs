@@ -323,7 +323,16 @@ impl Filesystem for HfFuse {
         });
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         let (name, uid, gid, pid) = (name_bytes(name), req.uid(), req.gid(), req.pid());
         self.spawn("create", parent.0, move |engine, ctx| async move {
             match engine.create(parent.0, &name, mode & !umask, uid, gid, pid).await {
@@ -458,8 +467,14 @@ impl Filesystem for HfFuse {
                     reply.add(INodeNo(ino.0), (pos + 1) as u64, name, &ttl, &dir_attr, Generation(0))
                 } else {
                     let e = &entries[pos - 2];
-                    let full =
-                        reply.add(INodeNo(e.attr.ino), (pos + 1) as u64, &e.name, &ttl, &file_attr(&e.attr), Generation(0));
+                    let full = reply.add(
+                        INodeNo(e.attr.ino),
+                        (pos + 1) as u64,
+                        &e.name,
+                        &ttl,
+                        &file_attr(&e.attr),
+                        Generation(0),
+                    );
                     if !full {
                         counted.push(e.attr.ino);
                     }
