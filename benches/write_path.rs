@@ -77,6 +77,35 @@ fn raw_upload_child() {
     });
 }
 
+/// The cost of one upload session for a 4 KiB file, as sessions pile up in one cache dir:
+/// (session set-up, feeding and finalize) for each of `n`, in its own process.
+fn sessions_child() {
+    let endpoint = std::env::var("HF_ENDPOINT").unwrap();
+    let n: usize = std::env::var("SESSIONS").unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    rt.block_on(async {
+        let hub =
+            hf_mount::hub::HubClient::new(&endpoint, hf_mount::hub::TokenSource::fixed(TOKEN), Duration::from_secs(60))
+                .unwrap();
+        let source = hf_mount::hub::Source::bucket(BUCKET).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let uploader = hf_mount::hub::XetUploader::new(hub, source, dir.path().to_path_buf());
+        for i in 0..n {
+            let t = Instant::now();
+            let session = uploader.session().await.unwrap();
+            let open = t.elapsed();
+            let mut file = session.start("s", Some(4096)).unwrap();
+            let mut buf = vec![0u8; 4096];
+            fill(&mut buf, 7, i as u64);
+            file.add(bytes::Bytes::from(buf)).await.unwrap();
+            file.finish().await.unwrap();
+            let fed = t.elapsed();
+            session.finalize().await.unwrap();
+            println!("{} {} {}", open.as_secs_f64(), (fed - open).as_secs_f64(), (t.elapsed() - fed).as_secs_f64());
+        }
+    });
+}
+
 fn raw_upload(endpoint: &str, mib: u64, seed: u64) -> Duration {
     let out = Command::new(std::env::current_exe().unwrap())
         .env("WRITE_PATH_RAW_CHILD", "1")
@@ -177,6 +206,9 @@ fn wanted(name: &str) -> bool {
 fn main() {
     if std::env::var_os("WRITE_PATH_RAW_CHILD").is_some() {
         return raw_upload_child();
+    }
+    if std::env::var_os("WRITE_PATH_SESSIONS_CHILD").is_some() {
+        return sessions_child();
     }
     let mib: u64 = std::env::var("BENCH_FILE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
     let samples: u64 = std::env::var("BENCH_SAMPLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -344,6 +376,29 @@ fn main() {
             up.requests,
             data.requests
         );
+    }
+
+    if std::env::var("BENCH_ONLY").is_ok_and(|o| o.contains("sessions")) {
+        // Diagnostic (not in the default run): where a small streamed file's time goes.
+        let out = Command::new(std::env::current_exe().unwrap())
+            .env("WRITE_PATH_SESSIONS_CHILD", "1")
+            .env("HF_ENDPOINT", &e)
+            .env("SESSIONS", "300")
+            .output()
+            .unwrap();
+        let rows: Vec<Vec<f64>> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+            .collect();
+        for (label, part) in [("first 50", &rows[..50]), ("last 50", &rows[rows.len() - 50..])] {
+            let avg = |k: usize| part.iter().map(|r| r[k]).sum::<f64>() / part.len() as f64 * 1e3;
+            println!(
+                "  upload session, {label:8}: set-up {:.2} ms, feed {:.2} ms, finalize {:.2} ms",
+                avg(0),
+                avg(1),
+                avg(2)
+            );
+        }
     }
 
     if wanted("rss") {

@@ -305,8 +305,13 @@ impl Engine {
 
     /// Journals records before the operation they describe returns.
     async fn journal(&self, records: Vec<Record>) -> FsResult<()> {
+        self.journal_and_failure(records).await.map(|_| ())
+    }
+
+    /// [`Self::journal`], answering too the last failure to commit the first record's path.
+    async fn journal_and_failure(&self, records: Vec<Record>) -> FsResult<Option<FsError>> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         self.flusher(|reply| FlushMsg::Record { records: records.clone(), reply }).await?
     }
@@ -483,7 +488,7 @@ fn restore_of(o: &Overlay, staging: &Staging) -> Restore {
                         let _ = f.set_len(put.size);
                     }
                 }
-                Content::Local { staging: *id, size: put.size.min(len.max(put.size)) }
+                Content::Local { staging: *id, size: put.size }
             }
             (None, Some(hash)) => Content::Remote(Arc::new(RemoteFile {
                 size: put.size,

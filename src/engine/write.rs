@@ -120,28 +120,31 @@ impl Engine {
             wrote: false,
             stream,
         };
-        let (ino, path) = (view.ino, view.path.clone());
-        let r = self.reg().get()?;
-        let _ = r.prefetch.send_message(PrefetchMsg::Retarget { ino, file: None });
-        if handle.stream.is_some() {
-            let _ = r.inode.send_message(InodeMsg::Streaming { ino, on: true });
-        }
-        let fh = self
-            .prefetch(|reply| PrefetchMsg::OpenFile {
-                ino,
-                path: path.clone(),
-                file: None,
-                write: Some(handle.clone()),
-                reply,
-            })
-            .await;
-        match fh {
+        let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::Retarget { ino: view.ino, file: None });
+        match self.open_handle(&view, handle).await {
             Ok(fh) => Ok((fh, true)),
             Err(e) => {
+                let ino = view.ino;
                 let _ = self.inode(|reply| InodeMsg::CloseWrite { ino, reply }).await;
                 Err(e)
             }
         }
+    }
+
+    /// A handle for writing to `view`'s file (a stream counted on the node).
+    async fn open_handle(&self, view: &NodeView, handle: WriteHandle) -> FsResult<Fh> {
+        let (ino, path) = (view.ino, view.path.clone());
+        if handle.stream.is_some() {
+            self.tell_inode(InodeMsg::Streaming { ino, on: true });
+        }
+        self.prefetch(|reply| PrefetchMsg::OpenFile {
+            ino,
+            path: path.clone(),
+            file: None,
+            write: Some(handle.clone()),
+            reply,
+        })
+        .await
     }
 
     /// Makes a file's bytes local for writing (counting one more writer): its staging file,
@@ -233,19 +236,7 @@ impl Engine {
             wrote: false,
             stream,
         };
-        let (ino, path) = (view.ino, view.path.clone());
-        if handle.stream.is_some() {
-            let _ = self.reg().get()?.inode.send_message(InodeMsg::Streaming { ino, on: true });
-        }
-        let fh = self
-            .prefetch(|reply| PrefetchMsg::OpenFile {
-                ino,
-                path: path.clone(),
-                file: None,
-                write: Some(handle.clone()),
-                reply,
-            })
-            .await?;
+        let fh = self.open_handle(&view, handle).await?;
         Ok((view.attr, fh))
     }
 
@@ -353,12 +344,11 @@ impl Engine {
         if !wh.dirty() {
             return Ok(());
         }
-        let paths = self.journal_staged(ino).await?;
+        let (paths, failure) = self.journal_staged(ino).await?;
         let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
         if w.advanced {
             // The commit comes later; one that failed before is reported now.
-            let path = paths[0].clone();
-            return match self.flusher(|reply| FlushMsg::Failure { path: path.clone(), reply }).await? {
+            return match failure {
                 Some(e) if at_close => Err(e),
                 _ => Ok(()),
             };
@@ -387,16 +377,12 @@ impl Engine {
     }
 
     /// Journals a file's current state (its staging file and size, and local attributes):
-    /// acknowledged, so a crash after this commits it. Returns its paths (the first is its own).
-    async fn journal_staged(&self, ino: Ino) -> FsResult<Vec<String>> {
+    /// acknowledged, so a crash after this commits it. Returns its paths (the first is its
+    /// own) and the last failure to commit it, if any.
+    async fn journal_staged(&self, ino: Ino) -> FsResult<(Vec<String>, Option<FsError>)> {
         let view = self.view(ino).await?;
-        let records = self.records_for(&view).await?;
-        self.journal(records).await?;
-        Ok(std::iter::once(view.path).chain(view.other_paths).collect())
-    }
-
-    async fn records_for(&self, view: &NodeView) -> FsResult<Vec<Record>> {
-        Ok(file_records(view))
+        let failure = self.journal_and_failure(file_records(&view)).await?;
+        Ok((std::iter::once(view.path).chain(view.other_paths).collect(), failure))
     }
 
     /// Finishes a streamed file's upload and commits it (in the flusher's next batch).
@@ -469,8 +455,7 @@ impl Engine {
         w.staging.sync(wh.staging).await?;
         let view = self.view(ino).await?;
         if wh.dirty() {
-            let records = self.records_for(&view).await?;
-            self.journal(records).await?;
+            self.journal(file_records(&view)).await?;
         }
         let path = view.path.clone();
         self.flusher(|reply| FlushMsg::Fsync { path: path.clone(), reply }).await?

@@ -391,6 +391,11 @@ impl HubClient {
 
     /// CAS read credentials: `(casUrl, accessToken, exp)`.
     pub async fn xet_read_token(&self, src: &Source, commit: &str) -> Result<(String, String, u64), HubError> {
+        self.xet_token(&src.xet_read_token_url(&self.endpoint, commit)).await
+    }
+
+    /// CAS credentials from a token route: `(casUrl, accessToken, exp)`.
+    async fn xet_token(&self, url: &str) -> Result<(String, String, u64), HubError> {
         #[derive(Deserialize)]
         struct Token {
             #[serde(rename = "casUrl")]
@@ -399,7 +404,7 @@ impl HubClient {
             access_token: String,
             exp: u64,
         }
-        let (t, _): (Token, _) = self.get_json(&src.xet_read_token_url(&self.endpoint, commit)).await?;
+        let (t, _): (Token, _) = self.get_json(url).await?;
         Ok((t.cas_url, t.access_token, t.exp))
     }
 }
@@ -436,16 +441,7 @@ impl HubClient {
 
     /// CAS write credentials: `(casUrl, accessToken, exp)`.
     pub async fn xet_write_token(&self, src: &Source) -> Result<(String, String, u64), HubError> {
-        #[derive(Deserialize)]
-        struct Token {
-            #[serde(rename = "casUrl")]
-            cas_url: String,
-            #[serde(rename = "accessToken")]
-            access_token: String,
-            exp: u64,
-        }
-        let (t, _): (Token, _) = self.get_json(&src.xet_write_token_url(&self.endpoint)).await?;
-        Ok((t.cas_url, t.access_token, t.exp))
+        self.xet_token(&src.xet_write_token_url(&self.endpoint)).await
     }
 
     /// One bucket batch (NDJSON, all adds before all deletes), applied atomically by the Hub.

@@ -52,6 +52,10 @@ pub enum Prepared {
     Busy {
         path: String,
     },
+    /// Changed while it was uploaded: looked at again once quiet.
+    Changed {
+        path: String,
+    },
     Failed {
         path: String,
         error: FsError,
@@ -190,7 +194,7 @@ pub async fn prepare(
                 if let Ok(inode) = &inode {
                     let _ = inode.send_message(InodeMsg::Uploading { ino: u.ino, gen: u.gen, on: false });
                 }
-                out.push(Prepared::Busy { path: u.path });
+                out.push(Prepared::Changed { path: u.path });
             }
             Ok(Some(up)) if u.remote_hash.as_deref() == Some(up.xet_hash.as_str()) => {
                 // The same bytes as the Hub's: nothing to commit.

@@ -43,7 +43,7 @@ const TICK: Duration = Duration::from_millis(50);
 /// Preparations (upload sessions) running at once.
 const MAX_CYCLES: usize = 4;
 /// Paths one preparation takes at most.
-const PATHS_PER_CYCLE: usize = 512;
+const PATHS_PER_CYCLE: usize = 4000;
 /// First retry delay after a failure; doubles up to `RETRY_MAX_DELAY`.
 const RETRY_BASE_DELAY: Duration = Duration::from_millis(250);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(30);
@@ -277,16 +277,17 @@ impl FlusherState {
         let (keep, drop): (Vec<_>, Vec<_>) = self.discards.drain(..).partition(|id| overlay.uses_staging(*id));
         self.discards = keep;
         for id in drop {
-            self.staging.remove(id);
+            self.staging.release(id);
         }
     }
 }
 
 pub enum FlushMsg {
-    /// Journal these records (before the operation they describe returns) and mark their paths.
+    /// Journal these records (before the operation they describe returns) and mark their paths;
+    /// answers the last failure to commit the first record's path, if any.
     Record {
         records: Vec<Record>,
-        reply: RpcReplyPort<FsResult<()>>,
+        reply: RpcReplyPort<FsResult<Option<FsError>>>,
     },
     /// Flush these paths now; answers once committed or with the first failure.
     FlushNow {
@@ -308,11 +309,6 @@ pub enum FlushMsg {
     },
     Status {
         reply: RpcReplyPort<WriteStatus>,
-    },
-    /// The last failure to commit `path`, if it has not been committed since.
-    Failure {
-        path: String,
-        reply: RpcReplyPort<Option<FsError>>,
     },
     Tick,
     Prepared {
@@ -360,7 +356,8 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
     let mut st = args.state.lock();
     match msg {
         FlushMsg::Record { records, reply } => {
-            let _ = reply.send(st.record(&records));
+            let failure = records.first().and_then(|r| st.failures.get(r.path()).cloned());
+            let _ = reply.send(st.record(&records).map(|_| failure));
         }
         FlushMsg::FlushNow { paths, reply } => {
             let mut left = BTreeSet::new();
@@ -408,11 +405,12 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
         FlushMsg::Status { reply } => {
             let _ = reply.send(st.status());
         }
-        FlushMsg::Failure { path, reply } => {
-            let _ = reply.send(st.failures.get(&path).cloned());
-        }
         FlushMsg::Tick => {
             st.collect_garbage();
+            if st.staging.has_due() {
+                let staging = st.staging.clone();
+                tokio::task::spawn_blocking(move || staging.collect());
+            }
             start_work(&me, &mut st, args);
         }
         FlushMsg::Prepared { results } => {
@@ -433,6 +431,13 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
                             } else {
                                 p.busy = true;
                             }
+                        }
+                    }
+                    Prepared::Changed { path } => {
+                        st.inflight.remove(&path);
+                        let debounce = st.cfg.debounce;
+                        if let Some(p) = st.pending.get_mut(&path) {
+                            p.next_try = Some(Instant::now() + debounce.min(Duration::from_secs(1)));
                         }
                     }
                     Prepared::Failed { path, error } => {
@@ -476,6 +481,12 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
                         }
                     }
                     Outcome::Stale => {
+                        // Changed since it was prepared: it is prepared again once quiet, not
+                        // at once (a file written all the time would be uploaded in a loop).
+                        let debounce = st.cfg.debounce;
+                        if let Some(p) = st.pending.get_mut(&c.path) {
+                            p.next_try = Some(Instant::now() + debounce);
+                        }
                         if let Some(r) = c.reply {
                             let _ = r.send(Err(FsError::Again(format!("{} changed while it was committed", c.path))));
                         }

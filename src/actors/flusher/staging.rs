@@ -3,13 +3,19 @@
 //! by a number the journal refers to. Descriptors are kept open and shared,
 //! so a file removed while someone still reads it keeps working for them.
 //! Blocking file calls run on the blocking pool, never on a runtime worker.
+//!
+//! A staging file let go of is not deleted at once: it waits `QUARANTINE` (a read that
+//! looked it up just before keeps valid bytes), then is emptied and kept for reuse, up to
+//! `SPARE_FILES_MAX` (creating and deleting many small files makes ext4's inode allocator
+//! scan for recently deleted inodes: a third of the time of a burst of small writes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -17,10 +23,18 @@ use parking_lot::Mutex;
 use crate::error::{FsError, FsResult};
 use crate::types::StagingId;
 
+/// How long a released staging file is left alone before it is reused or deleted.
+const QUARANTINE: Duration = Duration::from_secs(10);
+/// Emptied staging files kept for reuse at most.
+const SPARE_FILES_MAX: usize = 256;
+
 pub struct Staging {
     dir: PathBuf,
     next: AtomicU64,
     open: Mutex<HashMap<StagingId, Arc<File>>>,
+    /// Released files, oldest first, and emptied ones ready for reuse.
+    released: Mutex<VecDeque<(Instant, StagingId)>>,
+    spare: Mutex<Vec<StagingId>>,
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> FsError {
@@ -37,7 +51,13 @@ impl Staging {
                 next = next.max(n + 1);
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), next: AtomicU64::new(next), open: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            next: AtomicU64::new(next),
+            open: Mutex::new(HashMap::new()),
+            released: Mutex::new(VecDeque::new()),
+            spare: Mutex::new(Vec::new()),
+        })
     }
 
     pub fn path(&self, id: StagingId) -> PathBuf {
@@ -51,9 +71,40 @@ impl Staging {
             .unwrap_or_default()
     }
 
-    /// A number for a new staging file (the file is made on first use).
+    /// A number for a new staging file: an emptied spare one, or a new one (made on first use).
     pub fn reserve(&self) -> StagingId {
-        self.next.fetch_add(1, Ordering::Relaxed)
+        self.spare.lock().pop().unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Lets a staging file go: reused (emptied) or deleted once its quarantine is over.
+    pub fn release(&self, id: StagingId) {
+        self.released.lock().push_back((Instant::now(), id));
+    }
+
+    /// Whether a released file's quarantine is over.
+    pub fn has_due(&self) -> bool {
+        self.released.lock().front().is_some_and(|(at, _)| at.elapsed() >= QUARANTINE)
+    }
+
+    /// Empties or deletes the released files whose quarantine is over (blocking; cheap).
+    pub fn collect(&self) {
+        loop {
+            let due = {
+                let mut r = self.released.lock();
+                match r.front() {
+                    Some((at, _)) if at.elapsed() >= QUARANTINE => r.pop_front().map(|(_, id)| id),
+                    _ => None,
+                }
+            };
+            let Some(id) = due else { return };
+            let keep = self.spare.lock().len() < SPARE_FILES_MAX;
+            let emptied = keep && self.file(id).and_then(|f| f.set_len(0).map_err(FsError::from)).is_ok();
+            if emptied {
+                self.spare.lock().push(id);
+            } else {
+                self.remove(id);
+            }
+        }
     }
 
     /// The open descriptor of a staging file, creating the file if needed.
