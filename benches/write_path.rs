@@ -190,6 +190,13 @@ fn wait_committed(hub: &Emulator, path: &str, size: u64) -> Duration {
     t.elapsed()
 }
 
+/// Before each sample: dirty pages from the previous one written out (and clean ones dropped),
+/// so no sample pays for another's writeback.
+fn settle() {
+    unsafe { libc::sync() };
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+}
+
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
@@ -229,14 +236,17 @@ fn main() {
         let (mut raw, mut stream, mut adv_close, mut adv_commit) = (vec![], vec![], vec![], vec![]);
         let debounce = Duration::from_millis(2000);
         for _ in 0..samples {
+            settle();
             raw.push(raw_upload(&e, mib, next_seed()).as_secs_f64());
             let m = Mount::start(&e, &[]);
+            settle();
             let s = next_seed();
             let (_, closed) = write_file(&m.p(&format!("stream-{s}")), mib, s, false);
             assert!(committed(&hub, &format!("stream-{s}"), size), "close returned before the commit");
             stream.push(closed.as_secs_f64());
             drop(m);
             let m = Mount::start(&e, &["--advanced-writes"]);
+            settle();
             let s = next_seed();
             let t = Instant::now();
             let (written, closed) = write_file(&m.p(&format!("adv-{s}")), mib, s, false);

@@ -249,7 +249,7 @@ impl Engine {
     }
 
     /// Writes `data` at `offset` through a handle open for writing.
-    pub async fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub async fn write(&self, fh: Fh, offset: u64, data: Bytes) -> FsResult<u32> {
         self.writes()?;
         let (ino, wh) = self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await??;
         let wh = wh.ok_or_else(|| FsError::Invalid("not open for writing".into()))?;
@@ -257,16 +257,16 @@ impl Engine {
             .checked_add(data.len() as u64)
             .filter(|e| *e <= MAX_FILE_BYTES)
             .ok_or_else(|| FsError::TooBig(format!("a write ending past {MAX_FILE_BYTES} bytes")))?;
-        let bytes = Bytes::copy_from_slice(data);
+        let len = data.len() as u32;
         self.inode(|reply| InodeMsg::BeginWrite { ino, reply }).await??;
-        let written = self.write_bytes(ino, &wh, offset, bytes).await;
+        let written = self.write_bytes(ino, &wh, offset, data).await;
         let end = written.as_ref().ok().map(|_| end);
         self.inode(|reply| InodeMsg::Wrote { ino, end, reply }).await??;
         written?;
         if !wh.wrote {
             let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkWrote { fh });
         }
-        Ok(data.len() as u32)
+        Ok(len)
     }
 
     /// Puts a write's bytes in the staging file (and into the upload, for a stream).
@@ -289,8 +289,11 @@ impl Engine {
                         );
                         return Err(FsError::Invalid("non-sequential write in streaming mode".into()));
                     }
-                    w.staging.write_at(wh.staging, offset, bytes.clone()).await?;
-                    if let Err(e) = s.send(bytes.clone()).await {
+                    // The copy kept for reads and the upload go on side by side.
+                    let (kept, sent) =
+                        tokio::join!(w.staging.write_at(wh.staging, offset, bytes.clone()), s.send(bytes.clone()));
+                    kept?;
+                    if let Err(e) = sent {
                         let path = self.view(ino).await.map(|v| v.path).unwrap_or_default();
                         tracing::error!(path, "streaming upload failed: {e}");
                         return Err(e.into());

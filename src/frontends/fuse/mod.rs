@@ -379,10 +379,11 @@ impl Filesystem for HfFuse {
         _lock: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        let data = data.to_vec();
+        // The one copy out of fuser's buffer; the engine passes it on without another.
+        let data = bytes::Bytes::copy_from_slice(data);
         self.spawn("write", ino.0, move |engine, ctx| async move {
             tracing::Span::current().record("bytes", data.len());
-            match engine.write(fh.0, offset, &data).await {
+            match engine.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(ctx.fail(&e)),
             }
