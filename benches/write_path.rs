@@ -297,6 +297,7 @@ fn main() {
             let mut commits = vec![];
             for _ in 0..samples {
                 let m = Mount::start(&e, &extra);
+                settle();
                 let run = next_seed();
                 let dir = format!("small-{run}");
                 std::fs::create_dir(m.p(&dir)).unwrap();
