@@ -247,6 +247,7 @@ impl MountArgs {
             memory_cache_bytes: self.memory_cache_size,
             max_inodes: self.max_inodes,
             disk_cache: (!self.no_disk_cache).then(|| (dir.to_path_buf(), self.cache_size)),
+            dir: dir.to_path_buf(),
             // SAFETY: getuid/getgid have no failure mode.
             uid: self.uid.unwrap_or_else(|| unsafe { libc::getuid() }),
             gid: self.gid.unwrap_or_else(|| unsafe { libc::getgid() }),

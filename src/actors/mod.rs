@@ -89,11 +89,11 @@ pub struct Remote {
 }
 
 impl Remote {
-    pub fn new(hub: Arc<HubClient>, source: Source, probe: &Probe) -> Self {
+    pub fn new(hub: Arc<HubClient>, source: Source, probe: &Probe, dir: std::path::PathBuf) -> Self {
         let mut source = source;
         source.id = probe.id.clone();
         let commit = if source.is_bucket() { String::new() } else { probe.version.clone() };
-        let xet = XetAdapter::new(hub.clone(), source.clone(), commit);
+        let xet = XetAdapter::new(hub.clone(), source.clone(), commit, dir);
         Self {
             hub,
             xet,

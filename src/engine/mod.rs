@@ -94,6 +94,8 @@ pub struct EngineConfig {
     pub max_inodes: usize,
     /// `None` disables the disk cache of file bytes.
     pub disk_cache: Option<(PathBuf, u64)>,
+    /// The mount's own directory under the cache dir (locked by this mount).
+    pub dir: PathBuf,
     /// The owner of entries the Hub knows nothing local about.
     pub uid: u32,
     pub gid: u32,
@@ -180,7 +182,7 @@ impl Engine {
     /// is shown at once and committed in the background.
     pub async fn start(hub: Arc<HubClient>, source: Source, cfg: EngineConfig) -> anyhow::Result<Self> {
         let probe = hub.probe(&source).await.map_err(|e| describe_probe_error(&source, e))?;
-        let remote = Arc::new(Remote::new(hub.clone(), source.clone(), &probe));
+        let remote = Arc::new(Remote::new(hub.clone(), source.clone(), &probe, cfg.dir.clone()));
         if !source.subfolder.is_empty() && !remote.is_dir("").await.map_err(|e| anyhow::anyhow!("{source}: {e}"))? {
             anyhow::bail!("{source}: subfolder {:?} does not exist", source.subfolder);
         }

@@ -38,6 +38,9 @@ impl TokenRefresher for Refresher {
     }
 }
 
+/// The name prefix of the download session's scratch directories.
+const SCRATCH_PREFIX: &str = "xet-read-";
+
 struct Session {
     downloads: Arc<FileDownloadSession>,
     _scratch: tempfile::TempDir,
@@ -62,6 +65,8 @@ pub(crate) fn mount_config() -> Result<xet_runtime::config::XetConfig, xet_runti
 /// The xet side of one mount.
 pub struct XetAdapter {
     hub: Arc<HubClient>,
+    /// Where the download session keeps its scratch files (the mount's own directory).
+    scratch_root: std::path::PathBuf,
     source: Source,
     /// The commit credentials are asked for (repos); follows the poller.
     commit: Arc<RwLock<String>>,
@@ -69,8 +74,16 @@ pub struct XetAdapter {
 }
 
 impl XetAdapter {
-    pub fn new(hub: Arc<HubClient>, source: Source, commit: String) -> Self {
-        Self { hub, source, commit: Arc::new(RwLock::new(commit)), session: OnceCell::new() }
+    pub fn new(hub: Arc<HubClient>, source: Source, commit: String, scratch_root: std::path::PathBuf) -> Self {
+        // Scratch left by an earlier process of this mount (killed, say) goes first.
+        if let Ok(dir) = std::fs::read_dir(&scratch_root) {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Self { hub, scratch_root, source, commit: Arc::new(RwLock::new(commit)), session: OnceCell::new() }
     }
 
     pub fn set_commit(&self, commit: &str) {
@@ -90,8 +103,10 @@ impl XetAdapter {
                 let fail = |e: String| HubError::Network(cas_url.clone(), e);
                 let ctx = XetContext::with_config(mount_config().map_err(|e| fail(e.to_string()))?)
                     .map_err(|e| fail(e.to_string()))?;
-                let scratch =
-                    tempfile::Builder::new().prefix("hf-mount-xet-").tempdir().map_err(|e| fail(e.to_string()))?;
+                let scratch = tempfile::Builder::new()
+                    .prefix(SCRATCH_PREFIX)
+                    .tempdir_in(&self.scratch_root)
+                    .map_err(|e| fail(e.to_string()))?;
                 let session = SessionContext {
                     endpoint: cas_url.clone(),
                     auth: AuthConfig::maybe_new(Some(token), Some(exp), Some(refresher)),
