@@ -66,10 +66,12 @@ cp "$work/model/model.safetensors" "$work/ckpt/step-100.safetensors"
 echo "step 100: loss 0.42" >> "$work/ckpt/train.log"
 ls -l "$work/ckpt"
 echo "== the same files through the Hub API"
-curl -s "$HF_ENDPOINT/api/buckets/demo/checkpoints/tree" | python3 -c '
+curl -s "$HF_ENDPOINT/api/buckets/demo/checkpoints/tree" > "$work/tree.json"
+python3 - "$work/tree.json" <<'PY'
 import json, sys
-for e in json.load(sys.stdin):
-    print(f"{e[\"path\"]:28} {e[\"size\"]:>8} bytes  xet {e[\"xetHash\"][:16]}…")'
+for e in json.load(open(sys.argv[1])):
+    print(f"{e['path']:28} {e['size']:>8} bytes  xet {e['xetHash'][:16]}...")
+PY
 echo "== train.log downloaded from the Hub:"
 curl -s "$HF_ENDPOINT/buckets/demo/checkpoints/resolve/train.log"
 echo "== done; unmounting"
