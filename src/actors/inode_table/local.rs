@@ -395,10 +395,18 @@ impl InodeState {
         let n = self.node_mut(ino)?;
         n.write.inflight = n.write.inflight.saturating_sub(1);
         let Some(end) = end else { return Ok(n.size()) };
-        let NodeKind::File(Content::Local { staging, size }) = n.kind else {
+        let NodeKind::File(Content::Local { size, .. }) = n.kind else {
             return Err(FsError::Invalid("write to a file not open for writing".into()));
         };
-        let size = size.max(end);
+        self.changed_size(ino, size.max(end))
+    }
+
+    /// The bytes of a local file changed (to `size`): times, generation and status follow.
+    fn changed_size(&mut self, ino: Ino, size: u64) -> FsResult<u64> {
+        let n = self.node_mut(ino)?;
+        let NodeKind::File(Content::Local { staging, .. }) = n.kind else {
+            return Err(FsError::Invalid("the bytes of this file are not local".into()));
+        };
         n.kind = NodeKind::File(Content::Local { staging, size });
         let now = SystemTime::now();
         (n.meta.mtime, n.meta.ctime) = (now, now);
@@ -410,16 +418,7 @@ impl InodeState {
 
     /// A new size for a file whose bytes are local (the staging file is already cut or grown).
     pub(super) fn resized(&mut self, ino: Ino, size: u64) -> FsResult<NodeView> {
-        let n = self.node_mut(ino)?;
-        let NodeKind::File(Content::Local { staging, .. }) = n.kind else {
-            return Err(FsError::Invalid("resize of a file whose bytes are not local".into()));
-        };
-        n.kind = NodeKind::File(Content::Local { staging, size });
-        let now = SystemTime::now();
-        (n.meta.mtime, n.meta.ctime) = (now, now);
-        n.write.gen += 1;
-        n.write.status = Status::Dirty;
-        self.bump(ino);
+        self.changed_size(ino, size)?;
         self.view(ino)
     }
 
