@@ -49,7 +49,7 @@ fn nfs_read(endpoint: &str, source: &str, path: &str, size: u64, streams: u64) -
     let dir = cache.path().display().to_string();
     let args =
         Args::parse_from(["bench", "repo", source, "--hub-endpoint", endpoint, "--no-disk-cache", "--cache-dir", &dir]);
-    let (rt, engine, _dir) = hf_mount::cli::prepare_engine(&args.mount, false).unwrap();
+    let (rt, engine, _dir) = hf_mount::cli::prepare_engine(&args.mount, hf_mount::config::Frontend::Nfs).unwrap();
     let server = rt.block_on(hf_mount::frontends::nfs::NfsServer::start(engine, "127.0.0.1:0")).unwrap();
     let port = server.addr.port();
     let rate = rt.block_on(async move {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::config::MountArgs;
+use crate::config::{Frontend, MountArgs};
 use crate::engine::Engine;
 use crate::frontends::fuse::{self, FuseOptions};
 use crate::hub::HubClient;
@@ -72,15 +72,15 @@ fn tune_allocator() {
     }
 }
 
-/// Validates the options and starts the engine (probing the source), on a runtime of its own.
-/// `writable`: the frontend serves writes (buckets are then read-write unless `--read-only`).
+/// Validates the options and starts the engine (probing the source), on a runtime of its own,
+/// for `frontend` (buckets are read-write unless `--read-only`; always advanced over NFS).
 /// The mount's directory stays locked as long as the returned guard lives.
-pub fn prepare_engine(args: &MountArgs, writable: bool) -> anyhow::Result<(tokio::runtime::Runtime, Engine, MountDir)> {
+pub fn prepare_engine(
+    args: &MountArgs,
+    frontend: Frontend,
+) -> anyhow::Result<(tokio::runtime::Runtime, Engine, MountDir)> {
     tune_allocator();
     let source = args.parse_source()?;
-    if !writable && !args.read_only && source.is_bucket() {
-        tracing::info!("buckets are served read-only over NFS in this version (mount with --fuse to write)");
-    }
     let dir = lock_mount_dir(args, &source)?;
     let token = args.token_source()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -89,7 +89,7 @@ pub fn prepare_engine(args: &MountArgs, writable: bool) -> anyhow::Result<(tokio
         .enable_all()
         .build()?;
     let hub = HubClient::new(&args.hub_endpoint, token, args.read_timeout())?;
-    let config = args.engine_config(&source, &dir.path, writable);
+    let config = args.engine_config(&source, &dir.path, frontend);
     let mode = match &config.writes {
         None => "read-only".to_string(),
         Some(w) if w.advanced => {
@@ -111,7 +111,7 @@ pub fn mountpoint(args: &MountArgs) -> anyhow::Result<PathBuf> {
 pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
     let mountpoint = mountpoint(args)?;
     fuse::check_mountpoint(&mountpoint)?;
-    let (runtime, engine, dir) = prepare_engine(args, true)?;
+    let (runtime, engine, dir) = prepare_engine(args, Frontend::Fuse)?;
     let ttl = engine.config().metadata_ttl;
     let options = FuseOptions { max_threads: args.max_threads, allow_other: args.allow_other, ttl };
     Ok(Prepared { runtime, engine, options, mountpoint, dir })
@@ -221,7 +221,7 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         }
         Some(std::fs::canonicalize(&mp)?)
     };
-    let (runtime, engine, _dir) = prepare_engine(m, false)?;
+    let (runtime, engine, _dir) = prepare_engine(m, Frontend::Nfs)?;
     let mut stop = StopSignals::install(&runtime)?;
     let server = runtime.block_on(NfsServer::start(engine.clone(), &args.listen))?;
     let actimeo = engine.config().metadata_ttl.map_or(3600, |t| t.as_secs().max(1));
@@ -232,11 +232,10 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         use std::io::Write;
         std::io::stdout().flush()?;
         runtime.block_on(stop.wait(None));
-        server.stop();
+        runtime.block_on(server.stop_and_drain());
         return Ok(());
     };
-    let command = server.mount_command(&target.display().to_string(), actimeo);
-    let mut argv: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+    let mut argv = server.mount_args(&target.display().to_string(), actimeo);
     if unsafe { libc::geteuid() } != 0 {
         argv.insert(0, "-n".into());
         argv.insert(0, "sudo".into());
@@ -252,7 +251,7 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
     if !went_away {
         let _ = std::process::Command::new("umount").arg(&target).status();
     }
-    server.stop();
+    runtime.block_on(server.stop_and_drain());
     eprintln!("hf-mount: unmounted {}", target.display());
     Ok(())
 }

@@ -219,8 +219,8 @@ impl MountArgs {
     }
 
     /// The engine's view of these options. `dir` is this mount's own directory under the
-    /// cache dir; `writable`: the frontend serves writes to buckets.
-    pub fn engine_config(&self, source: &Source, dir: &std::path::Path, writable: bool) -> EngineConfig {
+    /// cache dir. Buckets are written in advanced mode over NFS (it has no close to commit at).
+    pub fn engine_config(&self, source: &Source, dir: &std::path::Path, frontend: Frontend) -> EngineConfig {
         let metadata_ttl = if source.is_pinned() {
             None
         } else if self.metadata_ttl_minimal {
@@ -230,9 +230,9 @@ impl MountArgs {
         };
         let poll =
             (!source.is_pinned() && self.poll_interval_secs > 0).then(|| Duration::from_secs(self.poll_interval_secs));
-        let writes = (writable && source.is_bucket() && !self.read_only).then(|| WriteConfig {
+        let writes = (source.is_bucket() && !self.read_only).then(|| WriteConfig {
             dir: dir.to_path_buf(),
-            advanced: self.advanced_writes,
+            advanced: self.advanced_writes || frontend == Frontend::Nfs,
             flush: FlushConfig {
                 debounce: Duration::from_millis(self.flush_debounce_ms),
                 max_window: Duration::from_millis(self.flush_max_batch_window_ms.max(self.flush_debounce_ms)),
@@ -254,6 +254,13 @@ impl MountArgs {
             writes,
         }
     }
+}
+
+/// The frontend a mount is served through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frontend {
+    Fuse,
+    Nfs,
 }
 
 #[cfg(test)]

@@ -155,3 +155,24 @@ pub struct WriteStatus {
 
 /// A local staging file holding a file's bytes while they are not (yet) the Hub's.
 pub type StagingId = u64;
+
+/// How durable a write by inode (a stateless protocol's WRITE) is when it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the staging file and the journal, not synced: it survives the process
+    /// dying (SIGKILL, a crash), not the machine losing power.
+    Process,
+    /// Also on stable storage: the staging file and the journal are synced.
+    Disk,
+}
+
+/// What a lookup's answer holds of the node it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Nothing (the engine's own lookups).
+    None,
+    /// One kernel reference, given back by `forget` (FUSE).
+    Count,
+    /// The number stays valid at least this long (NFS: handles are never given back).
+    For(std::time::Duration),
+}

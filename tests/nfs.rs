@@ -1,107 +1,14 @@
 //! The NFS frontend, spoken to by real NFSv3 clients: the `nfs3_client`
-//! crate, and Debian's libnfs-utils (`nfs-ls`, `nfs-cat`, `nfs-cp`) when
-//! installed (CI installs them).
+//! crate, and Debian's libnfs-utils (`nfs-ls`, `nfs-cat`, `nfs-cp`).
 
 mod common;
 
 use std::time::Duration;
 
+use common::nfs::*;
 use common::{bytes, fixture_files, Hub};
-use hf_mount::cli::prepare_engine;
-use hf_mount::frontends::nfs::NfsServer;
-use nfs3_client::tokio::{TokioConnector, TokioIo};
-use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
-use nfs3_types::nfs3::{
-    cookieverf3, diropargs3, filename3, nfs_fh3, nfsstat3, GETATTR3args, LOOKUP3args, Nfs3Result, READ3args,
-    READDIRPLUS3args, REMOVE3args,
-};
+use nfs3_types::nfs3::{diropargs3, filename3, nfs_fh3, nfsstat3, GETATTR3args, Nfs3Result, REMOVE3args};
 use nfs3_types::xdr_codec::Opaque;
-use tokio::net::TcpStream;
-
-type Conn = Nfs3Connection<TokioIo<TcpStream>>;
-
-struct Served {
-    server: Option<NfsServer>,
-    rt: tokio::runtime::Runtime,
-    _dir: hf_mount::cli::MountDir,
-    _cache: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.stop();
-        }
-    }
-}
-
-fn serve(hub: &Hub, args: &[&str]) -> Served {
-    let mut argv: Vec<String> = vec!["test".into(), args[0].into(), args[1].into()];
-    argv.extend(args[2..].iter().map(|s| s.to_string()));
-    argv.extend(["--hub-endpoint".into(), hub.endpoint(), "--read-timeout-ms".into(), "10000".into()]);
-    let cache = tempfile::tempdir().unwrap();
-    if !args.contains(&"--cache-dir") {
-        argv.extend(["--cache-dir".into(), cache.path().display().to_string()]);
-    }
-    let (rt, engine, dir) = prepare_engine(&common::parse_args(&argv), false).unwrap();
-    let server = rt.block_on(NfsServer::start(engine, "127.0.0.1:0")).unwrap();
-    Served { server: Some(server), rt, _dir: dir, _cache: cache }
-}
-
-impl Served {
-    fn port(&self) -> u16 {
-        self.server.as_ref().unwrap().addr.port()
-    }
-
-    fn connect(&self) -> Conn {
-        let port = self.port();
-        self.rt.block_on(async {
-            Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
-                .connect_from_privileged_port(false)
-                .mount_port(port)
-                .nfs3_port(port)
-                .mount()
-                .await
-                .unwrap()
-        })
-    }
-}
-
-async fn lookup_path(c: &mut Conn, path: &str) -> Result<nfs_fh3, nfsstat3> {
-    let mut fh = c.root_nfs_fh3();
-    for name in path.split('/').filter(|s| !s.is_empty()) {
-        let args = LOOKUP3args {
-            what: diropargs3 { dir: fh.clone(), name: filename3(Opaque::owned(name.as_bytes().to_vec())) },
-        };
-        match c.nfs3_client.lookup(&args).await.unwrap() {
-            Nfs3Result::Ok(ok) => fh = ok.object,
-            Nfs3Result::Err((stat, _)) => return Err(stat),
-        }
-    }
-    Ok(fh)
-}
-
-async fn read_range(c: &mut Conn, fh: &nfs_fh3, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
-    match c.nfs3_client.read(&READ3args { file: fh.clone(), offset, count }).await.unwrap() {
-        Nfs3Result::Ok(ok) => Ok((ok.data.0.to_vec(), ok.eof)),
-        Nfs3Result::Err((stat, _)) => Err(stat),
-    }
-}
-
-async fn try_read_all(c: &mut Conn, fh: &nfs_fh3) -> Result<Vec<u8>, nfsstat3> {
-    let mut out = Vec::new();
-    loop {
-        let (data, eof) = read_range(c, fh, out.len() as u64, 1 << 20).await?;
-        out.extend_from_slice(&data);
-        if eof || data.is_empty() {
-            return Ok(out);
-        }
-    }
-}
-
-async fn read_all(c: &mut Conn, fh: &nfs_fh3) -> Vec<u8> {
-    try_read_all(c, fh).await.unwrap()
-}
 
 /// Runs `$op` (a lookup and a use of the handle, giving a `Result<_, nfsstat3>`) again when the
 /// server answers STALE, as an NFS client does: an entry nobody holds can be unloaded by the
@@ -116,34 +23,6 @@ macro_rules! again_if_stale {
             }
         }
     }};
-}
-
-/// Every entry of a directory through READDIRPLUS paging; returns names and the page count.
-async fn list_all(c: &mut Conn, dir: &nfs_fh3, maxcount: u32) -> (Vec<String>, usize) {
-    try_list_all(c, dir, maxcount).await.unwrap_or_else(|e| panic!("readdirplus failed: {e:?}"))
-}
-
-async fn try_list_all(c: &mut Conn, dir: &nfs_fh3, maxcount: u32) -> Result<(Vec<String>, usize), nfsstat3> {
-    let (mut names, mut cookie, mut verf, mut pages) = (Vec::new(), 0u64, cookieverf3::default(), 0);
-    loop {
-        let args = READDIRPLUS3args { dir: dir.clone(), cookie, cookieverf: verf, dircount: maxcount, maxcount };
-        let ok = match c.nfs3_client.readdirplus(&args).await.unwrap() {
-            Nfs3Result::Ok(ok) => ok,
-            Nfs3Result::Err((stat, _)) => return Err(stat),
-        };
-        pages += 1;
-        verf = ok.cookieverf;
-        for e in &ok.reply.entries.0 {
-            let name = String::from_utf8(e.name.0.to_vec()).unwrap();
-            cookie = e.cookie;
-            if name != "." && name != ".." {
-                names.push(name);
-            }
-        }
-        if ok.reply.eof {
-            return Ok((names, pages));
-        }
-    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::actors::prefetch::{DirSnapshot, Fh, PrefetchMsg};
 use crate::actors::revalidator::RevalidatorMsg;
 use crate::error::{FsError, FsResult};
 use crate::hub::RemoteKind;
-use crate::types::{Attr, DirEntry, Ino};
+use crate::types::{Attr, DirEntry, Hold, Ino};
 
 impl Engine {
     /// The directory holding `ino` (the root is its own parent).
@@ -32,11 +32,16 @@ impl Engine {
 
     /// Looks `name` (as the kernel gave it) up in `parent`; a success counts as one kernel reference.
     pub async fn lookup(&self, parent: Ino, raw: &[u8]) -> FsResult<Attr> {
+        self.lookup_holding(parent, raw, Hold::Count).await
+    }
+
+    /// Looks `name` up in `parent`, the answer holding its node as `hold` says.
+    pub async fn lookup_holding(&self, parent: Ino, raw: &[u8], hold: Hold) -> FsResult<Attr> {
         let name = check_name(raw)?;
         if self.inner.cfg.filter_os_files && is_os_junk(name) {
             return Err(FsError::NotFound);
         }
-        let view = self.lookup_view(parent, name, true).await?;
+        let view = self.lookup_view(parent, name, hold).await?;
         if !self.stale(&view) {
             return Ok(view.attr);
         }
@@ -44,21 +49,23 @@ impl Engine {
         match self.revalidate(view).await {
             Ok(v) => Ok(v.attr),
             Err(e) => {
-                self.forget(ino, 1);
+                if hold == Hold::Count {
+                    self.forget(ino, 1);
+                }
                 Err(e)
             }
         }
     }
 
     /// The node `name` in `parent`, resolved remotely when the parent is not listed.
-    pub(super) async fn lookup_view(&self, parent: Ino, name: &str, count: bool) -> FsResult<NodeView> {
+    pub(super) async fn lookup_view(&self, parent: Ino, name: &str, hold: Hold) -> FsResult<NodeView> {
         let max_age = self.inner.cfg.metadata_ttl;
         let answer =
-            self.inode(|reply| InodeMsg::Lookup { parent, name: name.to_string(), count, max_age, reply }).await??;
+            self.inode(|reply| InodeMsg::Lookup { parent, name: name.to_string(), hold, max_age, reply }).await??;
         match answer {
             Lookup::Found(view) => Ok(*view),
             Lookup::Missing => Err(FsError::NotFound),
-            Lookup::Unknown { path, epoch } => self.resolve_remote(parent, name, path, epoch, count).await,
+            Lookup::Unknown { path, epoch } => self.resolve_remote(parent, name, path, epoch, hold).await,
         }
     }
 
@@ -69,7 +76,7 @@ impl Engine {
         name: &str,
         path: String,
         epoch: u64,
-        count: bool,
+        hold: Hold,
     ) -> FsResult<NodeView> {
         let t = self.net_timeout();
         let head = call_with_timeout(
@@ -97,7 +104,7 @@ impl Engine {
                 RemoteKind::Dir
             }
         };
-        self.inode(|reply| InodeMsg::Insert { parent, name: name.to_string(), kind: kind.clone(), epoch, count, reply })
+        self.inode(|reply| InodeMsg::Insert { parent, name: name.to_string(), kind: kind.clone(), epoch, hold, reply })
             .await?
     }
 
@@ -107,10 +114,10 @@ impl Engine {
         }
     }
 
-    /// The kernel took one reference to each of these through `readdirplus`.
-    pub fn add_lookups(&self, inos: Vec<Ino>) {
+    /// Holds each of these nodes (entries handed out by `readdirplus`) as `hold` says.
+    pub fn hold(&self, inos: Vec<Ino>, hold: Hold) {
         if let Ok(refs) = self.reg().get() {
-            let _ = refs.inode.send_message(InodeMsg::AddLookups { inos });
+            let _ = refs.inode.send_message(InodeMsg::Hold { inos, hold });
         }
     }
 

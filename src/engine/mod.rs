@@ -10,11 +10,13 @@
 mod data;
 mod meta;
 mod namespace;
+mod stateless;
 mod write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use ractor::ActorRef;
@@ -34,10 +36,11 @@ use crate::actors::{
 };
 use crate::error::{FsError, FsResult};
 use crate::hub::{HubClient, RemoteFile, Source, XetUploader};
-use crate::types::{Invalidation, WriteStatus, NAME_MAX_BYTES};
+use crate::types::{Ino, Invalidation, WriteStatus, NAME_MAX_BYTES, ROOT_INO};
 
 pub use crate::types::{Attr, DirEntry};
 pub use namespace::{RenameFlags, StatFs};
+pub use write::MAX_FILE_BYTES;
 
 /// Read-ahead bytes being fetched at once, mount-wide, in MiB: each stream's window bounds
 /// its own share, this bounds them all (read-ahead past it waits for room).
@@ -130,6 +133,16 @@ struct Inner {
     invalidations_tx: Sender<Invalidation>,
     readaheads: Arc<Semaphore>,
     writes: Option<Writes>,
+    /// Differs at every start: stateless protocols put it in their handles and verifiers.
+    boot: u64,
+    /// Handles of an earlier boot the journal carried over: (boot, inode then) → inode now.
+    carried: Mutex<HashMap<(u64, Ino), Ino>>,
+}
+
+/// A number that differs at every start of an engine (and is never 0).
+fn boot_number() -> u64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ (u64::from(std::process::id()) << 40)).max(1)
 }
 
 /// The handle frontends hold; cheap to clone.
@@ -216,7 +229,16 @@ impl Engine {
             writes: write_args,
         };
         let supervisor = Supervisor::start(args).await?;
+        let mut carried_handles = None;
         if let (Some(overlay), Some(w)) = (overlay, &writes) {
+            carried_handles = Some(
+                overlay
+                    .handles
+                    .iter()
+                    .filter(|(p, _)| overlay.puts.contains_key(*p))
+                    .map(|(p, (boot, ino))| (p.clone(), *boot, *ino))
+                    .collect(),
+            );
             let restore = restore_of(&overlay, &w.staging);
             if !restore.files.is_empty() || !restore.deletes.is_empty() {
                 tracing::info!(
@@ -232,7 +254,7 @@ impl Engine {
         // Connect to the CAS in the background, so the first read pays only for its data.
         let warm = remote.clone();
         tokio::spawn(async move { warm.xet.warm().await });
-        Ok(Self {
+        let engine = Self {
             inner: Arc::new(Inner {
                 registry,
                 remote,
@@ -242,8 +264,48 @@ impl Engine {
                 invalidations_tx: tx,
                 readaheads: Arc::new(Semaphore::new(READAHEAD_BUDGET_MIB as usize)),
                 writes,
+                boot: boot_number(),
+                carried: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        if let Some(handles) = carried_handles {
+            engine.carry_handles(handles).await;
+        }
+        Ok(engine)
+    }
+
+    /// This start's number (see [`Inner::boot`]).
+    pub fn boot(&self) -> u64 {
+        self.inner.boot
+    }
+
+    /// The inode a handle of an earlier boot names now, if the journal carried it over.
+    pub fn carried_handle(&self, boot: u64, ino: Ino) -> Option<Ino> {
+        self.inner.carried.lock().get(&(boot, ino)).copied()
+    }
+
+    /// Maps the handles the journal names (files with uncommitted writes from stateless
+    /// protocols) to the inodes their paths have now.
+    async fn carry_handles(&self, handles: Vec<(String, u64, Ino)>) {
+        let mut carried = HashMap::new();
+        for (path, boot, ino) in handles {
+            match self.resolve_path(&path).await {
+                Ok(now) => {
+                    carried.insert((boot, ino), now);
+                }
+                Err(e) => tracing::debug!(path, "a handle from the journal no longer resolves: {e}"),
+            }
+        }
+        *self.inner.carried.lock() = carried;
+    }
+
+    /// The inode at `path` (below the mount's root).
+    async fn resolve_path(&self, path: &str) -> FsResult<Ino> {
+        let mut ino = ROOT_INO;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            ino = self.lookup_view(ino, name, crate::types::Hold::None).await?.ino;
+        }
+        Ok(ino)
     }
 
     pub fn source(&self) -> Source {

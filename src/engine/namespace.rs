@@ -12,7 +12,7 @@ use crate::actors::flusher::journal::Record;
 use crate::actors::inode_table::{InodeMsg, NodeKind, Owner, Removed};
 use crate::actors::prefetch::{Fh, PrefetchMsg, WriteMode};
 use crate::error::{FsError, FsResult};
-use crate::types::{Attr, FileKind, Ino, SetAttr, ROOT_INO};
+use crate::types::{Attr, FileKind, Hold, Ino, SetAttr, ROOT_INO};
 
 /// The longest symlink target accepted (as Linux's `PATH_MAX`).
 const SYMLINK_MAX_BYTES: usize = 4095;
@@ -151,7 +151,7 @@ impl Engine {
     pub async fn unlink(&self, parent: Ino, raw: &[u8]) -> FsResult<()> {
         self.writes()?;
         let name = check_name(raw)?;
-        self.lookup_view(parent, name, false).await?;
+        self.lookup_view(parent, name, Hold::None).await?;
         let removed = self.inode(|reply| InodeMsg::Unlink { parent, name: name.to_string(), reply }).await??;
         let mut records = removed_records(&removed);
         records.extend(parent_dir_record(&removed.path));
@@ -161,7 +161,7 @@ impl Engine {
     pub async fn rmdir(&self, parent: Ino, raw: &[u8]) -> FsResult<()> {
         self.writes()?;
         let name = check_name(raw)?;
-        let child = self.lookup_view(parent, name, false).await?;
+        let child = self.lookup_view(parent, name, Hold::None).await?;
         if !child.attr.is_dir() {
             return Err(FsError::NotDir);
         }
@@ -188,8 +188,8 @@ impl Engine {
         let name = check_name(raw)?;
         let new_name = check_name(new_raw)?;
         self.refuse_junk(new_name)?;
-        let src = self.lookup_view(parent, name, false).await?;
-        let target = match self.lookup_view(new_parent, new_name, false).await {
+        let src = self.lookup_view(parent, name, Hold::None).await?;
+        let target = match self.lookup_view(new_parent, new_name, Hold::None).await {
             Ok(v) => Some(v),
             Err(FsError::NotFound) => None,
             Err(e) => return Err(e),

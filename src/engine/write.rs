@@ -461,7 +461,7 @@ impl Engine {
             self.journal(file_records(&view)).await?;
         }
         let path = view.path.clone();
-        self.flusher(|reply| FlushMsg::Fsync { path: path.clone(), reply }).await?
+        self.flusher(|reply| FlushMsg::Fsync { path: Some(path.clone()), reply }).await?
     }
 
     /// The last close of a handle: commits what a deferred flush left, then lets it go.

@@ -1,5 +1,29 @@
 //! Kernel-facing adapters: they translate a protocol into engine calls and
 //! hold no filesystem state of their own.
 
+#[cfg(feature = "fuse")]
 pub mod fuse;
+#[cfg(feature = "nfs")]
 pub mod nfs;
+
+use crate::error::FsError;
+
+/// Logs, counts and records on the request's span an error a frontend answers with.
+pub(crate) fn request_failed(op: &'static str, ino: u64, e: &FsError) {
+    tracing::Span::current().record("errno", e.errno());
+    let m = crate::metrics::get();
+    m.errors.add(1, &[crate::metrics::kv("op", op), crate::metrics::kv("errno", e.errno() as i64)]);
+    if e.is_expected() {
+        tracing::trace!(op, ino, "{e}");
+    } else {
+        tracing::warn!(op, ino, "{op} failed: {e}");
+    }
+}
+
+/// Counts a request answered and how long it took.
+pub(crate) fn request_done(op: &'static str, start: std::time::Instant) {
+    let m = crate::metrics::get();
+    let attrs = [crate::metrics::kv("op", op)];
+    m.requests.add(1, &attrs);
+    m.request_duration.record(start.elapsed().as_secs_f64(), &attrs);
+}

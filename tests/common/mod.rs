@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod model;
+pub mod nfs;
 pub mod spawn;
 
 use std::path::{Path, PathBuf};

@@ -101,6 +101,12 @@ pub enum Record {
     SpecialGone {
         path: String,
     },
+    /// A stateless protocol's handle for the file at `path`: (boot, inode) when it was written.
+    Handle {
+        path: String,
+        boot: u64,
+        ino: u64,
+    },
 }
 
 impl Record {
@@ -116,7 +122,8 @@ impl Record {
             | Record::Symlink { path, .. }
             | Record::SymlinkGone { path }
             | Record::Special { path, .. }
-            | Record::SpecialGone { path } => path,
+            | Record::SpecialGone { path }
+            | Record::Handle { path, .. } => path,
         }
     }
 }
@@ -130,6 +137,8 @@ pub struct Overlay {
     pub dirs: BTreeSet<String>,
     pub symlinks: BTreeMap<String, String>,
     pub specials: BTreeMap<String, (String, u32)>,
+    /// Handles of files written through a stateless protocol, while their writes are pending.
+    pub handles: BTreeMap<String, (u64, u64)>,
 }
 
 impl Overlay {
@@ -141,10 +150,12 @@ impl Overlay {
             }
             Record::Delete { path } => {
                 self.puts.remove(path);
+                self.handles.remove(path);
                 self.deletes.insert(path.clone());
             }
             Record::Done { path } => {
                 self.puts.remove(path);
+                self.handles.remove(path);
                 self.deletes.remove(path);
             }
             Record::Meta { path, meta } => {
@@ -171,6 +182,9 @@ impl Overlay {
             Record::SpecialGone { path } => {
                 self.specials.remove(path);
             }
+            Record::Handle { path, boot, ino } => {
+                self.handles.insert(path.clone(), (*boot, *ino));
+            }
         }
     }
 
@@ -196,6 +210,7 @@ impl Overlay {
         }));
         out.extend(self.meta.iter().map(|(p, m)| Record::Meta { path: p.clone(), meta: *m }));
         out.extend(self.puts.iter().map(|(p, put)| Record::Put { path: p.clone(), put: put.clone() }));
+        out.extend(self.handles.iter().map(|(p, (boot, ino))| Record::Handle { path: p.clone(), boot: *boot, ino: *ino }));
         out.extend(self.deletes.iter().map(|p| Record::Delete { path: p.clone() }));
         out
     }

@@ -302,9 +302,9 @@ pub enum FlushMsg {
     Sync {
         reply: RpcReplyPort<Result<(), Vec<(String, String)>>>,
     },
-    /// Syncs the journal; answers the last failure to commit `path`, if any.
+    /// Syncs the journal; answers the last failure to commit `path`, if one is named.
     Fsync {
-        path: String,
+        path: Option<String>,
         reply: RpcReplyPort<FsResult<()>>,
     },
     Status {
@@ -396,7 +396,7 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
         }
         FlushMsg::Fsync { path, reply } => {
             let file = st.journal.file();
-            let failure = st.failures.get(&path).cloned();
+            let failure = path.and_then(|p| st.failures.get(&p).cloned());
             tokio::task::spawn_blocking(move || {
                 let synced = file.sync_data().map_err(|e| FsError::io("journal fsync", e));
                 let _ = reply.send(synced.and(failure.map_or(Ok(()), Err)));

@@ -14,7 +14,7 @@ use super::state::InodeState;
 use super::{Children, Lookup};
 use crate::error::{FsError, FsResult};
 use crate::hub::{RemoteEntry, RemoteFile, RemoteKind};
-use crate::types::{Ino, Invalidation};
+use crate::types::{Hold, Ino, Invalidation};
 
 fn kind_of(remote: &RemoteKind) -> NodeKind {
     match remote {
@@ -28,7 +28,7 @@ impl InodeState {
         &mut self,
         parent: Ino,
         name: &str,
-        count: bool,
+        hold: Hold,
         max_age: Option<Duration>,
     ) -> FsResult<Lookup> {
         let p = self.dir(parent)?;
@@ -48,9 +48,7 @@ impl InodeState {
             }
             return Ok(Lookup::Unknown { path, epoch: self.epoch });
         };
-        if count {
-            self.node_mut(ino)?.lookups += 1;
-        }
+        self.node_mut(ino)?.hold(hold);
         Ok(Lookup::Found(Box::new(self.view(ino)?)))
     }
 
@@ -77,7 +75,7 @@ impl InodeState {
         name: &str,
         kind: RemoteKind,
         epoch: u64,
-        count: bool,
+        hold: Hold,
     ) -> FsResult<NodeView> {
         self.dir(parent)?;
         self.forget_negative(parent, name);
@@ -96,9 +94,7 @@ impl InodeState {
                 ino
             }
         };
-        if count {
-            self.node_mut(ino)?.lookups += 1;
-        }
+        self.node_mut(ino)?.hold(hold);
         self.view(ino)
     }
 

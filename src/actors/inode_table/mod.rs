@@ -30,7 +30,7 @@ pub use state::InodeState;
 
 use crate::error::FsResult;
 use crate::hub::{RemoteEntry, RemoteFile, RemoteKind};
-use crate::types::{Ino, Invalidation, SetAttr, StagingId};
+use crate::types::{Hold, Ino, Invalidation, SetAttr, StagingId};
 
 /// The answer to a child lookup.
 #[derive(Debug)]
@@ -143,20 +143,21 @@ pub enum InodeMsg {
     Lookup {
         parent: Ino,
         name: String,
-        count: bool,
+        hold: Hold,
         max_age: Option<Duration>,
         reply: RpcReplyPort<FsResult<Lookup>>,
     },
-    /// The kernel took references through `readdirplus`.
-    AddLookups {
+    /// References taken through `readdirplus` (FUSE: counted; NFS: a grace period).
+    Hold {
         inos: Vec<Ino>,
+        hold: Hold,
     },
     Insert {
         parent: Ino,
         name: String,
         kind: RemoteKind,
         epoch: u64,
-        count: bool,
+        hold: Hold,
         reply: RpcReplyPort<FsResult<NodeView>>,
     },
     Absent {
@@ -366,19 +367,19 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
         InodeMsg::Get { ino, reply } => {
             let _ = reply.send(st.view(ino));
         }
-        InodeMsg::Lookup { parent, name, count, max_age, reply } => {
+        InodeMsg::Lookup { parent, name, hold, max_age, reply } => {
             st.touch(parent);
-            let _ = reply.send(st.lookup(parent, &name, count, max_age));
+            let _ = reply.send(st.lookup(parent, &name, hold, max_age));
         }
-        InodeMsg::AddLookups { inos } => {
+        InodeMsg::Hold { inos, hold } => {
             for ino in inos {
                 if let Some(n) = st.nodes.get_mut(&ino) {
-                    n.lookups += 1;
+                    n.hold(hold);
                 }
             }
         }
-        InodeMsg::Insert { parent, name, kind, epoch, count, reply } => {
-            let answer = st.insert_remote(parent, &name, kind, epoch, count);
+        InodeMsg::Insert { parent, name, kind, epoch, hold, reply } => {
+            let answer = st.insert_remote(parent, &name, kind, epoch, hold);
             if let Ok(v) = &answer {
                 st.enforce_cap(v.parent);
             }

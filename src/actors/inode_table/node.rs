@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::hub::RemoteFile;
-use crate::types::{Attr, FileKind, Ino, StagingId};
+use crate::types::{Attr, FileKind, Hold, Ino, StagingId};
 
 /// Where a file's bytes are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +150,9 @@ pub(super) struct Node {
     pub checked_at: Instant,
     pub lookups: u64,
     pub opens: u64,
+    /// A stateless protocol (NFS) was given this node's number: it keeps it until then,
+    /// without counting references it would never give back.
+    pub held_until: Option<Instant>,
     /// Known children of a directory: listed, looked up, or made locally.
     pub children: BTreeMap<String, Ino>,
     /// How many of the children are directories (for `nlink`); kept by `attach`/`detach`.
@@ -181,6 +184,7 @@ impl Node {
             checked_at: Instant::now(),
             lookups: 0,
             opens: 0,
+            held_until: None,
             children: BTreeMap::new(),
             subdirs: 0,
             listed_at: None,
@@ -194,9 +198,21 @@ impl Node {
         self.kind == NodeKind::Dir
     }
 
-    /// Held by the kernel or a handle.
+    /// Held by the kernel, a handle, or recently given to a stateless protocol.
     pub fn held(&self) -> bool {
-        self.lookups > 0 || self.opens > 0
+        self.lookups > 0 || self.opens > 0 || self.held_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Takes the hold a lookup asks for.
+    pub fn hold(&mut self, hold: Hold) {
+        match hold {
+            Hold::None => {}
+            Hold::Count => self.lookups += 1,
+            Hold::For(grace) => {
+                let until = Instant::now() + grace;
+                self.held_until = Some(self.held_until.map_or(until, |t| t.max(until)));
+            }
+        }
     }
 
     /// Carries local state that nothing on the Hub could rebuild: never unloaded, never

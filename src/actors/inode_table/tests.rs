@@ -1,7 +1,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::types::ROOT_INO;
+use crate::types::{Hold, ROOT_INO};
 
 fn defaults() -> Defaults {
     Defaults { uid: 0, gid: 0, file_perm: 0o644, dir_perm: 0o755, mount_time: SystemTime::UNIX_EPOCH }
@@ -23,7 +23,7 @@ fn dir_entry(path: &str) -> RemoteEntry {
 }
 
 fn found(st: &mut InodeState, parent: Ino, name: &str) -> NodeView {
-    match st.lookup(parent, name, true, None).unwrap() {
+    match st.lookup(parent, name, Hold::Count, None).unwrap() {
         Lookup::Found(v) => *v,
         other => panic!("{name}: {other:?}"),
     }
@@ -49,7 +49,7 @@ fn listing_diffs_produce_invalidations_and_keep_inode_numbers() {
     let a2 = found(&mut st, ROOT_INO, "a");
     assert_eq!(a2.ino, a.ino, "a changed content, not identity");
     assert!(a2.version > a.version, "the kernel must drop a's pages");
-    assert!(matches!(st.lookup(ROOT_INO, "b", false, None).unwrap(), Lookup::Missing));
+    assert!(matches!(st.lookup(ROOT_INO, "b", Hold::None, None).unwrap(), Lookup::Missing));
 }
 
 #[test]
@@ -57,9 +57,9 @@ fn unlisted_parents_ask_for_remote_resolution_and_negative_cache_answers() {
     let mut st = table(1000);
     list(&mut st, ROOT_INO, vec![dir_entry("d")]);
     let d = found(&mut st, ROOT_INO, "d");
-    assert!(matches!(st.lookup(d.ino, "x", true, None).unwrap(), Lookup::Unknown { path, .. } if path == "d/x"));
+    assert!(matches!(st.lookup(d.ino, "x", Hold::Count, None).unwrap(), Lookup::Unknown { path, .. } if path == "d/x"));
     st.add_negative(d.ino, "x");
-    assert!(matches!(st.lookup(d.ino, "x", true, None).unwrap(), Lookup::Missing));
+    assert!(matches!(st.lookup(d.ino, "x", Hold::Count, None).unwrap(), Lookup::Missing));
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn the_table_stays_under_its_cap_and_keeps_what_is_held() {
     // Listed again: the held child has the same number, the others come back.
     list_dir(&mut st, "a", 100);
     assert_eq!(found(&mut st, a, "f7").ino, f7.ino);
-    assert!(matches!(st.lookup(a, "f8", false, None).unwrap(), Lookup::Found(_)));
+    assert!(matches!(st.lookup(a, "f8", Hold::None, None).unwrap(), Lookup::Found(_)));
     // A directory bigger than the cap alone stays listed.
     let d = list_dir(&mut st, "d", 400);
     assert!(st.nodes[&d].listed_at.is_some());
@@ -138,7 +138,7 @@ fn local_state_survives_listings_heads_and_the_cap() {
     assert!(st.revalidated(new.ino, None, epoch_before).is_ok());
     // The root listing lacking d keeps d: a dirty file is below it.
     list(&mut st, ROOT_INO, vec![file("remote", "1")]);
-    assert!(matches!(st.lookup(ROOT_INO, "d", false, None).unwrap(), Lookup::Found(_)));
+    assert!(matches!(st.lookup(ROOT_INO, "d", Hold::None, None).unwrap(), Lookup::Found(_)));
     // Under cap pressure, local state is never unloaded.
     for i in 0..5 {
         let name = format!("big{i}");
@@ -170,10 +170,10 @@ fn unlink_and_rename_leave_tombstones_until_the_deletes_commit() {
     assert!(removed.hub_may_have);
     // A listing that still has it (the delete is not committed) does not bring it back.
     list(&mut st, d.ino, vec![file("d/a", "1"), file("d/b", "2")]);
-    assert!(matches!(st.lookup(d.ino, "a", false, None).unwrap(), Lookup::Missing));
+    assert!(matches!(st.lookup(d.ino, "a", Hold::None, None).unwrap(), Lookup::Missing));
     st.deleted("d/a");
     list(&mut st, d.ino, vec![file("d/a", "1"), file("d/b", "2")]);
-    assert!(matches!(st.lookup(d.ino, "a", false, None).unwrap(), Lookup::Found(_)), "a remote re-add shows");
+    assert!(matches!(st.lookup(d.ino, "a", Hold::None, None).unwrap(), Lookup::Found(_)), "a remote re-add shows");
     // Renaming the directory moves its subtree; paths are derived.
     let b = found(&mut st, d.ino, "b");
     let r = st.rename(ROOT_INO, "d", ROOT_INO, "e", false).unwrap();

@@ -62,14 +62,7 @@ struct Ctx {
 impl Ctx {
     /// Logs, counts and records an error; the caller replies with the errno.
     fn fail(&self, e: &FsError) -> Errno {
-        tracing::Span::current().record("errno", e.errno());
-        let m = crate::metrics::get();
-        m.errors.add(1, &[crate::metrics::kv("op", self.op), crate::metrics::kv("errno", e.errno() as i64)]);
-        if e.is_expected() {
-            tracing::trace!(op = self.op, ino = self.ino, "{e}");
-        } else {
-            tracing::warn!(op = self.op, ino = self.ino, "{} failed: {e}", self.op);
-        }
+        super::request_failed(self.op, self.ino, e);
         errno(e)
     }
 }
@@ -101,10 +94,7 @@ impl HfFuse {
         self.rt.spawn(
             async move {
                 fut.await;
-                let m = crate::metrics::get();
-                let attrs = [crate::metrics::kv("op", op)];
-                m.requests.add(1, &attrs);
-                m.request_duration.record(start.elapsed().as_secs_f64(), &attrs);
+                super::request_done(op, start);
             }
             .instrument(span),
         );
@@ -487,7 +477,7 @@ impl Filesystem for HfFuse {
                 pos += 1;
             }
             // The kernel holds a reference to every entry it was given (not `.` and `..`).
-            engine.add_lookups(counted);
+            engine.hold(counted, crate::types::Hold::Count);
             reply.ok()
         });
     }
