@@ -1,0 +1,267 @@
+//! Buckets written over NFS: every NFSv3 mutation through a real client
+//! (`nfs3_client`), checked byte for byte on the Hub; durability across a
+//! SIGKILL of the server (FILE_SYNC) and a restart (UNSTABLE, the verifier,
+//! resending with the old handle); exclusive creates retransmitted; and
+//! Debian's `nfs-cp` copying files in.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::nfs::*;
+use common::spawn::Guard;
+use common::{bytes, Hub, WRITE_TOKEN};
+use nfs3_client::tokio::TokioConnector;
+use nfs3_client::Nfs3ConnectionBuilder;
+use nfs3_types::nfs3::{createhow3, createverf3, nfsstat3, nfstime3, sattr3, stable_how, Nfs3Option};
+
+const NFS_BIN: &str = env!("CARGO_BIN_EXE_hf-mount-nfs");
+const COMMIT_WAIT: Duration = Duration::from_secs(30);
+
+fn wait_committed(s: &Served) {
+    let engine = s.server.as_ref().unwrap().engine().clone();
+    s.rt.block_on(engine.wait_committed(COMMIT_WAIT)).unwrap();
+}
+
+#[test]
+fn every_mutation_lands_on_the_hub() {
+    let hub = Hub::start();
+    hub.seed_bucket("alice/b", &[("old.txt", b"old".to_vec()), ("keep/k.txt", b"k".to_vec())]);
+    let s = serve(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--flush-debounce-ms", "100"]);
+    let mut c = s.connect();
+    let big = bytes(5, 3_500_000);
+    s.rt.block_on(async {
+        let root = c.root_nfs_fh3();
+        // A file written UNSTABLE then committed, another FILE_SYNC in a new directory.
+        let f = create_file(&mut c, &root, "big.bin").await;
+        let v1 = write_all(&mut c, &f, &big, stable_how::UNSTABLE).await;
+        assert_eq!(commit(&mut c, &f).await.unwrap(), v1, "the same server: the same verifier");
+        assert_eq!(read_all(&mut c, &f).await.len(), big.len(), "read after write");
+        let d = mkdir(&mut c, &root, "dir").await.unwrap();
+        let x = create_file(&mut c, &d, "x.txt").await;
+        let (_, committed, _) = write(&mut c, &x, 0, b"hello", stable_how::FILE_SYNC).await.unwrap();
+        assert_eq!(committed, stable_how::FILE_SYNC);
+        // GUARDED over an existing name: EXIST; UNCHECKED over it keeps the file.
+        let guarded = createhow3::GUARDED(sattr3::default());
+        assert_eq!(create(&mut c, &d, "x.txt", guarded).await.unwrap_err(), nfsstat3::NFS3ERR_EXIST);
+        let again = create_file(&mut c, &d, "x.txt").await;
+        assert_eq!(read_all(&mut c, &again).await, b"hello");
+        // A write into the middle of a file the Hub has (filled first), and a truncate.
+        let old = lookup_path(&mut c, "old.txt").await.unwrap();
+        write(&mut c, &old, 1, b"LD!", stable_how::UNSTABLE).await.unwrap();
+        assert_eq!(read_all(&mut c, &old).await, b"oLD!");
+        let cut = sattr3 { size: Nfs3Option::Some(2), mode: Nfs3Option::Some(0o600), ..Default::default() };
+        setattr(&mut c, &old, cut, Nfs3Option::None).await.unwrap();
+        let a = getattr(&mut c, &old).await.unwrap();
+        assert_eq!((a.size, a.mode & 0o777), (2, 0o600));
+        // A guard that does not match: NOT_SYNC, nothing changed, and one reply (the next
+        // call on this connection gets its own).
+        let wrong = Nfs3Option::Some(nfstime3 { seconds: 1, nseconds: 2 });
+        let grow = sattr3 { size: Nfs3Option::Some(100), ..Default::default() };
+        assert_eq!(setattr(&mut c, &old, grow, wrong).await.unwrap_err(), nfsstat3::NFS3ERR_NOT_SYNC);
+        assert_eq!(getattr(&mut c, &old).await.unwrap().size, 2);
+        // Names: symlink, link (a second name, the same bytes), rename, remove, rmdir.
+        let l = symlink(&mut c, &root, "ln", "dir/x.txt").await.unwrap();
+        assert_eq!(readlink(&mut c, &l).await.unwrap(), "dir/x.txt");
+        link(&mut c, &x, &root, "x-link.txt").await.unwrap();
+        assert_eq!(getattr(&mut c, &x).await.unwrap().nlink, 2);
+        rename(&mut c, &root, "big.bin", &d, "big-renamed.bin").await.unwrap();
+        assert_eq!(rmdir(&mut c, &root, "dir").await.unwrap_err(), nfsstat3::NFS3ERR_NOTEMPTY);
+        let keep = lookup_path(&mut c, "keep").await.unwrap();
+        remove(&mut c, &keep, "k.txt").await.unwrap();
+        rmdir(&mut c, &root, "keep").await.unwrap();
+        mkdir(&mut c, &root, "empty").await.unwrap();
+        assert_eq!(lookup_path(&mut c, "keep/k.txt").await.unwrap_err(), nfsstat3::NFS3ERR_NOENT);
+    });
+    wait_committed(&s);
+    let files = hub.bucket_files("alice/b");
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["dir/big-renamed.bin", "dir/x.txt", "old.txt", "x-link.txt"]);
+    assert_eq!(hub.bucket_bytes("alice/b", "dir/big-renamed.bin"), Some(big));
+    assert_eq!(hub.bucket_bytes("alice/b", "dir/x.txt").unwrap(), b"hello");
+    assert_eq!(hub.bucket_bytes("alice/b", "x-link.txt").unwrap(), b"hello");
+    assert_eq!(hub.bucket_bytes("alice/b", "old.txt").unwrap(), b"oL");
+    // The empty directory and the symlink live in the mount's journal, not on the Hub.
+    s.rt.block_on(async {
+        assert!(lookup_path(&mut c, "empty").await.is_ok() && lookup_path(&mut c, "ln").await.is_ok());
+    });
+}
+
+#[test]
+fn repos_and_read_only_buckets_answer_rofs() {
+    let hub = Hub::start();
+    hub.seed_bucket("alice/b", &[("a.txt", b"a".to_vec())]);
+    for args in [vec!["repo", "alice/tiny"], vec!["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--read-only"]] {
+        let s = serve(&hub, &args);
+        let mut c = s.connect();
+        s.rt.block_on(async {
+            let root = c.root_nfs_fh3();
+            let how = createhow3::UNCHECKED(sattr3::default());
+            assert_eq!(create(&mut c, &root, "n.txt", how).await.unwrap_err(), nfsstat3::NFS3ERR_ROFS, "{args:?}");
+            assert_eq!(mkdir(&mut c, &root, "d").await.unwrap_err(), nfsstat3::NFS3ERR_ROFS);
+            let any = lookup_path(&mut c, if args[0] == "repo" { "README.md" } else { "a.txt" }).await.unwrap();
+            assert_eq!(write(&mut c, &any, 0, b"x", stable_how::FILE_SYNC).await.unwrap_err(), nfsstat3::NFS3ERR_ROFS);
+            assert_eq!(commit(&mut c, &any).await.unwrap_err(), nfsstat3::NFS3ERR_ROFS);
+            assert_eq!(link(&mut c, &any, &root, "l").await.unwrap_err(), nfsstat3::NFS3ERR_ROFS);
+        });
+    }
+}
+
+#[test]
+fn a_retransmitted_exclusive_create_succeeds_and_another_verifier_is_exist() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let s = serve(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN]);
+    let mut c = s.connect();
+    s.rt.block_on(async {
+        let root = c.root_nfs_fh3();
+        let excl = |v: [u8; 8]| createhow3::EXCLUSIVE(createverf3(v));
+        let first = create(&mut c, &root, "lock", excl(*b"verifier")).await.unwrap();
+        let again = create(&mut c, &root, "lock", excl(*b"verifier")).await.unwrap();
+        assert_eq!(getattr(&mut c, &first).await.unwrap().fileid, getattr(&mut c, &again).await.unwrap().fileid);
+        assert_eq!(create(&mut c, &root, "lock", excl(*b"another!")).await.unwrap_err(), nfsstat3::NFS3ERR_EXIST);
+        // A file made otherwise is not a retransmission either.
+        create_file(&mut c, &root, "plain").await;
+        assert_eq!(create(&mut c, &root, "plain", excl(*b"verifier")).await.unwrap_err(), nfsstat3::NFS3ERR_EXIST);
+        // The client then sets the real times; the file is an ordinary one.
+        let now = sattr3 {
+            atime: nfs3_types::nfs3::set_atime::SET_TO_SERVER_TIME,
+            mtime: nfs3_types::nfs3::set_mtime::SET_TO_SERVER_TIME,
+            ..Default::default()
+        };
+        setattr(&mut c, &first, now, Nfs3Option::None).await.unwrap();
+        write(&mut c, &first, 0, b"mine", stable_how::FILE_SYNC).await.unwrap();
+    });
+    wait_committed(&s);
+    assert_eq!(hub.bucket_bytes("alice/b", "lock").unwrap(), b"mine");
+    assert_eq!(hub.bucket_bytes("alice/b", "plain").unwrap(), b"");
+}
+
+/// `hf-mount-nfs --serve-only` in its own process; answers it and its port.
+fn spawn_server(hub: &Hub, cache: &std::path::Path, extra: &[&str]) -> (Guard, u16) {
+    let mut child = Command::new(NFS_BIN)
+        .args(["bucket", "alice/b", "--serve-only", "--hf-token", WRITE_TOKEN, "--cache-dir"])
+        .arg(cache)
+        .args(extra)
+        .env("HF_ENDPOINT", hub.endpoint())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the server exited before serving");
+        if let Some((_, addr)) = line.trim().split_once(" over NFSv3 at ") {
+            break addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (Guard::new(child, None), port)
+}
+
+fn sigkill(mut g: Guard) {
+    let mut child = g.take();
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+async fn connect(port: u16) -> Conn {
+    Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
+        .connect_from_privileged_port(false)
+        .mount_port(port)
+        .nfs3_port(port)
+        .mount()
+        .await
+        .unwrap()
+}
+
+fn wait_for_bytes(hub: &Hub, path: &str, want: &[u8]) {
+    common::wait_until(COMMIT_WAIT, &format!("{path} committed whole"), || {
+        hub.bucket_bytes("alice/b", path).is_some_and(|b| b == want)
+    });
+}
+
+#[test]
+fn a_file_sync_write_survives_a_sigkill_right_after_its_reply() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let cache = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let data = bytes(9, 2_500_000);
+    let (server, port) = spawn_server(&hub, cache.path(), &["--flush-debounce-ms", "60000"]);
+    rt.block_on(async {
+        let mut c = connect(port).await;
+        let root = c.root_nfs_fh3();
+        let f = create_file(&mut c, &root, "synced.bin").await;
+        write_all(&mut c, &f, &data, stable_how::FILE_SYNC).await;
+    });
+    sigkill(server);
+    assert!(hub.bucket_files("alice/b").is_empty(), "nothing committed before the kill");
+    let (_server, _) = spawn_server(&hub, cache.path(), &[]);
+    wait_for_bytes(&hub, "synced.bin", &data);
+}
+
+#[test]
+fn unstable_writes_are_resent_after_a_restart_through_the_same_handle() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let cache = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let data = bytes(10, 3_000_000);
+    let (server, port) = spawn_server(&hub, cache.path(), &["--flush-debounce-ms", "60000"]);
+    let (fh, verf1) = rt.block_on(async {
+        let mut c = connect(port).await;
+        let root = c.root_nfs_fh3();
+        let f = create_file(&mut c, &root, "unstable.bin").await;
+        // Half the file before the restart, never committed by the client.
+        let verf = write_all(&mut c, &f, &data[..1 << 20], stable_how::UNSTABLE).await;
+        (f, verf)
+    });
+    sigkill(server);
+    let (_server, port) = spawn_server(&hub, cache.path(), &["--flush-debounce-ms", "200"]);
+    rt.block_on(async {
+        let mut c = connect(port).await;
+        // The client's COMMIT sees another verifier: it resends everything since its last
+        // good commit, through the handle it had (the journal carried it over).
+        let verf2 = commit(&mut c, &fh).await.unwrap();
+        assert_ne!(verf1, verf2, "a restarted server must answer another verifier");
+        let verf = write_all(&mut c, &fh, &data, stable_how::UNSTABLE).await;
+        assert_eq!(verf, verf2);
+        assert_eq!(commit(&mut c, &fh).await.unwrap(), verf2);
+        assert!(read_all(&mut c, &fh).await == data);
+        // A handle of the earlier boot for a file with nothing pending is stale.
+        let mut other = fh.clone();
+        let mut raw = other.data.0.to_vec();
+        raw[15] ^= 0x55;
+        other.data = nfs3_types::xdr_codec::Opaque::owned(raw);
+        assert_eq!(getattr(&mut c, &other).await.unwrap_err(), nfsstat3::NFS3ERR_STALE);
+    });
+    wait_for_bytes(&hub, "unstable.bin", &data);
+}
+
+#[test]
+fn nfs_cp_copies_files_into_a_bucket() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let s = serve(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--flush-debounce-ms", "100"]);
+    let src = tempfile::tempdir().unwrap();
+    let files = [("one.bin", bytes(21, 3_000_000)), ("two words.txt", b"two\n".to_vec())];
+    let port = s.port();
+    let url = |path: &str| format!("nfs://127.0.0.1/{path}?nfsport={port}&mountport={port}&version=3");
+    for (name, content) in &files {
+        std::fs::write(src.path().join(name), content).unwrap();
+        let out = Command::new("nfs-cp").arg(src.path().join(name)).arg(url(&format!("/{name}"))).output().unwrap();
+        assert!(out.status.success(), "nfs-cp {name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let ls = Command::new("nfs-ls").arg(url("/")).output().unwrap();
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(files.iter().all(|(n, _)| listing.contains(n)), "{listing}");
+    wait_committed(&s);
+    for (name, content) in &files {
+        assert!(hub.bucket_bytes("alice/b", name).as_ref() == Some(content), "{name} on the Hub");
+    }
+}
