@@ -223,7 +223,8 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
     };
     let (runtime, engine, _dir) = prepare_engine(m, Frontend::Nfs)?;
     let mut stop = StopSignals::install(&runtime)?;
-    let server = runtime.block_on(NfsServer::start(engine.clone(), &args.listen))?;
+    let opts = crate::frontends::nfs::NfsOptions { handle_grace: std::time::Duration::from_secs(args.handle_grace_secs) };
+    let server = runtime.block_on(NfsServer::start_with(engine.clone(), &args.listen, &opts))?;
     let actimeo = engine.config().metadata_ttl.map_or(3600, |t| t.as_secs().max(1));
     let source = engine.source();
     let Some(target) = target else {

@@ -142,6 +142,11 @@ pub struct NfsArgs {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// How long an entry handed to an NFS client (by LOOKUP, READDIRPLUS, CREATE…) stays
+    /// loaded, whatever --max-inodes says. NFS clients never say when they are done with a
+    /// handle; one used after this may answer STALE, and the client looks the name up again.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub handle_grace_secs: u64,
 }
 
 /// `$XDG_CACHE_HOME/hf-mount`, else `~/.cache/hf-mount`, else `/tmp/hf-mount-cache-UID`.

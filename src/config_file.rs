@@ -56,6 +56,7 @@ struct FileConfig {
     backend: Option<String>,
     serve_only: Option<bool>,
     listen: Option<String>,
+    handle_grace_secs: Option<u64>,
 }
 
 /// Whether the user set `id` on the command line or through its environment variable.
@@ -169,6 +170,11 @@ pub fn apply_nfs(args: &mut NfsArgs, m: &ArgMatches) -> anyhow::Result<()> {
     if !from_user(m, "listen") {
         if let Some(v) = f.listen {
             args.listen = v;
+        }
+    }
+    if !from_user(m, "handle_grace_secs") {
+        if let Some(v) = f.handle_grace_secs {
+            args.handle_grace_secs = v;
         }
     }
     Ok(())

@@ -282,3 +282,138 @@ fn random_operations_over_nfs_match_a_model_of_the_repo() {
         }
     }
 }
+
+/// NFS lookups are not counted as kernel references (NFS never gives them back): a node
+/// handed out stays loaded for the grace period, then `--max-inodes` reclaims it.
+#[test]
+fn nfs_lookups_hold_entries_for_a_grace_period_then_the_inode_cap_reclaims_them() {
+    let hub = Hub::start();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for d in ["a", "b", "c"] {
+        files.extend((0..200).map(|i| (format!("{d}/f{i:03}"), b"x".to_vec())));
+    }
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    hub.seed_repo("alice/dirs", &refs, false);
+    let opts = hf_mount::frontends::nfs::NfsOptions { handle_grace: Duration::from_secs(2) };
+    let s = serve_with(&hub, &["repo", "alice/dirs", "--max-inodes", "300"], &opts);
+    let engine = s.server.as_ref().unwrap().engine().clone();
+    let mut c = s.connect();
+    s.rt.block_on(async {
+        let mut first = None;
+        for d in ["a", "b"] {
+            for i in 0..200 {
+                let fh = lookup_path(&mut c, &format!("{d}/f{i:03}")).await.unwrap();
+                first.get_or_insert(fh);
+            }
+        }
+        // Within the grace period a handle stays good, however far past the cap the table is.
+        let a0 = first.unwrap();
+        assert!(getattr(&mut c, &a0).await.is_ok(), "a handle within its grace period");
+        assert!(engine.inode_count().await.unwrap() > 400, "held entries were dropped early");
+        // After it, listing another directory brings the table back under the cap (it never
+        // did while every LOOKUP counted as a reference nobody would forget).
+        let start = std::time::Instant::now();
+        loop {
+            let dir = lookup_path(&mut c, "c").await.unwrap();
+            let (names, _) = list_all(&mut c, &dir, 4096).await;
+            assert_eq!(names.len(), 200);
+            let n = engine.inode_count().await.unwrap();
+            if n <= 330 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "the table stayed at {n} inodes");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+/// Pages continue from the snapshot their cookie verifier names: removing the entry a
+/// cookie points at neither fails the listing (BAD_COOKIE) nor skips or repeats entries.
+#[test]
+fn readdir_pages_from_a_snapshot_whatever_changes_meanwhile() {
+    use nfs3_types::nfs3::{cookieverf3, READDIR3args, READDIRPLUS3args};
+    let hub = Hub::start();
+    let files: Vec<(String, Vec<u8>)> = (0..3000).map(|i| (format!("d/f{i:04}"), b"x".to_vec())).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    hub.seed_bucket("alice/many", &refs);
+    let s = serve(&hub, &["bucket", "alice/many", "--hf-token", common::WRITE_TOKEN]);
+    let mut c = s.connect();
+    s.rt.block_on(async {
+        let dir = lookup_path(&mut c, "d").await.unwrap();
+        let args = |cookie, cookieverf| READDIRPLUS3args {
+            dir: dir.clone(),
+            cookie,
+            cookieverf,
+            dircount: 4096,
+            maxcount: 4096,
+        };
+        let first = c.nfs3_client.readdirplus(&args(0, cookieverf3::default())).await.unwrap().unwrap();
+        let page: Vec<_> = first.reply.entries.0.iter().collect();
+        assert!(page.len() > 10 && !first.reply.eof);
+        let last = page.last().unwrap();
+        let last_name = String::from_utf8(last.name.0.to_vec()).unwrap();
+        let mut names: Vec<String> = page.iter().map(|e| String::from_utf8(e.name.0.to_vec()).unwrap()).collect();
+        // The entry the cookie names goes away, then the listing continues.
+        let Nfs3Result::Ok(_) = c
+            .nfs3_client
+            .remove(&REMOVE3args {
+                object: diropargs3 { dir: dir.clone(), name: filename3(Opaque::owned(last_name.into_bytes())) },
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("remove failed")
+        };
+        let (mut cookie, verf) = (last.cookie, first.cookieverf);
+        loop {
+            let ok = match c.nfs3_client.readdirplus(&args(cookie, verf)).await.unwrap() {
+                Nfs3Result::Ok(ok) => ok,
+                Nfs3Result::Err((stat, _)) => panic!("continuing the listing: {stat:?}"),
+            };
+            for e in &ok.reply.entries.0 {
+                names.push(String::from_utf8(e.name.0.to_vec()).unwrap());
+                cookie = e.cookie;
+            }
+            if ok.reply.eof {
+                break;
+            }
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!((names.len(), sorted.len()), (3000, 3000), "the snapshot's entries, each once");
+        // Plain READDIR pages by cookie too (it used to list from the start every time).
+        let (mut cookie, mut verf, mut seen) = (0, cookieverf3::default(), 0);
+        loop {
+            let a = READDIR3args { dir: dir.clone(), cookie, cookieverf: verf, count: 4096 };
+            let ok = c.nfs3_client.readdir(&a).await.unwrap().unwrap();
+            verf = ok.cookieverf;
+            for e in &ok.reply.entries.0 {
+                seen += 1;
+                cookie = e.cookie;
+            }
+            assert!(seen <= 3000, "READDIR repeats entries");
+            if ok.reply.eof {
+                break;
+            }
+        }
+        assert_eq!(seen, 2999, "a new listing, without the removed entry");
+    });
+}
+
+#[test]
+fn reads_near_the_largest_offset_answer_eof_and_nfs_keeps_no_invalidation_queue() {
+    let hub = Hub::start();
+    let s = serve(&hub, &["repo", "alice/tiny"]);
+    let mut c = s.connect();
+    let engine = s.server.as_ref().unwrap().engine().clone();
+    assert!(engine.take_invalidations().is_none(), "the NFS server let go of the kernel-invalidation queue");
+    s.rt.block_on(async {
+        let fh = lookup_path(&mut c, "model.safetensors").await.unwrap();
+        for offset in [u64::MAX, u64::MAX - 5, u64::MAX - (1 << 20)] {
+            let (data, eof) = read_range(&mut c, &fh, offset, 1 << 20).await.unwrap();
+            assert!(data.is_empty() && eof, "at {offset}");
+        }
+        assert!(!read_all(&mut c, &fh).await.is_empty(), "the server still serves");
+    });
+}

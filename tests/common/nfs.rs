@@ -2,7 +2,7 @@
 //! `nfs3_client` crate) with small helpers for each NFSv3 call the tests make.
 
 use hf_mount::cli::prepare_engine;
-use hf_mount::frontends::nfs::NfsServer;
+use hf_mount::frontends::nfs::{NfsOptions, NfsServer};
 use nfs3_client::tokio::{TokioConnector, TokioIo};
 use nfs3_client::{Nfs3Connection, Nfs3ConnectionBuilder};
 use nfs3_types::nfs3::*;
@@ -29,6 +29,10 @@ impl Drop for Served {
 }
 
 pub fn serve(hub: &Hub, args: &[&str]) -> Served {
+    serve_with(hub, args, &NfsOptions::default())
+}
+
+pub fn serve_with(hub: &Hub, args: &[&str], opts: &NfsOptions) -> Served {
     let mut argv: Vec<String> = vec!["test".into(), args[0].into(), args[1].into()];
     argv.extend(args[2..].iter().map(|s| s.to_string()));
     argv.extend(["--hub-endpoint".into(), hub.endpoint(), "--read-timeout-ms".into(), "10000".into()]);
@@ -37,7 +41,7 @@ pub fn serve(hub: &Hub, args: &[&str]) -> Served {
         argv.extend(["--cache-dir".into(), cache.path().display().to_string()]);
     }
     let (rt, engine, dir) = prepare_engine(&super::parse_args(&argv), hf_mount::config::Frontend::Nfs).unwrap();
-    let server = rt.block_on(NfsServer::start(engine, "127.0.0.1:0")).unwrap();
+    let server = rt.block_on(NfsServer::start_with(engine, "127.0.0.1:0", opts)).unwrap();
     Served { server: Some(server), rt, dir: Some(dir), _cache: cache }
 }
 

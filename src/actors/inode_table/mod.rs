@@ -388,6 +388,7 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
         InodeMsg::Absent { parent, name, epoch } => st.absent(parent, &name, epoch),
         InodeMsg::Children { ino, max_age, reply } => {
             st.touch(ino);
+            st.enforce_cap(ino);
             let _ = reply.send(st.children_of(ino, max_age));
         }
         InodeMsg::ApplyListing { ino, path, epoch, entries, reply } => {

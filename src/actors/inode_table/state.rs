@@ -22,8 +22,10 @@ pub struct InodeState {
     negative_ttl: Duration,
     /// Past this many inodes, directory listings are unloaded (least recently used first).
     max_nodes: usize,
-    /// After a pass that could not get under the cap, the size that warrants another.
+    /// After a pass that could not get under the cap, the size that warrants another…
     retry_above: usize,
+    /// …or the time the first hold for a grace period (NFS) that kept nodes then runs out.
+    retry_at: Option<Instant>,
     tick: u64,
     /// Mount paths deleted here whose deletion is not committed yet: hidden from listings
     /// and lookups, so a listing or HEAD answered before the commit cannot bring them back.
@@ -48,6 +50,7 @@ impl InodeState {
             negative_ttl,
             max_nodes: max_nodes.max(2),
             retry_above: 0,
+            retry_at: None,
             tick: 0,
             tombstones: BTreeSet::new(),
             meta_overlay: HashMap::new(),
@@ -206,7 +209,8 @@ impl InodeState {
     /// directories (never `keep`, which was just listed, nor one a handle pages through).
     /// Goes down to 90% of the cap, so the work is paid once per many insertions.
     pub(super) fn enforce_cap(&mut self, keep: Ino) {
-        if self.nodes.len() <= self.max_nodes.max(self.retry_above) {
+        let holds_ran_out = self.retry_at.is_some_and(|t| Instant::now() >= t);
+        if self.nodes.len() <= self.max_nodes || (self.nodes.len() <= self.retry_above && !holds_ran_out) {
             return;
         }
         let target = self.max_nodes - self.max_nodes / 10;
@@ -226,6 +230,12 @@ impl InodeState {
         // Still over (what is left is held, or one directory is bigger than the cap): do not
         // scan again on every insertion, only once the table has grown by another tenth.
         self.retry_above = if self.nodes.len() > self.max_nodes { self.nodes.len() + self.max_nodes / 10 } else { 0 };
+        let now = Instant::now();
+        self.retry_at = if self.retry_above > 0 {
+            self.nodes.values().filter_map(|n| n.held_until).filter(|t| *t > now).min()
+        } else {
+            None
+        };
     }
 
     /// Forgets a directory's listing and drops the children nobody holds and that carry no

@@ -40,10 +40,24 @@ const NFS_MAX_WRITE_BYTES: u32 = 1 << 20;
 /// least this long since it was last handed out.
 pub const HANDLE_GRACE: Duration = Duration::from_secs(600);
 
+/// How the NFS server treats its clients.
+#[derive(Clone, Debug)]
+pub struct NfsOptions {
+    /// How long a node handed to a client stays loaded (see `HANDLE_GRACE`).
+    pub handle_grace: Duration,
+}
+
+impl Default for NfsOptions {
+    fn default() -> Self {
+        NfsOptions { handle_grace: HANDLE_GRACE }
+    }
+}
+
 pub struct HfNfs {
     engine: Engine,
     handles: handles::Handles,
     dirs: dirs::Snapshots,
+    grace: Hold,
 }
 
 /// The NFS status for an error: from its errno, which the engine chose (one place for both frontends).
@@ -149,9 +163,10 @@ fn fattr(a: &Attr) -> fattr3 {
 }
 
 impl HfNfs {
-    pub fn new(engine: Engine) -> Self {
+    pub fn new(engine: Engine, opts: &NfsOptions) -> Self {
         let boot = engine.boot();
-        Self { engine, handles: handles::Handles::new(boot), dirs: dirs::Snapshots::new(boot) }
+        let grace = Hold::For(opts.handle_grace);
+        Self { engine, handles: handles::Handles::new(boot), dirs: dirs::Snapshots::new(boot), grace }
     }
 
     /// Runs one request inside a span, with the same attributes and metrics as FUSE's.
@@ -194,7 +209,7 @@ impl HfNfs {
 
     /// A node just made or found: handed out, so held for the grace period.
     fn handed_out(&self, a: &Attr) -> (fileid3, fattr3) {
-        self.engine.hold(vec![a.ino], Hold::For(HANDLE_GRACE));
+        self.engine.hold(vec![a.ino], self.grace);
         (a.ino, fattr(a))
     }
 }
@@ -231,7 +246,7 @@ impl NFSFileSystem for HfNfs {
             match &filename.0[..] {
                 b"." => Ok(dirid),
                 b".." => e.parent(dirid).await,
-                name => e.lookup_holding(dirid, name, Hold::For(HANDLE_GRACE)).await.map(|a| a.ino),
+                name => e.lookup_holding(dirid, name, self.grace).await.map(|a| a.ino),
             }
         })
         .await
@@ -409,7 +424,7 @@ impl NFSFileSystem for HfNfs {
                 }
             };
             let page = dirs::page(&entries, cookie, max_entries, verifier);
-            self.engine.hold(page.entries.iter().map(|(_, e)| e.attr.ino).collect(), Hold::For(HANDLE_GRACE));
+            self.engine.hold(page.entries.iter().map(|(_, e)| e.attr.ino).collect(), self.grace);
             Ok(ReadDirResult {
                 entries: page
                     .entries
@@ -483,9 +498,13 @@ pub struct NfsServer {
 impl NfsServer {
     /// Binds `listen` (e.g. `127.0.0.1:0`) and serves on the current runtime.
     pub async fn start(engine: Engine, listen: &str) -> anyhow::Result<Self> {
+        Self::start_with(engine, listen, &NfsOptions::default()).await
+    }
+
+    pub async fn start_with(engine: Engine, listen: &str, opts: &NfsOptions) -> anyhow::Result<Self> {
         // Only FUSE has a kernel cache to invalidate: nothing would drain the queue here.
         drop(engine.take_invalidations());
-        let fs = HfNfs::new(engine.clone());
+        let fs = HfNfs::new(engine.clone(), opts);
         let listener =
             NFSTcpListener::bind(listen, fs).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let addr = std::net::SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
@@ -504,24 +523,12 @@ impl NfsServer {
     /// The arguments of the command that mounts this server at `mountpoint` (Linux): one
     /// argument per word, the mountpoint whole whatever it contains.
     pub fn mount_args(&self, mountpoint: &str, actimeo_secs: u64) -> Vec<String> {
-        let (ip, port) = (self.addr.ip(), self.addr.port());
-        let options = format!(
-            "vers=3,tcp,nolock,port={port},mountport={port},actimeo={actimeo_secs},\
-             rsize={NFS_MAX_READ_BYTES},wsize={NFS_MAX_WRITE_BYTES}"
-        );
-        ["mount", "-t", "nfs", "-o", &options, &format!("{ip}:/"), mountpoint].map(str::to_owned).to_vec()
+        mount_args(self.addr, mountpoint, actimeo_secs)
     }
 
     /// The same command for a shell, each argument quoted where it needs to be.
     pub fn mount_command(&self, mountpoint: &str, actimeo_secs: u64) -> String {
-        let quote = |a: &String| {
-            if a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=,.:/".contains(&b)) {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        };
-        self.mount_args(mountpoint, actimeo_secs).iter().map(quote).collect::<Vec<_>>().join(" ")
+        shell_line(&self.mount_args(mountpoint, actimeo_secs))
     }
 
     /// Stops serving at once (what is pending stays in the journal).
@@ -537,6 +544,28 @@ impl NfsServer {
     }
 }
 
+/// `mount -t nfs …` for a server at `addr`, one argument per word.
+fn mount_args(addr: std::net::SocketAddr, mountpoint: &str, actimeo_secs: u64) -> Vec<String> {
+        let (ip, port) = (addr.ip(), addr.port());
+        let options = format!(
+            "vers=3,tcp,nolock,port={port},mountport={port},actimeo={actimeo_secs},\
+             rsize={NFS_MAX_READ_BYTES},wsize={NFS_MAX_WRITE_BYTES}"
+        );
+        ["mount", "-t", "nfs", "-o", &options, &format!("{ip}:/"), mountpoint].map(str::to_owned).to_vec()
+}
+
+/// Arguments as a shell line, each quoted where it needs to be.
+fn shell_line(args: &[String]) -> String {
+    let quote = |a: &String| {
+        if !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=,.:/".contains(&b)) {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
 /// Whether this system can mount NFSv3: a kernel NFS client and the `mount.nfs` helper.
 pub fn nfs_client_available() -> bool {
     let kernel = std::fs::read_to_string("/proc/filesystems")
@@ -546,4 +575,22 @@ pub fn nfs_client_available() -> bool {
             .unwrap_or(false);
     let helper = ["/sbin/mount.nfs", "/usr/sbin/mount.nfs"].iter().any(|p| std::path::Path::new(p).exists());
     kernel && helper
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mountpoint_with_spaces_stays_one_argument() {
+        let addr = "127.0.0.1:2049".parse().unwrap();
+        let args = mount_args(addr, "/mnt/my models", 60);
+        assert_eq!(args.last().unwrap(), "/mnt/my models");
+        assert_eq!(args[..4], ["mount", "-t", "nfs", "-o"]);
+        assert_eq!(args[5], "127.0.0.1:/");
+        assert!(args[4].contains("port=2049,mountport=2049") && !args[4].contains(' '), "{}", args[4]);
+        let line = shell_line(&args);
+        assert!(line.ends_with(" '/mnt/my models'"), "{line}");
+        assert_eq!(shell_line(&["it's".to_string()]), r"'it'\''s'");
+    }
 }
