@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use common::model::{children, random_commit, seed_from_env, seed_model_repo, tight_options, Rng};
-use common::{bytes, mount, Hub};
+use common::{mount, Hub};
 
 #[test]
 fn random_operations_match_a_model_of_the_repo() {
@@ -149,7 +149,7 @@ fn random_operations_match_a_model_of_the_repo() {
 /// bucket's contents on the Hub.
 #[test]
 fn random_writes_match_a_model_of_the_bucket() {
-    use common::model::WriteModel;
+    use common::model::{tree_diff, WriteModel, WriteOp};
     use common::spawn::{spawn_mounted_logged, Guard};
     use std::os::unix::fs::PermissionsExt;
 
@@ -190,7 +190,6 @@ fn random_writes_match_a_model_of_the_bucket() {
     let mut remote: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
     let mut rng = Rng(seed);
     let mut log: Vec<String> = Vec::new();
-    let names = ["a", "b c", "d#1", "\u{fc}", "e%2", "f.bin"];
 
     let walk = |root: &std::path::Path| -> std::collections::BTreeMap<String, String> {
         let mut out = std::collections::BTreeMap::new();
@@ -213,14 +212,6 @@ fn random_writes_match_a_model_of_the_bucket() {
             }
         }
         out
-    };
-    let expected = |model: &WriteModel, remote: &std::collections::BTreeMap<String, Vec<u8>>| {
-        let mut want = model.listing();
-        for (p, b) in remote {
-            want.insert(p.clone(), format!("file {} 644", b.len()));
-            want.insert("remote".into(), "dir".into());
-        }
-        want
     };
     let check_bytes = |model: &WriteModel, paths: &[String], log: &[String], step: usize| {
         for path in paths {
@@ -255,155 +246,51 @@ fn random_writes_match_a_model_of_the_bucket() {
     };
 
     for step in 0..steps {
-        let files: Vec<String> = model.files.keys().cloned().collect();
-        let dirs: Vec<String> = std::iter::once(String::new())
-            .chain(model.listing().into_iter().filter(|(_, w)| w == "dir").map(|(p, _)| p))
-            .collect();
-        let dir = dirs[rng.below(dirs.len() as u64) as usize].clone();
-        let fresh = {
-            let n = format!("{}{}", names[rng.below(names.len() as u64) as usize], step);
-            if dir.is_empty() {
-                n
-            } else {
-                format!("{dir}/{n}")
+        let Some(op) = model.choose(&mut rng, step) else { continue };
+        log.push(op.to_string());
+        match &op {
+            WriteOp::Create { path, body } => std::fs::write(p(path), body).unwrap(),
+            WriteOp::Pwrite { path, off, chunk } => {
+                let h = std::fs::OpenOptions::new().write(true).open(p(path)).unwrap();
+                std::os::unix::fs::FileExt::write_all_at(&h, chunk, *off).unwrap();
             }
-        };
-        let pick = |rng: &mut Rng| files.get(rng.below(files.len().max(1) as u64) as usize).cloned();
-        let op = rng.below(100);
-        match (op, pick(&mut rng)) {
-            (0..=19, _) | (_, None) => {
-                let body = bytes(rng.next(), rng.below(300_000) as usize);
-                log.push(format!("create {fresh} ({} bytes)", body.len()));
-                std::fs::write(p(&fresh), &body).unwrap();
-                model.add_file(&fresh, body);
+            WriteOp::Append { path, chunk } => {
+                let mut h = std::fs::OpenOptions::new().append(true).open(p(path)).unwrap();
+                std::io::Write::write_all(&mut h, chunk).unwrap();
             }
-            (20..=32, Some(f)) => {
-                let len = model.bytes(&f).len() as u64;
-                let off = rng.below(len + 5000);
-                let chunk = bytes(rng.next(), 1 + rng.below(70_000) as usize);
-                log.push(format!("pwrite {f} @{off} +{}", chunk.len()));
-                let h = std::fs::OpenOptions::new().write(true).open(p(&f)).unwrap();
-                std::os::unix::fs::FileExt::write_all_at(&h, &chunk, off).unwrap();
-                drop(h);
-                let b = model.bytes_mut(&f);
-                let end = off as usize + chunk.len();
-                if b.len() < end {
-                    b.resize(end, 0);
-                }
-                b[off as usize..end].copy_from_slice(&chunk);
+            WriteOp::Truncate { path, len } => {
+                std::fs::OpenOptions::new().write(true).open(p(path)).unwrap().set_len(*len).unwrap()
             }
-            (33..=40, Some(f)) => {
-                let chunk = bytes(rng.next(), 1 + rng.below(20_000) as usize);
-                log.push(format!("append {f} +{}", chunk.len()));
-                let mut h = std::fs::OpenOptions::new().append(true).open(p(&f)).unwrap();
-                std::io::Write::write_all(&mut h, &chunk).unwrap();
-                drop(h);
-                model.bytes_mut(&f).extend_from_slice(&chunk);
+            WriteOp::Rename { from, to } | WriteOp::RenameDir { from, to } => std::fs::rename(p(from), p(to)).unwrap(),
+            WriteOp::Unlink { path } => std::fs::remove_file(p(path)).unwrap(),
+            WriteOp::Mkdir { path } => std::fs::create_dir(p(path)).unwrap(),
+            WriteOp::Rmdir { path } => std::fs::remove_dir(p(path))
+                .unwrap_or_else(|e| panic!("seed {seed} step {step}: rmdir {path}: {e}\n{}", log.join("\n"))),
+            WriteOp::Link { from, to } => std::fs::hard_link(p(from), p(to)).unwrap(),
+            WriteOp::Symlink { path, target } => std::os::unix::fs::symlink(target, p(path)).unwrap(),
+            WriteOp::Chmod { path, mode } => {
+                std::fs::set_permissions(p(path), std::fs::Permissions::from_mode(*mode)).unwrap()
             }
-            (41..=46, Some(f)) => {
-                let len = rng.below(model.bytes(&f).len() as u64 + 10_000);
-                log.push(format!("truncate {f} to {len}"));
-                std::fs::OpenOptions::new().write(true).open(p(&f)).unwrap().set_len(len).unwrap();
-                model.bytes_mut(&f).resize(len as usize, 0);
-            }
-            (47..=54, Some(f)) => {
-                // Over an existing file sometimes.
-                let to = if rng.below(3) == 0 { pick(&mut rng).unwrap() } else { fresh.clone() };
-                if to.starts_with(&format!("{f}/")) || to == f {
-                    continue;
-                }
-                log.push(format!("rename {f} -> {to}"));
-                std::fs::rename(p(&f), p(&to)).unwrap();
-                model.pin_parents(&f);
-                model.files.remove(&to);
-                model.rename(&f, &to);
-            }
-            (55..=58, _) if !dir.is_empty() && !fresh.starts_with(&format!("{dir}/")) => {
-                let to = fresh.rsplit('/').next().unwrap().to_string();
-                if model.exists(&to) {
-                    continue;
-                }
-                log.push(format!("rename dir {dir} -> {to}"));
-                std::fs::rename(p(&dir), p(&to)).unwrap();
-                model.pin_parents(&dir);
-                model.rename(&dir, &to);
-            }
-            (59..=65, Some(f)) => {
-                log.push(format!("unlink {f}"));
-                std::fs::remove_file(p(&f)).unwrap();
-                model.pin_parents(&f);
-                model.files.remove(&f);
-            }
-            (66..=71, _) => {
-                log.push(format!("mkdir {fresh}"));
-                std::fs::create_dir(p(&fresh)).unwrap();
-                model.dirs.insert(fresh.clone());
-            }
-            (72..=74, _) => {
-                let listing = model.listing();
-                let empty: Vec<&String> = listing
-                    .iter()
-                    .filter(|(d, w)| {
-                        *w == "dir"
-                            && d.as_str() != "remote"
-                            && !listing.keys().any(|k| k.starts_with(&format!("{d}/")))
-                    })
-                    .map(|(d, _)| d)
-                    .collect();
-                let Some(d) = empty.first().map(|d| d.to_string()) else { continue };
-                log.push(format!("rmdir {d}"));
-                std::fs::remove_dir(p(&d))
-                    .unwrap_or_else(|e| panic!("seed {seed} step {step}: rmdir {d}: {e}\n{}", log.join("\n")));
-                model.pin_parents(&d);
-                model.dirs.remove(&d);
-            }
-            (75..=78, Some(f)) => {
-                log.push(format!("link {f} -> {fresh}"));
-                std::fs::hard_link(p(&f), p(&fresh)).unwrap();
-                let id = model.files[&f];
-                model.files.insert(fresh.clone(), id);
-            }
-            (79..=81, Some(f)) => {
-                log.push(format!("symlink {fresh} -> {f}"));
-                std::os::unix::fs::symlink(&f, p(&fresh)).unwrap();
-                model.symlinks.insert(fresh.clone(), f.clone());
-            }
-            (82..=86, Some(f)) => {
-                let mode = [0o600, 0o644, 0o755][rng.below(3) as usize];
-                log.push(format!("chmod {f} {mode:o}"));
-                std::fs::set_permissions(p(&f), std::fs::Permissions::from_mode(mode)).unwrap();
-                let id = model.files[&f];
-                model.modes.insert(id, mode);
-            }
-            (87..=90, _) => {
+            WriteOp::Remote { path, body } => {
                 // A change made on the Hub by someone else, to paths this mount never writes.
-                let name = format!("remote/r{}.txt", rng.below(5));
-                let body = format!("remote at step {step}\n").into_bytes();
-                log.push(format!("remote write {name}"));
-                hub.seed_bucket("alice/w", &[(name.as_str(), body.clone())]);
-                remote.insert(name.clone(), body.clone());
+                hub.seed_bucket("alice/w", &[(path.as_str(), body.clone())]);
                 let t = Instant::now();
-                while std::fs::read(p(&name)).ok().as_deref() != Some(&body[..]) {
+                while std::fs::read(p(path)).ok().as_deref() != Some(&body[..]) {
                     assert!(
                         t.elapsed() < Duration::from_secs(15),
-                        "seed {seed} step {step}: {name} never showed\n{}",
+                        "seed {seed} step {step}: {path} never showed\n{}",
                         log.join("\n")
                     );
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            (91..=95, _) => {
-                log.push("unmount, mount again".into());
+            WriteOp::Restart => {
                 let mut child = guard.take();
                 unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
                 assert!(child.wait().unwrap().success());
                 guard = start();
-                model.split_links();
-                check_hub(&model, &remote, &log);
-                check_bytes(&model, &model.files.keys().cloned().collect::<Vec<_>>(), &log, step);
             }
-            _ => {
-                log.push("SIGKILL, mount again".into());
+            WriteOp::Kill => {
                 let mut child = guard.take();
                 unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
                 let _ = child.wait();
@@ -413,24 +300,16 @@ fn random_writes_match_a_model_of_the_bucket() {
                     .stderr(std::process::Stdio::null())
                     .status();
                 guard = start();
-                model.split_links();
-                check_bytes(&model, &model.files.keys().cloned().collect::<Vec<_>>(), &log, step);
-                check_hub(&model, &remote, &log);
             }
         }
+        model.apply(&op, &mut remote);
+        if matches!(op, WriteOp::Restart | WriteOp::Kill) {
+            check_bytes(&model, &model.files.keys().cloned().collect::<Vec<_>>(), &log, step);
+            check_hub(&model, &remote, &log);
+        }
         let got = walk(mnt.path());
-        let want = expected(&model, &remote);
-        if got != want {
-            let diff: Vec<String> = want
-                .iter()
-                .filter(|(k, v)| got.get(*k) != Some(v))
-                .map(|(k, v)| format!("{k}: model {v}, mount {:?}", got.get(k)))
-                .chain(
-                    got.iter()
-                        .filter(|(k, _)| !want.contains_key(*k))
-                        .map(|(k, v)| format!("{k}: mount {v}, not in model")),
-                )
-                .collect();
+        let diff = tree_diff(&got, &model.expected(&remote));
+        if !diff.is_empty() {
             panic!(
                 "seed {seed} step {step}: tree differs:\n  {}\noperations:\n  {}\nmount log:\n{}",
                 diff.join("\n  "),

@@ -265,3 +265,218 @@ fn nfs_cp_copies_files_into_a_bucket() {
         assert!(hub.bucket_bytes("alice/b", name).as_ref() == Some(content), "{name} on the Hub");
     }
 }
+
+/// The directory handle and the name of `path`.
+async fn parent_of(c: &mut Conn, path: &str) -> (nfs3_types::nfs3::nfs_fh3, String) {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    (lookup_path(c, dir).await.unwrap_or_else(|e| panic!("lookup {dir}: {e:?}")), name.to_string())
+}
+
+/// Every entry under the root through READDIRPLUS: path → `file <len> <mode>`, `dir` or `link -> target`.
+async fn walk(c: &mut Conn) -> std::collections::BTreeMap<String, String> {
+    use nfs3_types::nfs3::{cookieverf3, ftype3, READDIRPLUS3args};
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![(String::new(), c.root_nfs_fh3())];
+    while let Some((dir, fh)) = stack.pop() {
+        let (mut cookie, mut verf) = (0, cookieverf3::default());
+        loop {
+            let args =
+                READDIRPLUS3args { dir: fh.clone(), cookie, cookieverf: verf, dircount: 8192, maxcount: 32768 };
+            let ok = c.nfs3_client.readdirplus(&args).await.unwrap().unwrap();
+            verf = ok.cookieverf;
+            for e in &ok.reply.entries.0 {
+                cookie = e.cookie;
+                let name = String::from_utf8(e.name.0.to_vec()).unwrap();
+                if name == "." || name == ".." {
+                    continue;
+                }
+                let rel = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+                let (Nfs3Option::Some(a), Nfs3Option::Some(h)) = (&e.name_attributes, &e.name_handle) else {
+                    panic!("{rel}: no attributes or handle")
+                };
+                let what = match a.type_ {
+                    ftype3::NF3DIR => {
+                        stack.push((rel.clone(), h.clone()));
+                        "dir".to_string()
+                    }
+                    ftype3::NF3LNK => format!("link -> {}", readlink(c, h).await.unwrap()),
+                    _ => format!("file {} {:o}", a.size, a.mode & 0o777),
+                };
+                out.insert(rel, what);
+            }
+            if ok.reply.eof {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The write model of `fuse_model.rs` over NFS: random creates, writes (UNSTABLE and
+/// FILE_SYNC), truncates, renames of files and directories, links, symlinks, modes, remote
+/// writes, clean restarts and SIGKILLs of the server; the whole tree compared with the model
+/// after every step, every file's bytes and the bucket's contents after every restart.
+#[test]
+fn random_writes_over_nfs_match_a_model_of_the_bucket() {
+    use common::model::{seed_from_env, tree_diff, Rng, WriteModel, WriteOp};
+    let seed = seed_from_env(0x0f5_b0c_2026);
+    let steps: usize = std::env::var("MODEL_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let cache = tempfile::tempdir().unwrap();
+    let args = [
+        "--flush-debounce-ms",
+        "200",
+        "--memory-cache-size",
+        "1M",
+        "--cache-size",
+        "3M",
+        "--max-inodes",
+        "30",
+        "--metadata-ttl-ms",
+        "200",
+        "--poll-interval-secs",
+        "1",
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (mut guard, port) = spawn_server(&hub, cache.path(), &args);
+    let mut c = rt.block_on(connect(port));
+    let mut model = WriteModel::default();
+    let mut remote = std::collections::BTreeMap::new();
+    let mut rng = Rng(seed);
+    let mut log: Vec<String> = Vec::new();
+    let check_hub = |model: &WriteModel, remote: &std::collections::BTreeMap<String, Vec<u8>>, log: &[String]| {
+        let mut want: Vec<String> = model.files.keys().chain(remote.keys()).cloned().collect();
+        want.sort();
+        let deadline = std::time::Instant::now() + COMMIT_WAIT;
+        loop {
+            let got: Vec<String> = hub.bucket_files("alice/b").into_keys().collect();
+            let same = got == want
+                && model.files.keys().all(|p| hub.bucket_bytes("alice/b", p).as_ref() == Some(model.bytes(p)));
+            if same {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "seed {seed}: bucket {got:?}, model {want:?}\n{}", log.join("\n"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    for step in 0..steps {
+        let Some(op) = model.choose(&mut rng, step) else { continue };
+        log.push(op.to_string());
+        let stable = if rng.below(2) == 0 { stable_how::UNSTABLE } else { stable_how::FILE_SYNC };
+        let fail = |what: String, log: &[String]| -> ! {
+            panic!("seed {seed}, step {step}: {what}\noperations:\n  {}", log.join("\n  "))
+        };
+        if let WriteOp::Remote { path, body } = &op {
+            hub.seed_bucket("alice/b", &[(path.as_str(), body.clone())]);
+        }
+        rt.block_on(async {
+            match &op {
+                WriteOp::Create { path, body } => {
+                    let (d, n) = parent_of(&mut c, path).await;
+                    let f = create_file(&mut c, &d, &n).await;
+                    write_all(&mut c, &f, body, stable).await;
+                    commit(&mut c, &f).await.unwrap();
+                }
+                WriteOp::Pwrite { path, off, chunk } => {
+                    let f = lookup_path(&mut c, path).await.unwrap();
+                    write(&mut c, &f, *off, chunk, stable).await.unwrap();
+                }
+                WriteOp::Append { path, chunk } => {
+                    let f = lookup_path(&mut c, path).await.unwrap();
+                    let size = getattr(&mut c, &f).await.unwrap().size;
+                    write(&mut c, &f, size, chunk, stable).await.unwrap();
+                }
+                WriteOp::Truncate { path, len } => {
+                    let f = lookup_path(&mut c, path).await.unwrap();
+                    let cut = sattr3 { size: Nfs3Option::Some(*len), ..Default::default() };
+                    setattr(&mut c, &f, cut, Nfs3Option::None).await.unwrap();
+                }
+                WriteOp::Rename { from, to } | WriteOp::RenameDir { from, to } => {
+                    let (fd, fname) = parent_of(&mut c, from).await;
+                    let (td, tname) = parent_of(&mut c, to).await;
+                    if let Err(e) = rename(&mut c, &fd, &fname, &td, &tname).await {
+                        fail(format!("rename: {e:?}"), &log);
+                    }
+                }
+                WriteOp::Unlink { path } => {
+                    let (d, n) = parent_of(&mut c, path).await;
+                    remove(&mut c, &d, &n).await.unwrap();
+                }
+                WriteOp::Mkdir { path } => {
+                    let (d, n) = parent_of(&mut c, path).await;
+                    mkdir(&mut c, &d, &n).await.unwrap();
+                }
+                WriteOp::Rmdir { path } => {
+                    let (d, n) = parent_of(&mut c, path).await;
+                    if let Err(e) = rmdir(&mut c, &d, &n).await {
+                        fail(format!("rmdir: {e:?}"), &log);
+                    }
+                }
+                WriteOp::Link { from, to } => {
+                    let f = lookup_path(&mut c, from).await.unwrap();
+                    let (d, n) = parent_of(&mut c, to).await;
+                    link(&mut c, &f, &d, &n).await.unwrap();
+                }
+                WriteOp::Symlink { path, target } => {
+                    let (d, n) = parent_of(&mut c, path).await;
+                    symlink(&mut c, &d, &n, target).await.unwrap();
+                }
+                WriteOp::Chmod { path, mode } => {
+                    let f = lookup_path(&mut c, path).await.unwrap();
+                    let m = sattr3 { mode: Nfs3Option::Some(*mode), ..Default::default() };
+                    setattr(&mut c, &f, m, Nfs3Option::None).await.unwrap();
+                }
+                WriteOp::Remote { path, body } => {
+                    let t = std::time::Instant::now();
+                    loop {
+                        let seen = match lookup_path(&mut c, path).await {
+                            Ok(f) => try_read_all(&mut c, &f).await.is_ok_and(|b| &b == body),
+                            Err(_) => false,
+                        };
+                        if seen {
+                            break;
+                        }
+                        if t.elapsed() > Duration::from_secs(15) {
+                            fail(format!("{path} never showed"), &log);
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                WriteOp::Restart | WriteOp::Kill => {}
+            }
+        });
+        if matches!(op, WriteOp::Restart | WriteOp::Kill) {
+            let mut child = guard.take();
+            let signal = if matches!(op, WriteOp::Restart) { libc::SIGTERM } else { libc::SIGKILL };
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let status = child.wait().unwrap();
+            assert!(signal == libc::SIGKILL || status.success(), "seed {seed}: a clean stop failed: {status}");
+            let (g, port) = spawn_server(&hub, cache.path(), &args);
+            guard = g;
+            c = rt.block_on(connect(port));
+        }
+        model.apply(&op, &mut remote);
+        if matches!(op, WriteOp::Restart | WriteOp::Kill) {
+            check_hub(&model, &remote, &log);
+        }
+        let got = rt.block_on(walk(&mut c));
+        let diff = tree_diff(&got, &model.expected(&remote));
+        if !diff.is_empty() {
+            fail(format!("tree differs:\n  {}", diff.join("\n  ")), &log);
+        }
+        let paths: Vec<String> = model.files.keys().cloned().collect();
+        for _ in 0..3.min(paths.len()) {
+            let path = &paths[rng.below(paths.len() as u64) as usize];
+            let got = rt.block_on(async {
+                let f = lookup_path(&mut c, path).await?;
+                try_read_all(&mut c, &f).await
+            });
+            if got.as_ref() != Ok(model.bytes(path)) {
+                fail(format!("{path}: {:?} bytes, model {}", got.map(|b| b.len()), model.bytes(path).len()), &log);
+            }
+        }
+    }
+    check_hub(&model, &remote, &log);
+    println!("{steps} NFS write steps, seed {seed}: {} files, {} dirs", model.files.len(), model.dirs.len());
+}

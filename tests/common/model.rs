@@ -227,3 +227,179 @@ impl WriteModel {
             std::mem::take(&mut self.symlinks).into_iter().map(|(p, v)| (moved(&p).unwrap_or(p), v)).collect();
     }
 }
+
+/// One random write-test step, chosen from the model; each test carries it out on its own
+/// filesystem (FUSE through `std::fs`, NFS through a client), then `WriteModel::apply`s it.
+#[derive(Clone)]
+pub enum WriteOp {
+    Create { path: String, body: Vec<u8> },
+    Pwrite { path: String, off: u64, chunk: Vec<u8> },
+    Append { path: String, chunk: Vec<u8> },
+    Truncate { path: String, len: u64 },
+    /// A file to a new name, or over an existing file.
+    Rename { from: String, to: String },
+    RenameDir { from: String, to: String },
+    Unlink { path: String },
+    Mkdir { path: String },
+    Rmdir { path: String },
+    Link { from: String, to: String },
+    Symlink { path: String, target: String },
+    Chmod { path: String, mode: u32 },
+    /// Someone else writes `path` (under `remote/`) on the Hub.
+    Remote { path: String, body: Vec<u8> },
+    /// A clean stop and start of the mount (or server).
+    Restart,
+    /// SIGKILL, then a start.
+    Kill,
+}
+
+impl std::fmt::Display for WriteOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteOp::Create { path, body } => write!(f, "create {path} ({} bytes)", body.len()),
+            WriteOp::Pwrite { path, off, chunk } => write!(f, "pwrite {path} @{off} +{}", chunk.len()),
+            WriteOp::Append { path, chunk } => write!(f, "append {path} +{}", chunk.len()),
+            WriteOp::Truncate { path, len } => write!(f, "truncate {path} to {len}"),
+            WriteOp::Rename { from, to } => write!(f, "rename {from} -> {to}"),
+            WriteOp::RenameDir { from, to } => write!(f, "rename dir {from} -> {to}"),
+            WriteOp::Unlink { path } => write!(f, "unlink {path}"),
+            WriteOp::Mkdir { path } => write!(f, "mkdir {path}"),
+            WriteOp::Rmdir { path } => write!(f, "rmdir {path}"),
+            WriteOp::Link { from, to } => write!(f, "link {from} -> {to}"),
+            WriteOp::Symlink { path, target } => write!(f, "symlink {path} -> {target}"),
+            WriteOp::Chmod { path, mode } => write!(f, "chmod {path} {mode:o}"),
+            WriteOp::Remote { path, .. } => write!(f, "remote write {path}"),
+            WriteOp::Restart => write!(f, "stop, start again"),
+            WriteOp::Kill => write!(f, "SIGKILL, start again"),
+        }
+    }
+}
+
+/// Names new entries are made from: spaces, `#`, `%` and unicode round-trip.
+const FRESH_NAMES: [&str; 6] = ["a", "b c", "d#1", "\u{fc}", "e%2", "f.bin"];
+
+impl WriteModel {
+    /// The next operation for step `step` (`None`: none fits this draw; draw again).
+    pub fn choose(&self, rng: &mut Rng, step: usize) -> Option<WriteOp> {
+        let files: Vec<String> = self.files.keys().cloned().collect();
+        let listing = self.listing();
+        let dirs: Vec<String> = std::iter::once(String::new())
+            .chain(listing.iter().filter(|(p, w)| *w == "dir" && p.as_str() != "remote").map(|(p, _)| p.clone()))
+            .collect();
+        let dir = dirs[rng.below(dirs.len() as u64) as usize].clone();
+        let n = format!("{}{step}", FRESH_NAMES[rng.below(FRESH_NAMES.len() as u64) as usize]);
+        let fresh = if dir.is_empty() { n } else { format!("{dir}/{n}") };
+        let pick = |rng: &mut Rng| files.get(rng.below(files.len().max(1) as u64) as usize).cloned();
+        let op = rng.below(100);
+        Some(match (op, pick(rng)) {
+            (0..=19, _) | (_, None) => WriteOp::Create { path: fresh, body: bytes(rng.next(), rng.below(300_000) as usize) },
+            (20..=32, Some(path)) => {
+                let off = rng.below(self.bytes(&path).len() as u64 + 5000);
+                WriteOp::Pwrite { path, off, chunk: bytes(rng.next(), 1 + rng.below(70_000) as usize) }
+            }
+            (33..=40, Some(path)) => WriteOp::Append { path, chunk: bytes(rng.next(), 1 + rng.below(20_000) as usize) },
+            (41..=46, Some(path)) => {
+                let len = rng.below(self.bytes(&path).len() as u64 + 10_000);
+                WriteOp::Truncate { path, len }
+            }
+            (47..=54, Some(from)) => {
+                let to = if rng.below(3) == 0 { pick(rng).unwrap() } else { fresh };
+                if to.starts_with(&format!("{from}/")) || to == from {
+                    return None;
+                }
+                WriteOp::Rename { from, to }
+            }
+            (55..=58, _) if !dir.is_empty() && !fresh.starts_with(&format!("{dir}/")) => {
+                let to = fresh.rsplit('/').next().unwrap().to_string();
+                if self.exists(&to) {
+                    return None;
+                }
+                WriteOp::RenameDir { from: dir, to }
+            }
+            (59..=65, Some(path)) => WriteOp::Unlink { path },
+            (66..=71, _) => WriteOp::Mkdir { path: fresh },
+            (72..=74, _) => {
+                let empty = listing.iter().find(|(d, w)| {
+                    *w == "dir" && d.as_str() != "remote" && !listing.keys().any(|k| k.starts_with(&format!("{d}/")))
+                });
+                WriteOp::Rmdir { path: empty?.0.clone() }
+            }
+            (75..=78, Some(from)) => WriteOp::Link { from, to: fresh },
+            (79..=81, Some(target)) => WriteOp::Symlink { path: fresh, target },
+            (82..=86, Some(path)) => WriteOp::Chmod { path, mode: [0o600, 0o644, 0o755][rng.below(3) as usize] },
+            (87..=90, _) => {
+                let path = format!("remote/r{}.txt", rng.below(5));
+                WriteOp::Remote { path, body: format!("remote at step {step}\n").into_bytes() }
+            }
+            (91..=95, _) => WriteOp::Restart,
+            _ => WriteOp::Kill,
+        })
+    }
+
+    /// What `op` does to the model (`remote`: the files others wrote on the Hub).
+    pub fn apply(&mut self, op: &WriteOp, remote: &mut BTreeMap<String, Vec<u8>>) {
+        match op {
+            WriteOp::Create { path, body } => self.add_file(path, body.clone()),
+            WriteOp::Pwrite { path, off, chunk } => {
+                let b = self.bytes_mut(path);
+                let end = *off as usize + chunk.len();
+                if b.len() < end {
+                    b.resize(end, 0);
+                }
+                b[*off as usize..end].copy_from_slice(chunk);
+            }
+            WriteOp::Append { path, chunk } => self.bytes_mut(path).extend_from_slice(chunk),
+            WriteOp::Truncate { path, len } => self.bytes_mut(path).resize(*len as usize, 0),
+            WriteOp::Rename { from, to } | WriteOp::RenameDir { from, to } => {
+                self.pin_parents(from);
+                self.files.remove(to);
+                self.rename(from, to);
+            }
+            WriteOp::Unlink { path } => {
+                self.pin_parents(path);
+                self.files.remove(path);
+            }
+            WriteOp::Mkdir { path } => {
+                self.dirs.insert(path.clone());
+            }
+            WriteOp::Rmdir { path } => {
+                self.pin_parents(path);
+                self.dirs.remove(path);
+            }
+            WriteOp::Link { from, to } => {
+                let id = self.files[from];
+                self.files.insert(to.clone(), id);
+            }
+            WriteOp::Symlink { path, target } => {
+                self.symlinks.insert(path.clone(), target.clone());
+            }
+            WriteOp::Chmod { path, mode } => {
+                let id = self.files[path];
+                self.modes.insert(id, *mode);
+            }
+            WriteOp::Remote { path, body } => {
+                remote.insert(path.clone(), body.clone());
+            }
+            WriteOp::Restart | WriteOp::Kill => self.split_links(),
+        }
+    }
+
+    /// The whole tree a mount must show: the model's entries and the files others wrote.
+    pub fn expected(&self, remote: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
+        let mut want = self.listing();
+        for (p, b) in remote {
+            want.insert(p.clone(), format!("file {} 644", b.len()));
+            want.insert("remote".into(), "dir".into());
+        }
+        want
+    }
+}
+
+/// The differences between the tree a mount showed and the model's, one line each.
+pub fn tree_diff(got: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> Vec<String> {
+    want.iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: model {v}, mount {:?}", got.get(k)))
+        .chain(got.iter().filter(|(k, _)| !want.contains_key(*k)).map(|(k, v)| format!("{k}: mount {v}, not in model")))
+        .collect()
+}
