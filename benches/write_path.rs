@@ -13,10 +13,14 @@
 //! - `rename`: a directory of 1,000 files renamed: bytes uploaded (target 0), batch requests
 //!   (target ≤ 2);
 //! - `append`: 1 MiB appended to the large file in advanced mode: time, and bytes sent to the CAS;
-//! - `rss`: 16 concurrent streaming writers: the mount's peak RSS.
+//! - `rss`: 16 concurrent streaming writers: the mount's peak RSS;
+//! - `nfs`: the large file written to `hf-mount-nfs --serve-only` (its own process) by an NFSv3
+//!   client (`nfs3_client`, 1 MiB WRITEs, 4 connections in flight as a kernel client keeps
+//!   several): UNSTABLE then COMMIT (target >= 0.8x raw), and FILE_SYNC; then when the Hub has
+//!   it; and READDIRPLUS of a 10,000-entry directory, the first and the last page.
 //!
 //! `cargo bench --bench write_path` (`BENCH_FILE_MIB`, default 1024; `BENCH_SAMPLES`, default 3;
-//! `BENCH_ONLY=seq,small,rename,append,rss` runs only those sections).
+//! `BENCH_ONLY=seq,small,rename,append,rss,nfs` runs only those sections).
 
 #[path = "../tests/common/spawn.rs"]
 mod spawn;
@@ -31,6 +35,9 @@ use hf_hub_emulator::{Emulator, RouteClass};
 use spawn::spawn_mounted;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
+const NFS_BIN: &str = env!("CARGO_BIN_EXE_hf-mount-nfs");
+/// NFS connections writing one file at once (a kernel client keeps several WRITEs in flight).
+const NFS_STREAMS: u64 = 4;
 const TOKEN: &str = "hf_bench_write";
 const BUCKET: &str = "bench/b";
 /// How long a commit may take before the benchmark gives up.
@@ -175,6 +182,84 @@ fn write_file(path: &Path, mib: u64, seed: u64, append: bool) -> (Duration, Dura
     let written = t.elapsed();
     drop(f);
     (written, t.elapsed())
+}
+
+
+/// `hf-mount-nfs --serve-only` serving the bench bucket; answers the process and its port.
+fn nfs_server(endpoint: &str, cache: &Path, extra: &[&str]) -> (Child, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(NFS_BIN)
+        .args(["bucket", BUCKET, "--serve-only", "--hf-token", TOKEN, "--cache-dir"])
+        .arg(cache)
+        .args(extra)
+        .env("HF_ENDPOINT", endpoint)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the NFS server exited");
+        if let Some((_, addr)) = line.trim().split_once(" over NFSv3 at ") {
+            break addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, port)
+}
+
+type NfsConn = nfs3_client::Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>;
+
+async fn nfs_connect(port: u16) -> NfsConn {
+    nfs3_client::Nfs3ConnectionBuilder::new(nfs3_client::tokio::TokioConnector, "127.0.0.1", "/")
+        .connect_from_privileged_port(false)
+        .mount_port(port)
+        .nfs3_port(port)
+        .mount()
+        .await
+        .unwrap()
+}
+
+/// Writes `mib` MiB to a new file `name` over NFS with `stable` (COMMIT after UNSTABLE);
+/// answers the time to the last reply (the COMMIT's, for UNSTABLE).
+async fn nfs_write_file(port: u16, name: &str, mib: u64, seed: u64, stable: nfs3_types::nfs3::stable_how) -> Duration {
+    use nfs3_types::nfs3::*;
+    use nfs3_types::xdr_codec::Opaque;
+    let mut c = nfs_connect(port).await;
+    let root = c.root_nfs_fh3();
+    let how = createhow3::UNCHECKED(sattr3::default());
+    let dirop = diropargs3 { dir: root, name: filename3(Opaque::owned(name.as_bytes().to_vec())) };
+    let created = c.nfs3_client.create(&CREATE3args { where_: dirop, how }).await.unwrap().unwrap();
+    let Nfs3Option::Some(fh) = created.obj else { panic!("no handle") };
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..NFS_STREAMS {
+        let fh = fh.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = nfs_connect(port).await;
+            let mut buf = vec![0u8; 1 << 20];
+            for b in (k..mib).step_by(NFS_STREAMS as usize) {
+                fill(&mut buf, seed, b);
+                let args = WRITE3args {
+                    file: fh.clone(),
+                    offset: b << 20,
+                    count: buf.len() as u32,
+                    stable,
+                    data: Opaque::borrowed(&buf),
+                };
+                let ok = c.nfs3_client.write(&args).await.unwrap().unwrap();
+                assert_eq!(ok.count as usize, buf.len());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    if stable == stable_how::UNSTABLE {
+        c.nfs3_client.commit(&COMMIT3args { file: fh, offset: 0, count: 0 }).await.unwrap().unwrap();
+    }
+    t.elapsed()
 }
 
 fn committed(hub: &Emulator, path: &str, size: u64) -> bool {
@@ -387,6 +472,95 @@ fn main() {
             up.requests,
             data.requests
         );
+    }
+
+
+    if wanted("nfs") {
+        use nfs3_types::nfs3::stable_how;
+        let debounce = 2.0;
+        let (mut raw, mut unstable, mut unstable_hub, mut sync, mut sync_hub) = (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..samples {
+            settle();
+            raw.push(raw_upload(&e, mib, next_seed()).as_secs_f64());
+            for (how, client, on_hub) in
+                [(stable_how::UNSTABLE, &mut unstable, &mut unstable_hub), (stable_how::FILE_SYNC, &mut sync, &mut sync_hub)]
+            {
+                let cache = tempfile::tempdir().unwrap();
+                let (mut child, port) = nfs_server(&e, cache.path(), &[]);
+                settle();
+                let s = next_seed();
+                let name = format!("nfs-{s}");
+                let took = rt.block_on(nfs_write_file(port, &name, mib, s, how));
+                client.push(took.as_secs_f64());
+                on_hub.push(wait_committed(&hub, &name, size).as_secs_f64());
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                let _ = child.wait();
+            }
+        }
+        let (raw_s, raw_lo, raw_hi) = median(raw);
+        let rate = |s: f64| size as f64 / s / 1e6;
+        println!(
+            "  NFS: raw upload (xet-core + batch)  {:7.1} MB/s   ({raw_s:.2} s; {raw_lo:.2}-{raw_hi:.2})",
+            rate(raw_s)
+        );
+        for (label, client, on_hub) in [("UNSTABLE + COMMIT", unstable, unstable_hub), ("FILE_SYNC        ", sync, sync_hub)] {
+            let (c, lo, hi) = median(client);
+            let (h, hlo, hhi) = median(on_hub);
+            println!(
+                "  NFS: {label} written  {:7.1} MB/s   ({c:.2} s; {lo:.2}-{hi:.2})   {:.2}x raw; on the Hub {h:.2} s after ({hlo:.2}-{hhi:.2}; budget raw + debounce + 10% = {:.2} s)",
+                rate(c),
+                raw_s / c,
+                (raw_s + debounce) * 1.1
+            );
+        }
+        // READDIRPLUS of 10,000 entries: every page's cost.
+        let wide = tempfile::tempdir().unwrap();
+        std::fs::create_dir(wide.path().join("wide")).unwrap();
+        for i in 0..10_000 {
+            std::fs::write(wide.path().join(format!("wide/f{i:05}")), b"x").unwrap();
+        }
+        rt.block_on(hub.seed_bucket(BUCKET, wide.path(), false)).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let (mut child, port) = nfs_server(&e, cache.path(), &[]);
+        let pages = rt.block_on(async {
+            use nfs3_types::nfs3::*;
+            use nfs3_types::xdr_codec::Opaque;
+            let mut c = nfs_connect(port).await;
+            let root = c.root_nfs_fh3();
+            let what = diropargs3 { dir: root, name: filename3(Opaque::owned(b"wide".to_vec())) };
+            let dir = c.nfs3_client.lookup(&LOOKUP3args { what }).await.unwrap().unwrap().object;
+            let mut times = Vec::new();
+            for round in 0..2 {
+                let (mut cookie, mut verf, mut n) = (0, cookieverf3::default(), 0);
+                times.clear();
+                loop {
+                    let args = READDIRPLUS3args { dir: dir.clone(), cookie, cookieverf: verf, dircount: 8192, maxcount: 32768 };
+                    let t = Instant::now();
+                    let ok = c.nfs3_client.readdirplus(&args).await.unwrap().unwrap();
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                    verf = ok.cookieverf;
+                    n += ok.reply.entries.0.len();
+                    if let Some(e) = ok.reply.entries.0.last() {
+                        cookie = e.cookie;
+                    }
+                    if ok.reply.eof {
+                        break;
+                    }
+                }
+                assert_eq!(n, 10_000, "round {round}");
+            }
+            times
+        });
+        let mid = median(pages[1..pages.len() - 1].to_vec()).0;
+        println!(
+            "  NFS: READDIRPLUS of 10,000 entries   {} pages (listed before); first {:.2} ms, median {:.2} ms, last {:.2} ms   (target: flat)",
+            pages.len(),
+            pages[0],
+            mid,
+            pages[pages.len() - 1]
+        );
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
     }
 
     if std::env::var("BENCH_ONLY").is_ok_and(|o| o.contains("sessions")) {

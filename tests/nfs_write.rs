@@ -480,3 +480,40 @@ fn random_writes_over_nfs_match_a_model_of_the_bucket() {
     check_hub(&model, &remote, &log);
     println!("{steps} NFS write steps, seed {seed}: {} files, {} dirs", model.files.len(), model.dirs.len());
 }
+
+/// Found by the NFS write model (seed 3): a committed file renamed twice, the second time
+/// while the batch adding the first new name was in flight, stayed on the Hub under that
+/// name (the second rename saw nothing committed there, so it recorded no deletion), and
+/// came back in listings.
+#[test]
+fn a_file_renamed_while_its_add_is_in_flight_leaves_nothing_behind() {
+    use hf_hub_emulator::{FaultKind, FaultSpec, RouteClass};
+    let hub = Hub::start();
+    hub.seed_bucket("alice/b", &[("first.txt", b"moving".to_vec())]);
+    let s = serve(
+        &hub,
+        &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--flush-debounce-ms", "50", "--metadata-ttl-ms", "100"],
+    );
+    let faults = hub.emulator().faults();
+    faults.add(FaultSpec::new(RouteClass::BucketBatch, FaultKind::Latency { ms: 1500 }).times(1)).unwrap();
+    let mut c = s.connect();
+    s.rt.block_on(async {
+        let root = c.root_nfs_fh3();
+        rename(&mut c, &root, "first.txt", &root, "second.txt").await.unwrap();
+        let t = std::time::Instant::now();
+        while faults.traffic_of(RouteClass::BucketBatch).requests == 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "no batch went out");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        rename(&mut c, &root, "second.txt", &root, "third.txt").await.unwrap();
+    });
+    wait_committed(&s);
+    let names: Vec<String> = hub.bucket_files("alice/b").into_keys().collect();
+    assert_eq!(names, ["third.txt"]);
+    assert_eq!(hub.bucket_bytes("alice/b", "third.txt").unwrap(), b"moving");
+    s.rt.block_on(async {
+        let root = c.root_nfs_fh3();
+        let (names, _) = list_all(&mut c, &root, 4096).await;
+        assert_eq!(names, ["third.txt"], "an old name came back in a listing");
+    });
+}

@@ -118,6 +118,9 @@ pub struct FlusherState {
     gc: UnboundedReceiver<StagingId>,
     discards: Vec<StagingId>,
     committed: u64,
+    /// The last `Pending::seq` given: never reused, so a path pending again after it was done
+    /// cannot be mistaken for what an earlier commit saw.
+    last_seq: u64,
 }
 
 impl FlusherState {
@@ -136,6 +139,7 @@ impl FlusherState {
             gc,
             discards: Vec::new(),
             committed: 0,
+            last_seq: 0,
         };
         st.rebuild();
         st
@@ -176,7 +180,8 @@ impl FlusherState {
             match r {
                 Record::Put { .. } | Record::Delete { .. } => {
                     let p = self.pending.entry(path.to_string()).or_insert_with(|| Pending::new(now));
-                    p.seq += 1;
+                    self.last_seq += 1;
+                    p.seq = self.last_seq;
                     p.last = now;
                     p.busy = false;
                 }
@@ -474,6 +479,23 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
                                 }),
                                 _ => inode.send_message(InodeMsg::Deleted { path: c.path.clone() }),
                             };
+                        }
+                        if c.seq.is_some() && c.file.is_some() && !st.pending.contains_key(&c.path) {
+                            // Removed or renamed away while its add was in the batch: the Hub
+                            // now has a file the mount does not. Delete it (hidden meanwhile).
+                            tracing::debug!(path = %c.path, "committed as it went away: deleting it again");
+                            if let Some(inode) = &inode {
+                                let _ = inode.send_message(InodeMsg::Tombstone { path: c.path.clone() });
+                            }
+                            if let Err(e) = st.record(&[Record::Delete { path: c.path.clone() }]) {
+                                tracing::warn!(path = %c.path, "journal write failed: {e}");
+                            }
+                            // Part of what a waiting `sync` waits for.
+                            for w in &mut st.waiters {
+                                if let Waiter::Sync { left, .. } = w {
+                                    left.insert(c.path.clone());
+                                }
+                            }
                         }
                         st.finish(&c.path, c.seq, c.file.is_some());
                         if let Some(r) = c.reply {

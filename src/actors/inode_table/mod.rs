@@ -333,6 +333,11 @@ pub enum InodeMsg {
     Deleted {
         path: String,
     },
+    /// The Hub has a file at `path` the mount no longer has (committed as it was removed or
+    /// renamed away): hidden from listings until its deletion is committed.
+    Tombstone {
+        path: String,
+    },
     Restore {
         restore: Restore,
         reply: RpcReplyPort<()>,
@@ -498,6 +503,9 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
         }
         InodeMsg::Committed { path, ino, gen, file } => st.committed(&path, ino, gen, file),
         InodeMsg::Deleted { path } => st.deleted(&path),
+        InodeMsg::Tombstone { path } => {
+            st.tombstones.insert(path);
+        }
         InodeMsg::Restore { restore, reply } => {
             st.restore(restore);
             let _ = reply.send(());
