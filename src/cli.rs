@@ -7,7 +7,9 @@ use anyhow::Context;
 
 use crate::config::{Frontend, MountArgs};
 use crate::engine::Engine;
+#[cfg(feature = "fuse")]
 use crate::frontends::fuse::{self, FuseOptions};
+use crate::frontends::check_mountpoint;
 use crate::hub::HubClient;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and info from hf-mount); no export.
@@ -52,6 +54,7 @@ pub fn lock_mount_dir(args: &MountArgs, source: &crate::hub::Source) -> anyhow::
 }
 
 /// Everything a mount needs, checked, with the engine started.
+#[cfg(feature = "fuse")]
 pub struct Prepared {
     pub runtime: tokio::runtime::Runtime,
     pub engine: Engine,
@@ -108,9 +111,10 @@ pub fn mountpoint(args: &MountArgs) -> anyhow::Result<PathBuf> {
 }
 
 /// Validates the options (mountpoint included) and starts the engine.
+#[cfg(feature = "fuse")]
 pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
     let mountpoint = mountpoint(args)?;
-    fuse::check_mountpoint(&mountpoint)?;
+    check_mountpoint(&mountpoint)?;
     let (runtime, engine, dir) = prepare_engine(args, Frontend::Fuse)?;
     let ttl = engine.config().metadata_ttl;
     let options = FuseOptions { max_threads: args.max_threads, allow_other: args.allow_other, ttl };
@@ -118,6 +122,7 @@ pub fn prepare(args: &MountArgs) -> anyhow::Result<Prepared> {
 }
 
 /// `hf-mount-fuse`: mounts in the foreground until unmounted or signalled.
+#[cfg(feature = "fuse")]
 pub fn run_fuse(args: MountArgs) -> anyhow::Result<()> {
     let p = prepare(&args)?;
     let target = std::fs::canonicalize(&p.mountpoint)?;
@@ -205,6 +210,7 @@ impl StopSignals {
 
 /// `hf-mount-nfs`: serves NFSv3 on loopback and mounts it with the system's NFS
 /// client, or only serves it (`--serve-only`).
+#[cfg(feature = "nfs")]
 pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
     use crate::frontends::nfs::{nfs_client_available, NfsServer};
     let m = &args.mount;
@@ -212,7 +218,7 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         None
     } else {
         let mp = mountpoint(m)?;
-        fuse::check_mountpoint(&mp)?;
+        check_mountpoint(&mp)?;
         if !nfs_client_available() {
             anyhow::bail!(
                 "this system has no NFS client (no nfs kernel module or mount.nfs helper); \
@@ -255,4 +261,16 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
     runtime.block_on(server.stop_and_drain());
     eprintln!("hf-mount: unmounted {}", target.display());
     Ok(())
+}
+
+/// Without the FUSE frontend (built without the `fuse` feature): a clear error.
+#[cfg(not(feature = "fuse"))]
+pub fn run_fuse(_args: MountArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this hf-mount was built without FUSE (the `fuse` cargo feature); serve over NFS instead")
+}
+
+/// Without the NFS frontend (built without the `nfs` feature): a clear error.
+#[cfg(not(feature = "nfs"))]
+pub fn run_nfs(_args: crate::config::NfsArgs) -> anyhow::Result<()> {
+    anyhow::bail!("this hf-mount was built without NFS (the `nfs` cargo feature); mount with --fuse instead")
 }

@@ -8,6 +8,17 @@ pub mod nfs;
 
 use crate::error::FsError;
 
+/// Checks that `mountpoint` is an existing, empty directory we can use.
+pub fn check_mountpoint(mountpoint: &std::path::Path) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(mountpoint).map_err(|e| anyhow::anyhow!("mountpoint {}: {e}", mountpoint.display()))?;
+    anyhow::ensure!(meta.is_dir(), "mountpoint {} is not a directory", mountpoint.display());
+    let mut entries =
+        std::fs::read_dir(mountpoint).map_err(|e| anyhow::anyhow!("mountpoint {}: {e}", mountpoint.display()))?;
+    anyhow::ensure!(entries.next().is_none(), "mountpoint {} is not empty", mountpoint.display());
+    Ok(())
+}
+
 /// Logs, counts and records on the request's span an error a frontend answers with.
 pub(crate) fn request_failed(op: &'static str, ino: u64, e: &FsError) {
     tracing::Span::current().record("errno", e.errno());

@@ -20,7 +20,7 @@ use fuser::{
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-pub use session::{check_mountpoint, mount, FuseMount};
+pub use session::{mount, FuseMount};
 
 use crate::engine::{Engine, RenameFlags};
 use crate::error::FsError;

@@ -21,20 +21,9 @@ pub struct FuseMount {
     mountpoint: PathBuf,
 }
 
-/// Checks that `mountpoint` is an existing, empty directory we can use.
-pub fn check_mountpoint(mountpoint: &Path) -> anyhow::Result<()> {
-    let meta =
-        std::fs::metadata(mountpoint).map_err(|e| anyhow::anyhow!("mountpoint {}: {e}", mountpoint.display()))?;
-    anyhow::ensure!(meta.is_dir(), "mountpoint {} is not a directory", mountpoint.display());
-    let mut entries =
-        std::fs::read_dir(mountpoint).map_err(|e| anyhow::anyhow!("mountpoint {}: {e}", mountpoint.display()))?;
-    anyhow::ensure!(entries.next().is_none(), "mountpoint {} is not empty", mountpoint.display());
-    Ok(())
-}
-
 /// Mounts `engine` at `mountpoint`; requests are served on `rt`.
 pub fn mount(engine: Engine, rt: Handle, mountpoint: &Path, opts: FuseOptions) -> anyhow::Result<FuseMount> {
-    check_mountpoint(mountpoint)?;
+    crate::frontends::check_mountpoint(mountpoint)?;
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("hf-mount:{}", engine.source())),
