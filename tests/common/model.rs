@@ -350,6 +350,9 @@ impl WriteModel {
             }
             WriteOp::Append { path, chunk } => self.bytes_mut(path).extend_from_slice(chunk),
             WriteOp::Truncate { path, len } => self.bytes_mut(path).resize(*len as usize, 0),
+            WriteOp::Rename { from, to } if self.files.get(from).is_some_and(|id| self.files.get(to) == Some(id)) => {
+                // Two names of one file: rename(2) does nothing (POSIX).
+            }
             WriteOp::Rename { from, to } | WriteOp::RenameDir { from, to } => {
                 self.pin_parents(from);
                 self.files.remove(to);

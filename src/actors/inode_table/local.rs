@@ -507,7 +507,9 @@ impl InodeState {
     /// node is clean and reads go to the Hub's copy (the staging file is let go); the kernel
     /// keeps its pages: the bytes are the same.
     pub(super) fn committed(&mut self, path: &str, ino: Ino, gen: u64, file: RemoteFile) {
-        if self.at_path(path) != Some(ino) {
+        // The node's remote half is what the Hub has at its own path: a commit of another of
+        // its names (a hard link) says nothing about that one.
+        if self.at_path(path) != Some(ino) || self.path_of(ino) != path {
             return;
         }
         let file = Arc::new(file);
