@@ -554,3 +554,35 @@ fn renaming_one_name_of_a_linked_file_commits_both_names() {
     assert_eq!(names, ["b", "d/c"]);
     assert_eq!(hub.bucket_bytes("alice/b", "d/c").unwrap(), b"linked");
 }
+
+/// NFS has no close: a file written without a pause longer than the debounce is still
+/// committed once per batch window, as a snapshot some write left whole (a prefix of what
+/// the client goes on writing), and whole once the writes stop.
+#[test]
+fn a_file_written_without_pause_reaches_the_hub_once_per_window() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let args = ["--hf-token", WRITE_TOKEN, "--flush-debounce-ms", "500", "--flush-max-batch-window-ms", "1500"];
+    let s = serve(&hub, &[&["bucket", "alice/b"][..], &args[..]].concat());
+    let mut c = s.connect();
+    let chunk = 64 << 10;
+    let all = bytes(31, 120 * chunk);
+    let seen_while_writing = s.rt.block_on(async {
+        let root = c.root_nfs_fh3();
+        let f = create_file(&mut c, &root, "log.bin").await;
+        let mut seen = None;
+        for (i, piece) in all.chunks(chunk).enumerate() {
+            write(&mut c, &f, (i * chunk) as u64, piece, stable_how::UNSTABLE).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            if seen.is_none() {
+                seen = hub.bucket_files("alice/b").get("log.bin").map(|(size, _)| *size);
+            }
+        }
+        commit(&mut c, &f).await.unwrap();
+        seen
+    });
+    // About 5 s of writes, 40 ms apart: never quiet for the debounce.
+    let size = seen_while_writing.expect("nothing reached the Hub while the writes went on") as usize;
+    assert!(size > 0 && size < all.len(), "a prefix, {size} bytes");
+    wait_for_bytes(&hub, "log.bin", &all);
+}

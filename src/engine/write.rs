@@ -430,6 +430,7 @@ impl Engine {
                     expect: Some((ino, gen)),
                     file: Some(file.clone()),
                     reply: Some(reply),
+                    snapshot: false,
                 },
             },
             self.net_timeout() * 2,

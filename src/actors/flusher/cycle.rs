@@ -12,7 +12,7 @@ use futures::StreamExt;
 use ractor::RpcReplyPort;
 
 use super::staging::Staging;
-use crate::actors::inode_table::{AtPath, Content, InodeMsg};
+use crate::actors::inode_table::{AtPath, Content, InodeMsg, ANY_GEN};
 use crate::actors::{call, Registry, Remote};
 use crate::error::{FsError, FsResult};
 use crate::hub::{BatchLine, RemoteFile, UploadSession, Uploaded, XetUploader};
@@ -38,6 +38,19 @@ pub struct Commit {
     pub file: Option<RemoteFile>,
     /// Someone waiting on this very commit (a streamed file's close).
     pub reply: Option<RpcReplyPort<FsResult<()>>>,
+    /// A snapshot of a file still being written: committed whatever was written since (the
+    /// file stays dirty); the path must still be the same file.
+    pub snapshot: bool,
+}
+
+/// A pending path due for preparation.
+pub struct Due {
+    pub path: String,
+    pub seq: u64,
+    /// It may be committed while open for writing (someone waits on it, or its window passed).
+    pub open_ok: bool,
+    /// Its window passed: a file written meanwhile is committed as a snapshot copy.
+    pub snapshot: bool,
 }
 
 /// What preparing one pending path gave.
@@ -84,6 +97,7 @@ pub fn add_line(remote: &Remote, path: &str, xet_hash: &str, mtime: SystemTime) 
     BatchLine::Add { path: remote.source().repo_path(path), xet_hash: xet_hash.to_string(), mtime: millis(mtime) }
 }
 
+#[derive(Clone)]
 struct ToUpload {
     path: String,
     seq: u64,
@@ -93,6 +107,8 @@ struct ToUpload {
     size: u64,
     mtime: SystemTime,
     remote_hash: Option<String>,
+    /// Upload a copy taken while no write is under way (the file may change meanwhile).
+    snapshot: bool,
 }
 
 /// Looks at what each path holds now and uploads what needs uploading. `open_ok`: a file
@@ -103,11 +119,11 @@ pub async fn prepare(
     remote: Arc<Remote>,
     uploader: Arc<XetUploader>,
     staging: Arc<Staging>,
-    paths: Vec<(String, u64, bool)>,
+    paths: Vec<Due>,
 ) -> Vec<Prepared> {
     let mut out = Vec::new();
     let mut uploads = Vec::new();
-    for (path, seq, open_ok) in paths {
+    for Due { path, seq, open_ok, snapshot } in paths {
         let at = call(&registry, |r| r.inode.clone(), |reply| InodeMsg::Resolve { path: path.clone(), reply }).await;
         match at {
             Err(error) => out.push(Prepared::Failed { path, error }),
@@ -121,6 +137,7 @@ pub async fn prepare(
                     expect: None,
                     file: None,
                     reply: None,
+                    snapshot: false,
                 }));
             }
             Ok(AtPath::File { writers, inflight, .. }) if inflight > 0 || (writers > 0 && !open_ok) => {
@@ -144,11 +161,12 @@ pub async fn prepare(
                     expect: Some((ino, gen)),
                     file: Some(remote_file(&up, mtime)),
                     reply: None,
+                    snapshot: false,
                 }));
             }
             Ok(AtPath::File { ino, gen, content: Content::Local { staging, size }, remote: hub, mtime, .. }) => {
                 let remote_hash = hub.and_then(|h| h.xet_hash.clone());
-                uploads.push(ToUpload { path, seq, ino, gen, staging, size, mtime, remote_hash });
+                uploads.push(ToUpload { path, seq, ino, gen, staging, size, mtime, remote_hash, snapshot });
             }
         }
     }
@@ -171,9 +189,13 @@ pub async fn prepare(
     }
     let results: Vec<(ToUpload, FsResult<Option<Uploaded>>)> = futures::stream::iter(uploads)
         .map(|u| {
-            let (session, staging) = (&session, staging.clone());
+            let (session, staging, registry) = (&session, staging.clone(), &registry);
             async move {
-                let r = upload_one(session, &staging, &u).await;
+                let r = if u.snapshot {
+                    upload_snapshot(registry, session, &staging, &u).await
+                } else {
+                    upload_one(session, &staging, &u).await
+                };
                 (u, r)
             }
         })
@@ -212,6 +234,7 @@ pub async fn prepare(
                 seq: Some(u.seq),
                 expect: Some((u.ino, u.gen)),
                 reply: None,
+                snapshot: u.snapshot,
             })),
             Err(error) => {
                 if let Ok(inode) = &inode {
@@ -222,6 +245,44 @@ pub async fn prepare(
         }
     }
     out
+}
+
+/// Copies the staging file aside, between two looks at the file that find the same
+/// generation and no write in flight, then uploads the copy: a state some write left whole,
+/// which later writes cannot tear. `None`: writes kept coming during the copies.
+async fn upload_snapshot(
+    registry: &Registry,
+    session: &UploadSession,
+    staging: &Staging,
+    u: &ToUpload,
+) -> FsResult<Option<Uploaded>> {
+    const TRIES: usize = 3;
+    let look = || async {
+        let path = u.path.clone();
+        let at = call(registry, |r| r.inode.clone(), |reply| InodeMsg::Resolve { path: path.clone(), reply }).await?;
+        Ok::<_, FsError>(match at {
+            AtPath::File { ino, gen, inflight: 0, content: Content::Local { staging, size }, .. } if ino == u.ino => {
+                Some((gen, staging, size))
+            }
+            _ => None,
+        })
+    };
+    let copy = staging.reserve();
+    let r = async {
+        for _ in 0..TRIES {
+            let Some((gen, from, size)) = look().await? else { continue };
+            staging.copy(from, copy, size).await?;
+            if look().await?.is_some_and(|(now, ..)| now == gen) {
+                tracing::debug!(path = %u.path, size, "committing a snapshot of a file still being written");
+                let snap = ToUpload { staging: copy, size, snapshot: false, ..u.clone() };
+                return upload_one(session, staging, &snap).await;
+            }
+        }
+        Ok(None)
+    }
+    .await;
+    staging.release(copy);
+    r
 }
 
 /// Feeds the first `size` bytes of a staging file to the session. `None`: the file was cut
@@ -257,7 +318,10 @@ async fn upload_one(session: &UploadSession, staging: &Staging, u: &ToUpload) ->
 /// Commits `items`: the lines whose paths still hold what was prepared, adds first, in
 /// requests of at most `BATCH_MAX_LINES` lines.
 pub async fn commit(registry: Registry, remote: Arc<Remote>, items: Vec<Commit>) -> Vec<(Commit, Outcome)> {
-    let checks: Vec<(String, Option<(Ino, u64)>)> = items.iter().map(|c| (c.path.clone(), c.expect)).collect();
+    let checks: Vec<(String, Option<(Ino, u64)>)> = items
+        .iter()
+        .map(|c| (c.path.clone(), if c.snapshot { c.expect.map(|(ino, _)| (ino, ANY_GEN)) } else { c.expect }))
+        .collect();
     let still =
         match call(&registry, |r| r.inode.clone(), |reply| InodeMsg::Still { items: checks.clone(), reply }).await {
             Ok(s) => s,

@@ -497,6 +497,12 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
                                 }
                             }
                         }
+                        if c.snapshot {
+                            // Changed since its snapshot: the next one comes a window later.
+                            if let Some(p) = st.pending.get_mut(&c.path) {
+                                p.first = Instant::now();
+                            }
+                        }
                         st.finish(&c.path, c.seq, c.file.is_some());
                         if let Some(r) = c.reply {
                             let _ = r.send(Ok(()));
@@ -546,23 +552,31 @@ fn start_work(me: &ActorRef<FlushMsg>, st: &mut FlusherState, args: &FlusherArgs
     }
     let now = Instant::now();
     while st.cycles < MAX_CYCLES {
-        let due: Vec<(String, u64, bool)> = st
+        let due: Vec<cycle::Due> = st
             .pending
             .iter()
             .filter(|(p, _)| !st.inflight.contains(*p))
-            .filter_map(|(p, e)| e.due(now, &st.cfg).map(|open_ok| (p.clone(), e.seq, open_ok)))
+            .filter_map(|(p, e)| {
+                e.due(now, &st.cfg).map(|open_ok| cycle::Due {
+                    path: p.clone(),
+                    seq: e.seq,
+                    open_ok,
+                    // Waited the whole window: commit a snapshot even if writes go on.
+                    snapshot: now.duration_since(e.first) >= st.cfg.max_window,
+                })
+            })
             .take(PATHS_PER_CYCLE)
             .collect();
         if due.is_empty() {
             return;
         }
-        for (p, _, _) in &due {
-            st.inflight.insert(p.clone());
+        for d in &due {
+            st.inflight.insert(d.path.clone());
         }
         st.cycles += 1;
         let (me, registry, remote, uploader, staging) =
             (me.clone(), args.registry.clone(), args.remote.clone(), args.uploader.clone(), st.staging.clone());
-        let paths: Vec<String> = due.iter().map(|(p, _, _)| p.clone()).collect();
+        let paths: Vec<String> = due.iter().map(|d| d.path.clone()).collect();
         tokio::spawn(
             async move {
                 // A panic in the preparation (xet-core asserts, say) must not leak its slot

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use super::node::{Content, Meta, NodeKind, NodeView, Status};
 use super::state::InodeState;
-use super::{AtPath, Moved, OpenWrite, Removed, Renamed, Restore};
+use super::{AtPath, Moved, OpenWrite, Removed, Renamed, Restore, ANY_GEN};
 use crate::error::{FsError, FsResult};
 use crate::hub::RemoteFile;
 use crate::types::{FileKind, Ino, SetAttr, StagingId, ROOT_INO};
@@ -486,6 +486,7 @@ impl InodeState {
     /// Whether `path` still holds what a flush saw (`Some((ino, gen))`), or still nothing.
     pub(super) fn still(&self, path: &str, expect: Option<(Ino, u64)>) -> bool {
         match (self.resolve(path), expect) {
+            (AtPath::File { ino, .. }, Some((e, ANY_GEN))) => ino == e,
             (AtPath::File { ino, gen, .. }, Some(e)) => (ino, gen) == e,
             (AtPath::File { .. }, None) => false,
             (AtPath::NoFile { .. }, None) => true,

@@ -25,6 +25,9 @@ use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use local::Owner;
+
+/// In a `Still` check, any generation of the node will do (a snapshot's commit).
+pub const ANY_GEN: u64 = u64::MAX;
 pub use node::{Content, Defaults, Meta, NodeKind, NodeView, Status, WriteState};
 pub use state::InodeState;
 
