@@ -184,7 +184,6 @@ fn write_file(path: &Path, mib: u64, seed: u64, append: bool) -> (Duration, Dura
     (written, t.elapsed())
 }
 
-
 /// `hf-mount-nfs --serve-only` serving the bench bucket; answers the process and its port.
 fn nfs_server(endpoint: &str, cache: &Path, extra: &[&str]) -> (Child, u16) {
     use std::io::BufRead;
@@ -474,17 +473,18 @@ fn main() {
         );
     }
 
-
     if wanted("nfs") {
         use nfs3_types::nfs3::stable_how;
         let debounce = 2.0;
-        let (mut raw, mut unstable, mut unstable_hub, mut sync, mut sync_hub) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut raw, mut unstable, mut unstable_hub, mut sync, mut sync_hub) =
+            (vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..samples {
             settle();
             raw.push(raw_upload(&e, mib, next_seed()).as_secs_f64());
-            for (how, client, on_hub) in
-                [(stable_how::UNSTABLE, &mut unstable, &mut unstable_hub), (stable_how::FILE_SYNC, &mut sync, &mut sync_hub)]
-            {
+            for (how, client, on_hub) in [
+                (stable_how::UNSTABLE, &mut unstable, &mut unstable_hub),
+                (stable_how::FILE_SYNC, &mut sync, &mut sync_hub),
+            ] {
                 let cache = tempfile::tempdir().unwrap();
                 let (mut child, port) = nfs_server(&e, cache.path(), &[]);
                 settle();
@@ -503,7 +503,9 @@ fn main() {
             "  NFS: raw upload (xet-core + batch)  {:7.1} MB/s   ({raw_s:.2} s; {raw_lo:.2}-{raw_hi:.2})",
             rate(raw_s)
         );
-        for (label, client, on_hub) in [("UNSTABLE + COMMIT", unstable, unstable_hub), ("FILE_SYNC        ", sync, sync_hub)] {
+        for (label, client, on_hub) in
+            [("UNSTABLE + COMMIT", unstable, unstable_hub), ("FILE_SYNC        ", sync, sync_hub)]
+        {
             let (c, lo, hi) = median(client);
             let (h, hlo, hhi) = median(on_hub);
             println!(
@@ -534,7 +536,13 @@ fn main() {
                 let (mut cookie, mut verf, mut n) = (0, cookieverf3::default(), 0);
                 times.clear();
                 loop {
-                    let args = READDIRPLUS3args { dir: dir.clone(), cookie, cookieverf: verf, dircount: 8192, maxcount: 32768 };
+                    let args = READDIRPLUS3args {
+                        dir: dir.clone(),
+                        cookie,
+                        cookieverf: verf,
+                        dircount: 8192,
+                        maxcount: 32768,
+                    };
                     let t = Instant::now();
                     let ok = c.nfs3_client.readdirplus(&args).await.unwrap().unwrap();
                     times.push(t.elapsed().as_secs_f64() * 1e3);

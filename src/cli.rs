@@ -7,9 +7,9 @@ use anyhow::Context;
 
 use crate::config::{Frontend, MountArgs};
 use crate::engine::Engine;
+use crate::frontends::check_mountpoint;
 #[cfg(feature = "fuse")]
 use crate::frontends::fuse::{self, FuseOptions};
-use crate::frontends::check_mountpoint;
 use crate::hub::HubClient;
 
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings, and info from hf-mount); no export.
@@ -229,7 +229,8 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
     };
     let (runtime, engine, _dir) = prepare_engine(m, Frontend::Nfs)?;
     let mut stop = StopSignals::install(&runtime)?;
-    let opts = crate::frontends::nfs::NfsOptions { handle_grace: std::time::Duration::from_secs(args.handle_grace_secs) };
+    let opts =
+        crate::frontends::nfs::NfsOptions { handle_grace: std::time::Duration::from_secs(args.handle_grace_secs) };
     let server = runtime.block_on(NfsServer::start_with(engine.clone(), &args.listen, &opts))?;
     let actimeo = engine.config().metadata_ttl.map_or(3600, |t| t.as_secs().max(1));
     let source = engine.source();

@@ -45,8 +45,7 @@ fn nfs_requests_are_traces_with_the_fuse_attributes_and_counted() {
     for key in ["ino", "bytes", "path", "op"] {
         assert!(read.attributes.contains_key(key), "nfs.read lacks {key}: {:?}", read.attributes);
     }
-    let in_trace: Vec<&str> =
-        spans.iter().filter(|s| s.trace_id == read.trace_id).map(|s| s.name.as_str()).collect();
+    let in_trace: Vec<&str> = spans.iter().filter(|s| s.trace_id == read.trace_id).map(|s| s.name.as_str()).collect();
     assert!(in_trace.contains(&"actor.prefetch"), "{in_trace:?}");
     let failed = spans.iter().find(|s| s.name == "nfs.lookup" && s.attributes.contains_key("errno"));
     assert!(failed.is_some(), "the failed LOOKUP records its errno: {names:?}");

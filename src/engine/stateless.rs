@@ -106,13 +106,17 @@ impl Engine {
         let (atime, mtime) = verifier_times(verifier);
         match self.create_closed(parent, raw, 0o644, uid, gid).await {
             Ok(attr) => {
-                let set = SetAttr { atime: Some(TimeSet::At(atime)), mtime: Some(TimeSet::At(mtime)), ..SetAttr::default() };
+                let set =
+                    SetAttr { atime: Some(TimeSet::At(atime)), mtime: Some(TimeSet::At(mtime)), ..SetAttr::default() };
                 self.setattr(attr.ino, None, set).await
             }
             Err(FsError::Exists) => {
                 let attr = self.lookup(parent, raw).await?;
                 self.forget(attr.ino, 1);
-                let same = attr.kind == crate::types::FileKind::File && attr.size == 0 && attr.atime == atime && attr.mtime == mtime;
+                let same = attr.kind == crate::types::FileKind::File
+                    && attr.size == 0
+                    && attr.atime == atime
+                    && attr.mtime == mtime;
                 if same {
                     Ok(attr)
                 } else {

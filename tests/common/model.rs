@@ -232,21 +232,58 @@ impl WriteModel {
 /// filesystem (FUSE through `std::fs`, NFS through a client), then `WriteModel::apply`s it.
 #[derive(Clone)]
 pub enum WriteOp {
-    Create { path: String, body: Vec<u8> },
-    Pwrite { path: String, off: u64, chunk: Vec<u8> },
-    Append { path: String, chunk: Vec<u8> },
-    Truncate { path: String, len: u64 },
+    Create {
+        path: String,
+        body: Vec<u8>,
+    },
+    Pwrite {
+        path: String,
+        off: u64,
+        chunk: Vec<u8>,
+    },
+    Append {
+        path: String,
+        chunk: Vec<u8>,
+    },
+    Truncate {
+        path: String,
+        len: u64,
+    },
     /// A file to a new name, or over an existing file.
-    Rename { from: String, to: String },
-    RenameDir { from: String, to: String },
-    Unlink { path: String },
-    Mkdir { path: String },
-    Rmdir { path: String },
-    Link { from: String, to: String },
-    Symlink { path: String, target: String },
-    Chmod { path: String, mode: u32 },
+    Rename {
+        from: String,
+        to: String,
+    },
+    RenameDir {
+        from: String,
+        to: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    Link {
+        from: String,
+        to: String,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    Chmod {
+        path: String,
+        mode: u32,
+    },
     /// Someone else writes `path` (under `remote/`) on the Hub.
-    Remote { path: String, body: Vec<u8> },
+    Remote {
+        path: String,
+        body: Vec<u8>,
+    },
     /// A clean stop and start of the mount (or server).
     Restart,
     /// SIGKILL, then a start.
@@ -292,7 +329,9 @@ impl WriteModel {
         let pick = |rng: &mut Rng| files.get(rng.below(files.len().max(1) as u64) as usize).cloned();
         let op = rng.below(100);
         Some(match (op, pick(rng)) {
-            (0..=19, _) | (_, None) => WriteOp::Create { path: fresh, body: bytes(rng.next(), rng.below(300_000) as usize) },
+            (0..=19, _) | (_, None) => {
+                WriteOp::Create { path: fresh, body: bytes(rng.next(), rng.below(300_000) as usize) }
+            }
             (20..=32, Some(path)) => {
                 let off = rng.below(self.bytes(&path).len() as u64 + 5000);
                 WriteOp::Pwrite { path, off, chunk: bytes(rng.next(), 1 + rng.below(70_000) as usize) }

@@ -128,7 +128,6 @@ pub async fn try_list_all(c: &mut Conn, dir: &nfs_fh3, maxcount: u32) -> Result<
     }
 }
 
-
 impl Served {
     /// Stops the server at once, as a crash would (the journal keeps what is pending); the
     /// cache dir is let go.
@@ -177,8 +176,7 @@ pub async fn write(
     data: &[u8],
     stable: stable_how,
 ) -> Result<(u32, stable_how, writeverf3), nfsstat3> {
-    let args =
-        WRITE3args { file: fh.clone(), offset, count: data.len() as u32, stable, data: Opaque::borrowed(data) };
+    let args = WRITE3args { file: fh.clone(), offset, count: data.len() as u32, stable, data: Opaque::borrowed(data) };
     match c.nfs3_client.write(&args).await.unwrap() {
         Nfs3Result::Ok(ok) => Ok((ok.count, ok.committed, ok.verf)),
         Nfs3Result::Err((stat, _)) => Err(stat),

@@ -210,7 +210,11 @@ impl Overlay {
         }));
         out.extend(self.meta.iter().map(|(p, m)| Record::Meta { path: p.clone(), meta: *m }));
         out.extend(self.puts.iter().map(|(p, put)| Record::Put { path: p.clone(), put: put.clone() }));
-        out.extend(self.handles.iter().map(|(p, (boot, ino))| Record::Handle { path: p.clone(), boot: *boot, ino: *ino }));
+        out.extend(self.handles.iter().map(|(p, (boot, ino))| Record::Handle {
+            path: p.clone(),
+            boot: *boot,
+            ino: *ino,
+        }));
         out.extend(self.deletes.iter().map(|p| Record::Delete { path: p.clone() }));
         out
     }

@@ -170,7 +170,12 @@ impl HfNfs {
     }
 
     /// Runs one request inside a span, with the same attributes and metrics as FUSE's.
-    async fn op<T>(&self, op: &'static str, ino: u64, f: impl std::future::Future<Output = FsResult<T>>) -> Result<T, nfsstat3> {
+    async fn op<T>(
+        &self,
+        op: &'static str,
+        ino: u64,
+        f: impl std::future::Future<Output = FsResult<T>>,
+    ) -> Result<T, nfsstat3> {
         let span = tracing::debug_span!(
             "nfs",
             otel.name = %format!("nfs.{op}"),
@@ -326,7 +331,12 @@ impl NFSFileSystem for HfNfs {
         .await
     }
 
-    async fn create_exclusive(&self, dirid: fileid3, f: &filename3, verifier: createverf3) -> Result<fileid3, nfsstat3> {
+    async fn create_exclusive(
+        &self,
+        dirid: fileid3,
+        f: &filename3,
+        verifier: createverf3,
+    ) -> Result<fileid3, nfsstat3> {
         self.op("create", dirid, async {
             let cfg = self.engine.config();
             let a = self.engine.create_exclusive(dirid, &f.0, verifier, cfg.uid, cfg.gid).await?;
@@ -546,12 +556,12 @@ impl NfsServer {
 
 /// `mount -t nfs …` for a server at `addr`, one argument per word.
 fn mount_args(addr: std::net::SocketAddr, mountpoint: &str, actimeo_secs: u64) -> Vec<String> {
-        let (ip, port) = (addr.ip(), addr.port());
-        let options = format!(
-            "vers=3,tcp,nolock,port={port},mountport={port},actimeo={actimeo_secs},\
+    let (ip, port) = (addr.ip(), addr.port());
+    let options = format!(
+        "vers=3,tcp,nolock,port={port},mountport={port},actimeo={actimeo_secs},\
              rsize={NFS_MAX_READ_BYTES},wsize={NFS_MAX_WRITE_BYTES}"
-        );
-        ["mount", "-t", "nfs", "-o", &options, &format!("{ip}:/"), mountpoint].map(str::to_owned).to_vec()
+    );
+    ["mount", "-t", "nfs", "-o", &options, &format!("{ip}:/"), mountpoint].map(str::to_owned).to_vec()
 }
 
 /// Arguments as a shell line, each quoted where it needs to be.

@@ -52,18 +52,9 @@ pub fn metadata_to_fattr3(fid: fileid3, meta: &Metadata) -> fattr3 {
             rdev: specdata3::default(),
             fsid: 0,
             fileid: fid,
-            atime: nfstime3 {
-                seconds: meta.atime() as u32,
-                nseconds: meta.atime_nsec() as u32,
-            },
-            mtime: nfstime3 {
-                seconds: meta.mtime() as u32,
-                nseconds: meta.mtime_nsec() as u32,
-            },
-            ctime: nfstime3 {
-                seconds: meta.ctime() as u32,
-                nseconds: meta.ctime_nsec() as u32,
-            },
+            atime: nfstime3 { seconds: meta.atime() as u32, nseconds: meta.atime_nsec() as u32 },
+            mtime: nfstime3 { seconds: meta.mtime() as u32, nseconds: meta.mtime_nsec() as u32 },
+            ctime: nfstime3 { seconds: meta.ctime() as u32, nseconds: meta.ctime_nsec() as u32 },
         }
     } else if meta.is_symlink() {
         fattr3 {
@@ -77,18 +68,9 @@ pub fn metadata_to_fattr3(fid: fileid3, meta: &Metadata) -> fattr3 {
             rdev: specdata3::default(),
             fsid: 0,
             fileid: fid,
-            atime: nfstime3 {
-                seconds: meta.atime() as u32,
-                nseconds: meta.atime_nsec() as u32,
-            },
-            mtime: nfstime3 {
-                seconds: meta.mtime() as u32,
-                nseconds: meta.mtime_nsec() as u32,
-            },
-            ctime: nfstime3 {
-                seconds: meta.ctime() as u32,
-                nseconds: meta.ctime_nsec() as u32,
-            },
+            atime: nfstime3 { seconds: meta.atime() as u32, nseconds: meta.atime_nsec() as u32 },
+            mtime: nfstime3 { seconds: meta.mtime() as u32, nseconds: meta.mtime_nsec() as u32 },
+            ctime: nfstime3 { seconds: meta.ctime() as u32, nseconds: meta.ctime_nsec() as u32 },
         }
     } else {
         fattr3 {
@@ -102,18 +84,9 @@ pub fn metadata_to_fattr3(fid: fileid3, meta: &Metadata) -> fattr3 {
             rdev: specdata3::default(),
             fsid: 0,
             fileid: fid,
-            atime: nfstime3 {
-                seconds: meta.atime() as u32,
-                nseconds: meta.atime_nsec() as u32,
-            },
-            mtime: nfstime3 {
-                seconds: meta.mtime() as u32,
-                nseconds: meta.mtime_nsec() as u32,
-            },
-            ctime: nfstime3 {
-                seconds: meta.ctime() as u32,
-                nseconds: meta.ctime_nsec() as u32,
-            },
+            atime: nfstime3 { seconds: meta.atime() as u32, nseconds: meta.atime_nsec() as u32 },
+            mtime: nfstime3 { seconds: meta.mtime() as u32, nseconds: meta.mtime_nsec() as u32 },
+            ctime: nfstime3 { seconds: meta.ctime() as u32, nseconds: meta.ctime_nsec() as u32 },
         }
     }
 }
@@ -123,20 +96,20 @@ pub async fn path_setattr(path: &Path, setattr: &sattr3) -> Result<(), nfsstat3>
     match setattr.atime {
         set_atime::SET_TO_SERVER_TIME => {
             let _ = filetime::set_file_atime(path, filetime::FileTime::now());
-        },
+        }
         set_atime::SET_TO_CLIENT_TIME(time) => {
             let _ = filetime::set_file_atime(path, time.into());
-        },
-        _ => {},
+        }
+        _ => {}
     };
     match setattr.mtime {
         set_mtime::SET_TO_SERVER_TIME => {
             let _ = filetime::set_file_mtime(path, filetime::FileTime::now());
-        },
+        }
         set_mtime::SET_TO_CLIENT_TIME(time) => {
             let _ = filetime::set_file_mtime(path, time.into());
-        },
-        _ => {},
+        }
+        _ => {}
     };
     if let set_mode3::mode(mode) = setattr.mode {
         debug!(" -- set permissions {:?} {:?}", path, mode);
@@ -150,13 +123,8 @@ pub async fn path_setattr(path: &Path, setattr: &sattr3) -> Result<(), nfsstat3>
         debug!("Set gid not implemented");
     }
     if let set_size3::size(size3) = setattr.size {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(path)
-            .await
-            .or(Err(nfsstat3::NFS3ERR_IO))?;
+        let file =
+            OpenOptions::new().read(true).write(true).truncate(false).open(path).await.or(Err(nfsstat3::NFS3ERR_IO))?;
         debug!(" -- set size {:?} {:?}", path, size3);
         file.set_len(size3).await.or(Err(nfsstat3::NFS3ERR_IO))?;
     }

@@ -53,7 +53,7 @@ pub async fn handle_mount(
         MountProgram::MOUNTPROC3_EXPORT => mountproc3_export(xid, input, output, context)?,
         _ => {
             proc_unavail_reply_message(xid).serialize(output)?;
-        },
+        }
     }
     Ok(())
 }
@@ -101,10 +101,7 @@ pub async fn mountproc3_mnt(
     if let Ok(fileid) = context.vfs.path_to_id(&path).await {
         let response = mountres3_ok {
             fhandle: context.vfs.id_to_fh(fileid).data,
-            auth_flavors: vec![
-                auth_flavor::AUTH_NULL.to_u32().unwrap(),
-                auth_flavor::AUTH_UNIX.to_u32().unwrap(),
-            ],
+            auth_flavors: vec![auth_flavor::AUTH_NULL.to_u32().unwrap(), auth_flavor::AUTH_UNIX.to_u32().unwrap()],
         };
         debug!("{:?} --> {:?}", xid, response);
         if let Some(ref chan) = context.mount_signal {

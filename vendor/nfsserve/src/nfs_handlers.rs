@@ -156,11 +156,11 @@ pub async fn handle_nfs(
         _ => {
             warn!("Unimplemented message {:?}", prog);
             proc_unavail_reply_message(xid).serialize(output)?;
-        }, /*
-           NFSPROC3_MKNOD,
-           NFSPROC3_LINK,
-           NFSPROC3_COMMIT,
-           INVALID*/
+        } /*
+          NFSPROC3_MKNOD,
+          NFSPROC3_LINK,
+          NFSPROC3_COMMIT,
+          INVALID*/
     }
     Ok(())
 }
@@ -213,12 +213,12 @@ pub async fn nfsproc3_getattr(
             make_success_reply(xid).serialize(output)?;
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             fh.serialize(output)?;
-        },
+        }
         Err(stat) => {
             error!("getattr error {:?} --> {:?}", xid, stat);
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
-        },
+        }
     }
     Ok(())
 }
@@ -285,13 +285,13 @@ pub async fn nfsproc3_lookup(
             context.vfs.id_to_fh(fid).serialize(output)?;
             obj_attr.serialize(output)?;
             dir_attr.serialize(output)?;
-        },
+        }
         Err(stat) => {
             debug!("lookup error {:?}({:?}) --> {:?}", xid, dirops.name, stat);
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             dir_attr.serialize(output)?;
-        },
+        }
     }
     Ok(())
 }
@@ -366,22 +366,17 @@ pub async fn nfsproc3_read(
     };
     match context.vfs.read(id, args.offset, args.count).await {
         Ok((bytes, eof)) => {
-            let res = READ3resok {
-                file_attributes: obj_attr,
-                count: bytes.len() as u32,
-                eof,
-                data: bytes,
-            };
+            let res = READ3resok { file_attributes: obj_attr, count: bytes.len() as u32, eof, data: bytes };
             make_success_reply(xid).serialize(output)?;
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             res.serialize(output)?;
-        },
+        }
         Err(stat) => {
             error!("read error {:?} --> {:?}", xid, stat);
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             obj_attr.serialize(output)?;
-        },
+        }
     }
     Ok(())
 }
@@ -451,12 +446,12 @@ pub async fn nfsproc3_fsinfo(
             make_success_reply(xid).serialize(output)?;
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             fsinfo.serialize(output)?;
-        },
+        }
         Err(stat) => {
             error!("fsinfo error {:?} --> {:?}", xid, stat);
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
-        },
+        }
     }
     Ok(())
 }
@@ -941,13 +936,13 @@ pub async fn nfsproc3_readdirplus(
                 "readir {}, has_version {},  start at {}, flushing {} entries, complete {}",
                 dirid, has_version, args.cookie, ctr, all_entries_written
             );
-        },
+        }
         Err(stat) => {
             error!("readdir error {:?} --> {:?} ", xid, stat);
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             dir_attr.serialize(output)?;
-        },
+        }
     };
     Ok(())
 }
@@ -1001,11 +996,7 @@ pub async fn nfsproc3_readdir(
             dir_attr.serialize(&mut counting_output)?;
             result.verifier.serialize(&mut counting_output)?;
             for entry in result.entries {
-                let entry = entry3 {
-                    fileid: entry.fileid,
-                    name: entry.name,
-                    cookie: entry.cookie,
-                };
+                let entry = entry3 { fileid: entry.fileid, name: entry.name, cookie: entry.cookie };
                 // write the entry into a buffer first
                 let mut write_buf: Vec<u8> = Vec::new();
                 let mut write_cursor = std::io::Cursor::new(&mut write_buf);
@@ -1050,17 +1041,16 @@ pub async fn nfsproc3_readdir(
                 "readir {}, has_version {},  start at {}, flushing {} entries, complete {}",
                 dirid, has_version, args.cookie, ctr, all_entries_written
             );
-        },
+        }
         Err(stat) => {
             error!("readdir error {:?} --> {:?} ", xid, stat);
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             dir_attr.serialize(output)?;
-        },
+        }
     };
     Ok(())
 }
-
 
 #[allow(non_camel_case_types)]
 #[derive(Debug, Default)]
@@ -1159,13 +1149,9 @@ pub async fn nfsproc3_write(
     // get the object attributes before the write
     let pre_obj_attr = match context.vfs.getattr(id).await {
         Ok(v) => {
-            let wccattr = nfs::wcc_attr {
-                size: v.size,
-                mtime: v.mtime,
-                ctime: v.ctime,
-            };
+            let wccattr = nfs::wcc_attr { size: v.size, mtime: v.mtime, ctime: v.ctime };
             nfs::pre_op_attr::attributes(wccattr)
-        },
+        }
         Err(_) => nfs::pre_op_attr::Void,
     };
 
@@ -1173,10 +1159,7 @@ pub async fn nfsproc3_write(
         Ok((fattr, committed)) => {
             debug!("write success {:?} --> {:?}", xid, fattr);
             let res = WRITE3resok {
-                file_wcc: nfs::wcc_data {
-                    before: pre_obj_attr,
-                    after: nfs::post_op_attr::attributes(fattr),
-                },
+                file_wcc: nfs::wcc_data { before: pre_obj_attr, after: nfs::post_op_attr::attributes(fattr) },
                 count: args.count,
                 committed,
                 verf: context.vfs.write_verifier(),
@@ -1184,13 +1167,13 @@ pub async fn nfsproc3_write(
             make_success_reply(xid).serialize(output)?;
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             res.serialize(output)?;
-        },
+        }
         Err(stat) => {
             error!("write error {:?} --> {:?}", xid, stat);
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
-        },
+        }
     }
     Ok(())
 }
@@ -1284,20 +1267,16 @@ pub async fn nfsproc3_create(
     // get the object attributes before the write
     let pre_dir_attr = match context.vfs.getattr(dirid).await {
         Ok(v) => {
-            let wccattr = nfs::wcc_attr {
-                size: v.size,
-                mtime: v.mtime,
-                ctime: v.ctime,
-            };
+            let wccattr = nfs::wcc_attr { size: v.size, mtime: v.mtime, ctime: v.ctime };
             nfs::pre_op_attr::attributes(wccattr)
-        },
+        }
         Err(stat) => {
             error!("Cannot stat directory");
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
             return Ok(());
-        },
+        }
     };
     let mut target_attributes = nfs::sattr3::default();
     let mut verifier = nfs::createverf3::default();
@@ -1306,7 +1285,7 @@ pub async fn nfsproc3_create(
         createmode3::UNCHECKED => {
             target_attributes.deserialize(input)?;
             debug!("create unchecked {:?}", target_attributes);
-        },
+        }
         createmode3::GUARDED => {
             target_attributes.deserialize(input)?;
             debug!("create guarded {:?}", target_attributes);
@@ -1321,18 +1300,14 @@ pub async fn nfsproc3_create(
 
                 make_success_reply(xid).serialize(output)?;
                 nfs::nfsstat3::NFS3ERR_EXIST.serialize(output)?;
-                nfs::wcc_data {
-                    before: pre_dir_attr,
-                    after: post_dir_attr,
-                }
-                .serialize(output)?;
+                nfs::wcc_data { before: pre_dir_attr, after: post_dir_attr }.serialize(output)?;
                 return Ok(());
             }
-        },
+        }
         createmode3::EXCLUSIVE => {
             verifier.deserialize(input)?;
             debug!("create exclusive {:?}", verifier);
-        },
+        }
     }
 
     let fid: Result<nfs::fileid3, nfs::nfsstat3>;
@@ -1347,11 +1322,8 @@ pub async fn nfsproc3_create(
         // create!
         let res = context.vfs.create(dirid, &dirops.name, target_attributes).await;
         fid = res.map(|x| x.0);
-        postopattr = if let Ok((_, fattr)) = res {
-            nfs::post_op_attr::attributes(fattr)
-        } else {
-            nfs::post_op_attr::Void
-        };
+        postopattr =
+            if let Ok((_, fattr)) = res { nfs::post_op_attr::attributes(fattr) } else { nfs::post_op_attr::Void };
     }
 
     // Re-read dir attributes for post op attr
@@ -1359,10 +1331,7 @@ pub async fn nfsproc3_create(
         Ok(v) => nfs::post_op_attr::attributes(v),
         Err(_) => nfs::post_op_attr::Void,
     };
-    let wcc_res = nfs::wcc_data {
-        before: pre_dir_attr,
-        after: post_dir_attr,
-    };
+    let wcc_res = nfs::wcc_data { before: pre_dir_attr, after: post_dir_attr };
 
     match fid {
         Ok(fid) => {
@@ -1374,14 +1343,14 @@ pub async fn nfsproc3_create(
             nfs::post_op_fh3::handle(fh).serialize(output)?;
             postopattr.serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
         Err(e) => {
             error!("create error --> {:?}", e);
             // serialize CREATE3resfail
             make_success_reply(xid).serialize(output)?;
             e.serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
     }
 
     Ok(())
@@ -1468,24 +1437,20 @@ pub async fn nfsproc3_setattr(
 
     let pre_op_attr = match context.vfs.getattr(id).await {
         Ok(v) => {
-            let wccattr = nfs::wcc_attr {
-                size: v.size,
-                mtime: v.mtime,
-                ctime: v.ctime,
-            };
+            let wccattr = nfs::wcc_attr { size: v.size, mtime: v.mtime, ctime: v.ctime };
             ctime = v.ctime;
             nfs::pre_op_attr::attributes(wccattr)
-        },
+        }
         Err(stat) => {
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
             return Ok(());
-        },
+        }
     };
     // handle the guard
     match args.guard {
-        sattrguard3::Void => {},
+        sattrguard3::Void => {}
         sattrguard3::obj_ctime(c) => {
             if c.seconds != ctime.seconds || c.nseconds != ctime.nseconds {
                 make_success_reply(xid).serialize(output)?;
@@ -1493,26 +1458,23 @@ pub async fn nfsproc3_setattr(
                 nfs::wcc_data { before: pre_op_attr, after: nfs::post_op_attr::Void }.serialize(output)?;
                 return Ok(());
             }
-        },
+        }
     }
 
     match context.vfs.setattr(id, args.new_attribute).await {
         Ok(post_op_attr) => {
             debug!(" setattr success {:?} --> {:?}", xid, post_op_attr);
-            let wcc_res = nfs::wcc_data {
-                before: pre_op_attr,
-                after: nfs::post_op_attr::attributes(post_op_attr),
-            };
+            let wcc_res = nfs::wcc_data { before: pre_op_attr, after: nfs::post_op_attr::attributes(post_op_attr) };
             make_success_reply(xid).serialize(output)?;
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
         Err(stat) => {
             error!("setattr error {:?} --> {:?}", xid, stat);
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
-        },
+        }
     }
     Ok(())
 }
@@ -1596,38 +1558,28 @@ async fn remove_entry(
     // get the object attributes before the write
     let pre_dir_attr = match context.vfs.getattr(dirid).await {
         Ok(v) => {
-            let wccattr = nfs::wcc_attr {
-                size: v.size,
-                mtime: v.mtime,
-                ctime: v.ctime,
-            };
+            let wccattr = nfs::wcc_attr { size: v.size, mtime: v.mtime, ctime: v.ctime };
             nfs::pre_op_attr::attributes(wccattr)
-        },
+        }
         Err(stat) => {
             error!("Cannot stat directory");
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
             return Ok(());
-        },
+        }
     };
 
     // delete!
-    let res = if dir {
-        context.vfs.rmdir(dirid, &dirops.name).await
-    } else {
-        context.vfs.remove(dirid, &dirops.name).await
-    };
+    let res =
+        if dir { context.vfs.rmdir(dirid, &dirops.name).await } else { context.vfs.remove(dirid, &dirops.name).await };
 
     // Re-read dir attributes for post op attr
     let post_dir_attr = match context.vfs.getattr(dirid).await {
         Ok(v) => nfs::post_op_attr::attributes(v),
         Err(_) => nfs::post_op_attr::Void,
     };
-    let wcc_res = nfs::wcc_data {
-        before: pre_dir_attr,
-        after: post_dir_attr,
-    };
+    let wcc_res = nfs::wcc_data { before: pre_dir_attr, after: post_dir_attr };
 
     match res {
         Ok(()) => {
@@ -1635,14 +1587,14 @@ async fn remove_entry(
             make_success_reply(xid).serialize(output)?;
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
         Err(e) => {
             error!("remove error {:?} --> {:?}", xid, e);
             // serialize CREATE3resfail
             make_success_reply(xid).serialize(output)?;
             e.serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
     }
 
     Ok(())
@@ -1725,39 +1677,31 @@ pub async fn nfsproc3_rename(
     // get the object attributes before the write
     let pre_from_dir_attr = match context.vfs.getattr(from_dirid).await {
         Ok(v) => {
-            let wccattr = nfs::wcc_attr {
-                size: v.size,
-                mtime: v.mtime,
-                ctime: v.ctime,
-            };
+            let wccattr = nfs::wcc_attr { size: v.size, mtime: v.mtime, ctime: v.ctime };
             nfs::pre_op_attr::attributes(wccattr)
-        },
+        }
         Err(stat) => {
             error!("Cannot stat directory");
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
             return Ok(());
-        },
+        }
     };
 
     // get the object attributes before the write
     let pre_to_dir_attr = match context.vfs.getattr(to_dirid).await {
         Ok(v) => {
-            let wccattr = nfs::wcc_attr {
-                size: v.size,
-                mtime: v.mtime,
-                ctime: v.ctime,
-            };
+            let wccattr = nfs::wcc_attr { size: v.size, mtime: v.mtime, ctime: v.ctime };
             nfs::pre_op_attr::attributes(wccattr)
-        },
+        }
         Err(stat) => {
             error!("Cannot stat directory");
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
             return Ok(());
-        },
+        }
     };
 
     // rename!
@@ -1772,15 +1716,9 @@ pub async fn nfsproc3_rename(
         Ok(v) => nfs::post_op_attr::attributes(v),
         Err(_) => nfs::post_op_attr::Void,
     };
-    let from_wcc_res = nfs::wcc_data {
-        before: pre_from_dir_attr,
-        after: post_from_dir_attr,
-    };
+    let from_wcc_res = nfs::wcc_data { before: pre_from_dir_attr, after: post_from_dir_attr };
 
-    let to_wcc_res = nfs::wcc_data {
-        before: pre_to_dir_attr,
-        after: post_to_dir_attr,
-    };
+    let to_wcc_res = nfs::wcc_data { before: pre_to_dir_attr, after: post_to_dir_attr };
 
     match res {
         Ok(()) => {
@@ -1789,7 +1727,7 @@ pub async fn nfsproc3_rename(
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             from_wcc_res.serialize(output)?;
             to_wcc_res.serialize(output)?;
-        },
+        }
         Err(e) => {
             error!("rename error {:?} --> {:?}", xid, e);
             // serialize CREATE3resfail
@@ -1797,7 +1735,7 @@ pub async fn nfsproc3_rename(
             e.serialize(output)?;
             from_wcc_res.serialize(output)?;
             to_wcc_res.serialize(output)?;
-        },
+        }
     }
 
     Ok(())
@@ -1874,20 +1812,16 @@ pub async fn nfsproc3_mkdir(
     // get the object attributes before the write
     let pre_dir_attr = match context.vfs.getattr(dirid).await {
         Ok(v) => {
-            let wccattr = nfs::wcc_attr {
-                size: v.size,
-                mtime: v.mtime,
-                ctime: v.ctime,
-            };
+            let wccattr = nfs::wcc_attr { size: v.size, mtime: v.mtime, ctime: v.ctime };
             nfs::pre_op_attr::attributes(wccattr)
-        },
+        }
         Err(stat) => {
             error!("Cannot stat directory");
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
             return Ok(());
-        },
+        }
     };
 
     let res = context.vfs.mkdir(dirid, &args.dirops.name, &args.attributes).await;
@@ -1897,10 +1831,7 @@ pub async fn nfsproc3_mkdir(
         Ok(v) => nfs::post_op_attr::attributes(v),
         Err(_) => nfs::post_op_attr::Void,
     };
-    let wcc_res = nfs::wcc_data {
-        before: pre_dir_attr,
-        after: post_dir_attr,
-    };
+    let wcc_res = nfs::wcc_data { before: pre_dir_attr, after: post_dir_attr };
 
     match res {
         Ok((fid, fattr)) => {
@@ -1912,14 +1843,14 @@ pub async fn nfsproc3_mkdir(
             nfs::post_op_fh3::handle(fh).serialize(output)?;
             nfs::post_op_attr::attributes(fattr).serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
         Err(e) => {
             debug!("mkdir error {:?} --> {:?}", xid, e);
             // serialize CREATE3resfail
             make_success_reply(xid).serialize(output)?;
             e.serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
     }
 
     Ok(())
@@ -2000,20 +1931,16 @@ pub async fn nfsproc3_symlink(
     // get the object attributes before the write
     let pre_dir_attr = match context.vfs.getattr(dirid).await {
         Ok(v) => {
-            let wccattr = nfs::wcc_attr {
-                size: v.size,
-                mtime: v.mtime,
-                ctime: v.ctime,
-            };
+            let wccattr = nfs::wcc_attr { size: v.size, mtime: v.mtime, ctime: v.ctime };
             nfs::pre_op_attr::attributes(wccattr)
-        },
+        }
         Err(stat) => {
             error!("Cannot stat directory");
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             nfs::wcc_data::default().serialize(output)?;
             return Ok(());
-        },
+        }
     };
 
     let res = context
@@ -2026,10 +1953,7 @@ pub async fn nfsproc3_symlink(
         Ok(v) => nfs::post_op_attr::attributes(v),
         Err(_) => nfs::post_op_attr::Void,
     };
-    let wcc_res = nfs::wcc_data {
-        before: pre_dir_attr,
-        after: post_dir_attr,
-    };
+    let wcc_res = nfs::wcc_data { before: pre_dir_attr, after: post_dir_attr };
 
     match res {
         Ok((fid, fattr)) => {
@@ -2041,14 +1965,14 @@ pub async fn nfsproc3_symlink(
             nfs::post_op_fh3::handle(fh).serialize(output)?;
             nfs::post_op_attr::attributes(fattr).serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
         Err(e) => {
             debug!("symlink error --> {:?}", e);
             // serialize CREATE3resfail
             make_success_reply(xid).serialize(output)?;
             e.serialize(output)?;
             wcc_res.serialize(output)?;
-        },
+        }
     }
 
     Ok(())
@@ -2104,7 +2028,7 @@ pub async fn nfsproc3_readlink(
             stat.serialize(output)?;
             nfs::post_op_attr::Void.serialize(output)?;
             return Ok(());
-        },
+        }
     };
     match context.vfs.readlink(id).await {
         Ok(path) => {
@@ -2113,14 +2037,14 @@ pub async fn nfsproc3_readlink(
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             symlink_attr.serialize(output)?;
             path.serialize(output)?;
-        },
+        }
         Err(stat) => {
             // failed to read link
             // retry with failure and the post_op_attr
             make_success_reply(xid).serialize(output)?;
             stat.serialize(output)?;
             symlink_attr.serialize(output)?;
-        },
+        }
     }
     Ok(())
 }
@@ -2190,11 +2114,11 @@ pub async fn nfsproc3_commit(
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             nfs::wcc_data { before, after: nfs::post_op_attr::attributes(attr) }.serialize(output)?;
             context.vfs.write_verifier().serialize(output)?;
-        },
+        }
         Err(stat) => {
             let after = post_op(context, id).await;
             reply_wcc_error(xid, output, stat, nfs::wcc_data { before, after })?;
-        },
+        }
     }
     Ok(())
 }
@@ -2241,11 +2165,11 @@ pub async fn nfsproc3_link(
             nfs::nfsstat3::NFS3_OK.serialize(output)?;
             nfs::post_op_attr::attributes(attr).serialize(output)?;
             wcc.serialize(output)?;
-        },
+        }
         Err(stat) => {
             let file = post_op(context, id).await;
             fail(output, stat, file, wcc)?;
-        },
+        }
     }
     Ok(())
 }
@@ -2267,9 +2191,9 @@ pub async fn nfsproc3_mknod(
         nfs::ftype3::NF3CHR | nfs::ftype3::NF3BLK => {
             attr.deserialize(input)?;
             rdev.deserialize(input)?;
-        },
+        }
         nfs::ftype3::NF3SOCK | nfs::ftype3::NF3FIFO => attr.deserialize(input)?,
-        _ => {},
+        _ => {}
     }
     debug!("nfsproc3_mknod({:?},{:?},{:?}) ", xid, dirops, ftype);
     if !matches!(context.vfs.capabilities(), VFSCapabilities::ReadWrite) {
@@ -2292,7 +2216,7 @@ pub async fn nfsproc3_mknod(
             nfs::post_op_fh3::handle(context.vfs.id_to_fh(fid)).serialize(output)?;
             nfs::post_op_attr::attributes(fattr).serialize(output)?;
             wcc.serialize(output)?;
-        },
+        }
         Err(stat) => reply_wcc_error(xid, output, stat, wcc)?,
     }
     Ok(())

@@ -162,14 +162,14 @@ impl SocketMessageHandler {
                     Err(e) => {
                         error!("RPC Error: {:?}", e);
                         let _ = send.send(Err(e));
-                    },
+                    }
                     Ok(true) => {
                         let _ = std::io::Write::flush(&mut write_cursor);
                         let _ = send.send(Ok(write_buf));
-                    },
+                    }
                     Ok(false) => {
                         // do not reply
-                    },
+                    }
                 }
             });
         }

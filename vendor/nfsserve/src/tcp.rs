@@ -130,10 +130,10 @@ impl<T: NFSFileSystem + Send + Sync + 'static> NFSTcpListener<T> {
                             num_tries_left -= 1;
                             continue;
                         }
-                    },
+                    }
                     Ok(_) => {
                         return result;
-                    },
+                    }
                 }
             }
             unreachable!(); // Does not detect automatically that loop above never terminates.

@@ -10,10 +10,7 @@ pub struct TransactionTracker {
 
 impl TransactionTracker {
     pub fn new(retention_period: Duration) -> Self {
-        Self {
-            retention_period,
-            transactions: Mutex::new(HashMap::new()),
-        }
+        Self { retention_period, transactions: Mutex::new(HashMap::new()) }
     }
 
     /// Checks if the transaction is a retransmission.

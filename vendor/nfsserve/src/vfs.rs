@@ -221,10 +221,7 @@ pub trait NFSFileSystem: Sync {
             wtmult: 1024 * 1024,
             dtpref: 1024 * 1024,
             maxfilesize: 128 * 1024 * 1024 * 1024,
-            time_delta: nfs::nfstime3 {
-                seconds: 0,
-                nseconds: 1000000,
-            },
+            time_delta: nfs::nfstime3 { seconds: 0, nseconds: 1000000 },
             properties: nfs::FSF_SYMLINK | nfs::FSF_HOMOGENEOUS | nfs::FSF_CANSETTIME,
         };
         Ok(res)
