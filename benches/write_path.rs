@@ -186,26 +186,13 @@ fn write_file(path: &Path, mib: u64, seed: u64, append: bool) -> (Duration, Dura
 
 /// `hf-mount-nfs --serve-only` serving the bench bucket; answers the process and its port.
 fn nfs_server(endpoint: &str, cache: &Path, extra: &[&str]) -> (Child, u16) {
-    use std::io::BufRead;
-    let mut child = Command::new(NFS_BIN)
-        .args(["bucket", BUCKET, "--serve-only", "--hf-token", TOKEN, "--cache-dir"])
-        .arg(cache)
-        .args(extra)
-        .env("HF_ENDPOINT", endpoint)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the NFS server exited");
-        if let Some((_, addr)) = line.trim().split_once(" over NFSv3 at ") {
-            break addr.rsplit_once(':').unwrap().1.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    (child, port)
+    spawn::spawn_serving(
+        Command::new(NFS_BIN)
+            .args(["bucket", BUCKET, "--serve-only", "--hf-token", TOKEN, "--cache-dir"])
+            .arg(cache)
+            .args(extra)
+            .env("HF_ENDPOINT", endpoint),
+    )
 }
 
 type NfsConn = nfs3_client::Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>;

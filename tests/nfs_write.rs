@@ -6,15 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::nfs::*;
-use common::spawn::Guard;
+use common::spawn::{spawn_serving, Guard};
 use common::{bytes, Hub, WRITE_TOKEN};
-use nfs3_client::tokio::TokioConnector;
-use nfs3_client::Nfs3ConnectionBuilder;
 use nfs3_types::nfs3::{createhow3, createverf3, nfsstat3, nfstime3, sattr3, stable_how, Nfs3Option};
 
 const NFS_BIN: &str = env!("CARGO_BIN_EXE_hf-mount-nfs");
@@ -141,29 +138,18 @@ fn a_retransmitted_exclusive_create_succeeds_and_another_verifier_is_exist() {
 
 /// `hf-mount-nfs --serve-only` in its own process; answers it and its port.
 fn spawn_server(hub: &Hub, cache: &std::path::Path, extra: &[&str]) -> (Guard, u16) {
-    let mut child = Command::new(NFS_BIN)
-        .args(["bucket", "alice/b", "--serve-only", "--hf-token", WRITE_TOKEN, "--cache-dir"])
-        .arg(cache)
-        .args(extra)
-        .env("HF_ENDPOINT", hub.endpoint())
-        .stdout(Stdio::piped())
-        // NFS_TEST_LOG=file keeps what the servers log (set RUST_LOG too), for a failure's story.
-        .stderr(match std::env::var_os("NFS_TEST_LOG") {
-            Some(f) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(f).unwrap()),
-            None => Stdio::null(),
-        })
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the server exited before serving");
-        if let Some((_, addr)) = line.trim().split_once(" over NFSv3 at ") {
-            break addr.rsplit_once(':').unwrap().1.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let (child, port) = spawn_serving(
+        Command::new(NFS_BIN)
+            .args(["bucket", "alice/b", "--serve-only", "--hf-token", WRITE_TOKEN, "--cache-dir"])
+            .arg(cache)
+            .args(extra)
+            .env("HF_ENDPOINT", hub.endpoint())
+            // NFS_TEST_LOG=file keeps what the servers log (set RUST_LOG too), for a failure's story.
+            .stderr(match std::env::var_os("NFS_TEST_LOG") {
+                Some(f) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(f).unwrap()),
+                None => Stdio::null(),
+            }),
+    );
     (Guard::new(child, None), port)
 }
 
@@ -171,16 +157,6 @@ fn sigkill(mut g: Guard) {
     let mut child = g.take();
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
-}
-
-async fn connect(port: u16) -> Conn {
-    Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
-        .connect_from_privileged_port(false)
-        .mount_port(port)
-        .nfs3_port(port)
-        .mount()
-        .await
-        .unwrap()
 }
 
 fn wait_for_bytes(hub: &Hub, path: &str, want: &[u8]) {

@@ -19,6 +19,23 @@ pub fn check_mountpoint(mountpoint: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The span of one request, the root of its trace (`<protocol>.<op>` in exports): actor hops
+/// and Hub/CAS calls become its children; the engine records the path, bytes and cache hits.
+pub(crate) fn request_span(protocol: &'static str, op: &'static str, ino: u64) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        otel.name = %format!("{protocol}.{op}"),
+        protocol,
+        op,
+        ino,
+        path = tracing::field::Empty,
+        errno = tracing::field::Empty,
+        bytes = tracing::field::Empty,
+        cache.hits = tracing::field::Empty,
+        cache.misses = tracing::field::Empty,
+    )
+}
+
 /// Logs, counts and records on the request's span an error a frontend answers with.
 pub(crate) fn request_failed(op: &'static str, ino: u64, e: &FsError) {
     tracing::Span::current().record("errno", e.errno());

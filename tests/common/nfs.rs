@@ -51,16 +51,7 @@ impl Served {
     }
 
     pub fn connect(&self) -> Conn {
-        let port = self.port();
-        self.rt.block_on(async {
-            Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
-                .connect_from_privileged_port(false)
-                .mount_port(port)
-                .nfs3_port(port)
-                .mount()
-                .await
-                .unwrap()
-        })
+        self.rt.block_on(connect(self.port()))
     }
 }
 
@@ -137,6 +128,17 @@ impl Served {
         }
         self.dir = None;
     }
+}
+
+/// A client of the server on `port` (its MOUNT and NFS programs share the port).
+pub async fn connect(port: u16) -> Conn {
+    Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
+        .connect_from_privileged_port(false)
+        .mount_port(port)
+        .nfs3_port(port)
+        .mount()
+        .await
+        .unwrap()
 }
 
 pub fn name(n: &str) -> filename3<'static> {

@@ -47,6 +47,23 @@ pub fn spawn_mounted_logged(cmd: &mut Command, log: &std::path::Path) -> Child {
     }
 }
 
+/// Spawns `hf-mount-nfs … --serve-only` (stdout piped) and returns once it printed the
+/// address it serves on: the child and its port. Later output is drained.
+pub fn spawn_serving(cmd: &mut Command) -> (Child, u16) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the server exited before serving");
+        if let Some((_, addr)) = line.trim().split_once(" over NFSv3 at ") {
+            break addr.rsplit_once(':').unwrap().1.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, port)
+}
+
 /// A child process killed (and its mount lazily unmounted) if a test fails before stopping it.
 pub struct Guard {
     pub child: Option<Child>,

@@ -78,17 +78,7 @@ impl HfFuse {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         // One trace per kernel request: actor hops and Hub/CAS calls become its children.
-        let span = tracing::debug_span!(
-            "fuse",
-            otel.name = %format!("fuse.{op}"),
-            op,
-            ino,
-            path = tracing::field::Empty,
-            errno = tracing::field::Empty,
-            bytes = tracing::field::Empty,
-            cache.hits = tracing::field::Empty,
-            cache.misses = tracing::field::Empty,
-        );
+        let span = super::request_span("fuse", op, ino);
         let fut = f(self.engine.clone(), Ctx { op, ino, ttl: self.ttl() });
         let start = std::time::Instant::now();
         self.rt.spawn(

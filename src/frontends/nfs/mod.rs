@@ -176,17 +176,7 @@ impl HfNfs {
         ino: u64,
         f: impl std::future::Future<Output = FsResult<T>>,
     ) -> Result<T, nfsstat3> {
-        let span = tracing::debug_span!(
-            "nfs",
-            otel.name = %format!("nfs.{op}"),
-            op,
-            ino,
-            path = tracing::field::Empty,
-            errno = tracing::field::Empty,
-            bytes = tracing::field::Empty,
-            cache.hits = tracing::field::Empty,
-            cache.misses = tracing::field::Empty,
-        );
+        let span = super::request_span("nfs", op, ino);
         let start = Instant::now();
         let r = f.instrument(span.clone()).await;
         let _in = span.enter();
