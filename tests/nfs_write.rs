@@ -45,8 +45,10 @@ fn every_mutation_lands_on_the_hub() {
         assert_eq!(create(&mut c, &d, "x.txt", guarded).await.unwrap_err(), nfsstat3::NFS3ERR_EXIST);
         let again = create_file(&mut c, &d, "x.txt").await;
         assert_eq!(read_all(&mut c, &again).await, b"hello");
-        // A write into the middle of a file the Hub has (filled first), and a truncate.
+        // A write into the middle of a file the Hub has, just read through the same handle
+        // (filled first, never STALE), and a truncate.
         let old = lookup_path(&mut c, "old.txt").await.unwrap();
+        assert_eq!(read_all(&mut c, &old).await, b"old");
         write(&mut c, &old, 1, b"LD!", stable_how::UNSTABLE).await.unwrap();
         assert_eq!(read_all(&mut c, &old).await, b"oLD!");
         let cut = sattr3 { size: Nfs3Option::Some(2), mode: Nfs3Option::Some(0o600), ..Default::default() };
@@ -70,6 +72,13 @@ fn every_mutation_lands_on_the_hub() {
         remove(&mut c, &keep, "k.txt").await.unwrap();
         rmdir(&mut c, &root, "keep").await.unwrap();
         mkdir(&mut c, &root, "empty").await.unwrap();
+        // MKNOD: a fifo lives on the mount (the Hub has no such thing); a directory is BADTYPE.
+        use nfs3_types::nfs3::{mknoddata3, MKNOD3args};
+        let fifo = MKNOD3args { where_: dirop(&root, "pipe"), what: mknoddata3::NF3FIFO(sattr3::default()) };
+        let made = c.nfs3_client.mknod(&fifo).await.unwrap();
+        assert!(matches!(made, nfs3_types::nfs3::Nfs3Result::Ok(_)), "{made:?}");
+        let p = lookup_path(&mut c, "pipe").await.unwrap();
+        assert_eq!(getattr(&mut c, &p).await.unwrap().type_, nfs3_types::nfs3::ftype3::NF3FIFO);
         assert_eq!(lookup_path(&mut c, "keep/k.txt").await.unwrap_err(), nfsstat3::NFS3ERR_NOENT);
     });
     wait_committed(&s);
