@@ -18,6 +18,22 @@ use hf_mount::frontends::fuse::{self, FuseMount};
 pub const WRITE_TOKEN: &str = "hf_alice_write";
 pub const READ_TOKEN: &str = "hf_alice_read";
 
+/// `<cargo's test tmp dir>/cache-<pid>`, for mounts started without `--cache-dir`; the
+/// directories of test processes no longer running are removed on the way.
+fn test_cache_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hf-mount-test-cache");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let pid = e.file_name().to_string_lossy().strip_prefix("cache-").and_then(|p| p.parse::<i32>().ok());
+            // SAFETY: signal 0 only asks whether the process exists.
+            if pid.is_some_and(|p| p != std::process::id() as i32 && unsafe { libc::kill(p, 0) } != 0) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    root.join(format!("cache-{}", std::process::id()))
+}
+
 /// Deterministic pseudo-random bytes.
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -67,11 +83,9 @@ impl Hub {
         unsafe {
             std::env::set_var("HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "2");
             std::env::set_var("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms");
-            // Mounts started without --cache-dir (the binaries' own tests) cache in the temp dir.
-            std::env::set_var(
-                "HF_MOUNT_CACHE_DIR",
-                std::env::temp_dir().join(format!("hf-mount-test-cache-{}", std::process::id())),
-            );
+            // Mounts started without --cache-dir (the binaries' own tests) cache in this test
+            // process's own directory under cargo's temporary dir for tests.
+            std::env::set_var("HF_MOUNT_CACHE_DIR", test_cache_dir());
         }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let hub = rt
