@@ -6,19 +6,14 @@ mod common;
 
 use std::process::Command;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn huggingface_hub_client_works_against_the_emulator() {
-    let hub = common::start().await;
-    let fixture = tempfile::tempdir().unwrap();
-    common::write_fixture(fixture.path());
-    hub.seed_repo("alice/tiny", fixture.path(), false).await.unwrap();
-    hub.seed_repo("alice/secret", fixture.path(), true).await.unwrap();
-
+/// Runs `tests/python/{script}` with the venv's interpreter against `hub`; answers its stdout
+/// once it passed `expect` checks.
+async fn run_script(hub: &hf_hub_emulator::Emulator, script: &str, fixture: &std::path::Path, expect: &str) {
     let python = std::env::var("HF_MOUNT_PYTHON").unwrap_or_else(|_| "python3".into());
     let hf_home = tempfile::tempdir().unwrap();
-    let script = format!("{}/tests/python/hub_client_check.py", std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let script = format!("{}/tests/python/{script}", std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let endpoint = hub.endpoint();
-    let fixture_path = fixture.path().to_path_buf();
+    let fixture_path = fixture.to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(&python)
             .arg(script)
@@ -41,7 +36,30 @@ async fn huggingface_hub_client_works_against_the_emulator() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "Python client checks failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("14 passed, 0 failed"), "not every check ran:\n{stdout}");
+    assert!(out.status.success(), "Python checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains(expect), "not every check ran:\n{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn huggingface_hub_client_works_against_the_emulator() {
+    let hub = common::start().await;
+    let fixture = tempfile::tempdir().unwrap();
+    common::write_fixture(fixture.path());
+    hub.seed_repo("alice/tiny", fixture.path(), false).await.unwrap();
+    hub.seed_repo("alice/secret", fixture.path(), true).await.unwrap();
+    run_script(&hub, "hub_client_check.py", fixture.path(), "14 passed, 0 failed").await;
+    hub.stop().await;
+}
+
+/// The real `hf` CLI through a whole offline session (repos, revisions, listings by author,
+/// visibility, buckets, deletion), bytes and listings compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_hf_cli_works_offline_against_the_emulator() {
+    let hub = common::start().await;
+    let fixture = tempfile::tempdir().unwrap();
+    common::write_fixture(fixture.path());
+    hub.seed_repo("alice/tiny", fixture.path(), false).await.unwrap();
+    hub.seed_repo("alice/secret", fixture.path(), true).await.unwrap();
+    run_script(&hub, "hf_cli_session.py", fixture.path(), "25 passed, 0 failed").await;
     hub.stop().await;
 }

@@ -337,3 +337,48 @@ async fn info_expand_limits_the_fields() {
     assert_eq!(full["siblings"].as_array().unwrap().len(), 5);
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn repo_and_bucket_listings_filter_page_to_the_end_and_hide_private_ones() {
+    let (hub, _fixture) = start_seeded().await;
+    let e = hub.endpoint();
+    let store = hub.store();
+    for i in 0..230 {
+        store.create_repo(&format!("alice/m{i:03}").as_str().parse_repo(), i % 50 == 7).unwrap();
+        store.create_bucket(&format!("alice/b{i:03}"), i % 50 == 7).unwrap();
+    }
+    store.create_repo(&"bob/theirs".parse_repo(), false).unwrap();
+    store.create_repo(&"datasets/alice/d".parse_repo(), false).unwrap();
+    // Commits make the repos listable with a sha (an empty repo has one too).
+    let (all, pages) = get_all_pages(&format!("{e}/api/models?author=alice"), Some(WRITE_TOKEN)).await;
+    let ids: Vec<&str> = all.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(pages >= 3, "{pages} pages");
+    assert!(ids.contains(&"alice/m229") && ids.contains(&"alice/m007") && !ids.contains(&"bob/theirs"));
+    let mut sorted = ids.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "no repo twice across pages");
+    for m in &all {
+        for key in ["id", "author", "private", "sha", "lastModified", "createdAt", "downloads", "likes", "tags"] {
+            assert!(m.get(key).is_some(), "{key} missing in {m}");
+        }
+    }
+    // Anonymous callers do not see private repos; other kinds are listed apart.
+    let (anon, _) = get_all_pages(&format!("{e}/api/models?author=alice"), None).await;
+    assert_eq!(anon.len(), all.len() - 5, "the 5 private repos are hidden");
+    let (ds, _) = get_all_pages(&format!("{e}/api/datasets?author=alice"), None).await;
+    assert_eq!(ds.iter().map(|d| d["id"].as_str().unwrap()).collect::<Vec<_>>(), ["alice/d"]);
+    let (found, _) = get_all_pages(&format!("{e}/api/models?search=m22&sort=id&direction=-1"), None).await;
+    let found: Vec<&str> = found.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(found.first(), Some(&"alice/m229"));
+    assert_eq!(found.len(), 10);
+    // Buckets of a namespace, `me` for the caller's own.
+    let (bk, pages) = get_all_pages(&format!("{e}/api/buckets/me"), Some(WRITE_TOKEN)).await;
+    assert!(pages >= 3 && bk.len() == 230, "{} buckets in {pages} pages", bk.len());
+    assert!(bk.iter().all(|b| b.get("totalFiles").is_some() && b.get("createdAt").is_some()));
+    let (anon, _) = get_all_pages(&format!("{e}/api/buckets/alice"), None).await;
+    assert_eq!(anon.len(), 225);
+    let r = http().get(format!("{e}/api/models?sort=bogus")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    hub.stop().await;
+}

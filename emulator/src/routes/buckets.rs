@@ -47,6 +47,73 @@ fn file_entry(path: &str, f: &BucketFile) -> Value {
     })
 }
 
+/// `GET /api/buckets/{ns}` (`me`: the caller's): the buckets the caller may see, `search`
+/// filtering by name, paginated behind `Link`.
+pub async fn list(
+    State(state): State<Shared>,
+    Path(ns): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let who = caller(&state, &headers);
+    let result = (|| -> ApiResult<Response> {
+        let ns =
+            if ns == "me" { who.name().ok_or_else(|| ApiError::unauthorized("authentication required"))? } else { &ns };
+        let page = Page::from_query(&q, 100, 1000)?;
+        let prefix = format!("{ns}/");
+        state.store.read(|st| {
+            let rows: Vec<&Bucket> = st
+                .buckets
+                .range(prefix.clone()..)
+                .take_while(|(id, _)| id.starts_with(&prefix))
+                .map(|(_, b)| b)
+                .filter(|b| who.check_read(Some(ns), b.private, ApiError::bucket_not_found()).is_ok())
+                .filter(|b| q.get("search").is_none_or(|s| b.id[prefix.len()..].contains(s.as_str())))
+                .filter(|b| page.cursor.as_ref().is_none_or(|c| b.id.as_str() > c.as_str()))
+                .collect();
+            let items: Vec<Value> = rows.iter().take(page.limit).map(|b| summary(b)).collect();
+            let next = (rows.len() > page.limit).then(|| rows[page.limit - 1].id.clone());
+            Ok(with_next_link(Json(items).into_response(), &headers, &uri, next))
+        })
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What the Hub says of a bucket (its info, and an entry of a listing).
+fn summary(b: &Bucket) -> Value {
+    json!({
+        "id": &b.id, "private": b.private, "createdAt": rfc3339(&b.created_at), "updatedAt": rfc3339(&b.updated_at),
+        "size": b.files.values().map(|f| f.size).sum::<u64>(), "totalFiles": b.files.len(),
+    })
+}
+
+#[derive(Deserialize)]
+struct BucketSettings {
+    private: bool,
+}
+
+/// `PUT /api/buckets/{ns}/{name}/settings`: visibility.
+pub async fn settings(
+    State(state): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let who = caller(&state, &headers);
+    let result = (|| -> ApiResult<Response> {
+        let id = bucket_id(&ns, &name, &who)?;
+        let s: BucketSettings = parse_body(&body)?;
+        check_write(&state, &id, &who)?;
+        state.store.mutate(|st| {
+            st.buckets.get_mut(&id).ok_or_else(ApiError::bucket_not_found)?.private = s.private;
+            Ok(())
+        })?;
+        Ok(Json(json!({})).into_response())
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
 pub async fn info(
     State(state): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
@@ -56,11 +123,7 @@ pub async fn info(
     let result = bucket_id(&ns, &name, &who).and_then(|id| {
         state.store.read(|st| {
             let b = visible(st, &id, &who)?;
-            Ok(Json(json!({
-                "id": &b.id, "private": b.private, "createdAt": rfc3339(&b.created_at), "updatedAt": rfc3339(&b.updated_at),
-                "size": b.files.values().map(|f| f.size).sum::<u64>(), "totalFiles": b.files.len(),
-            }))
-            .into_response())
+            Ok(Json(summary(b)).into_response())
         })
     });
     result.unwrap_or_else(IntoResponse::into_response)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -51,7 +51,12 @@ pub fn router(state: Shared) -> Router {
         .route("/api/whoami-v2", get(repos::whoami))
         .route("/api/repos/create", post(repos::create_repo))
         .route("/api/repos/delete", delete(repos::delete_repo))
+        .route("/api/models", get(repos::list))
+        .route("/api/datasets", get(repos::list))
+        .route("/api/spaces", get(repos::list))
+        .route("/api/buckets/{ns}", get(buckets::list))
         .route("/api/buckets/{ns}/{name}", get(buckets::info).post(buckets::create).delete(buckets::delete))
+        .route("/api/buckets/{ns}/{name}/settings", put(buckets::settings))
         .route("/api/buckets/{ns}/{name}/tree", get(buckets::tree_root))
         .route("/api/buckets/{ns}/{name}/tree/{*prefix}", get(buckets::tree))
         .route("/api/buckets/{ns}/{name}/paths-info", post(buckets::paths_info))

@@ -30,7 +30,12 @@ const ACTIONS: &[&str] = &[
     "tag",
     "refs",
     "commits",
+    "settings",
 ];
+
+/// Repos a listing page holds at most (the Hub's own cap).
+const LIST_MAX: usize = 1000;
+const LIST_DEFAULT: usize = 100;
 
 /// A parsed `/api/{kind}/{id}/{action}/{args…}` path.
 pub struct RepoPath {
@@ -133,7 +138,8 @@ pub async fn repo_api(
             (Method::POST | Method::DELETE, Some("tag")) => tag(&state, &method, &path, &who, &body),
             (Method::GET, Some("refs")) => refs(&state, &path, &who),
             (Method::GET, Some("commits")) => commits(&state, &headers, &uri, &path, &who, &q),
-            _ => Err(ApiError::not_found(format!("no route for {method} {}", uri.path()))),
+            (Method::PUT, Some("settings")) => settings(&state, &path, &who, &body),
+            _ => Err(ApiError::not_found(format!("the Hub emulator does not serve {method} {}", uri.path()))),
         }
     }
     .await;
@@ -172,27 +178,8 @@ fn info(
         } else {
             Vec::new()
         };
-        let mut doc = json!({
-            "_id": &r.id,
-            "id": &r.id,
-            "author": r.reference().namespace(),
-            "sha": &commit.sha,
-            "lastModified": rfc3339(&commit.date),
-            "createdAt": rfc3339(&r.created_at),
-            "private": r.private,
-            "gated": false,
-            "disabled": false,
-            "downloads": 0,
-            "likes": 0,
-            "tags": [],
-            "siblings": siblings,
-            "url": format!("{}/{}", base_url(headers), r.reference()),
-        });
-        match r.kind {
-            RepoKind::Model => doc["modelId"] = json!(&r.id),
-            RepoKind::Space => doc["sdk"] = json!("static"),
-            RepoKind::Dataset => {}
-        }
+        let mut doc = summary(r, &commit.sha, &commit.date, headers);
+        doc["siblings"] = json!(siblings);
         if !expand.is_empty() {
             if let Some(map) = doc.as_object_mut() {
                 map.retain(|k, _| k == "_id" || k == "id" || expand.iter().any(|e| e == k));
@@ -200,6 +187,125 @@ fn info(
         }
         Ok(Json(doc).into_response())
     })
+}
+
+/// What the Hub says of a repo in its info and in listings (no files).
+fn summary(r: &Repo, sha: &str, date: &chrono::DateTime<chrono::Utc>, headers: &HeaderMap) -> Value {
+    let mut doc = json!({
+        "_id": &r.id,
+        "id": &r.id,
+        "author": r.reference().namespace(),
+        "sha": sha,
+        "lastModified": rfc3339(date),
+        "createdAt": rfc3339(&r.created_at),
+        "private": r.private,
+        "gated": false,
+        "disabled": false,
+        "downloads": 0,
+        "likes": 0,
+        "tags": [],
+        "url": format!("{}/{}", base_url(headers), r.reference()),
+    });
+    match r.kind {
+        RepoKind::Model => doc["modelId"] = json!(&r.id),
+        RepoKind::Space => doc["sdk"] = json!("static"),
+        RepoKind::Dataset => {}
+    }
+    doc
+}
+
+/// `GET /api/{models|datasets|spaces}`: the repos of a kind the caller may see, filtered by
+/// `author` and `search` (a substring of the id), ordered by `sort` (`id`, `createdAt`,
+/// `lastModified`; `direction=-1` reverses), `limit` per page, the rest behind `Link`.
+pub async fn list(
+    State(state): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let result = (|| -> ApiResult<Response> {
+        let plural = uri.path().trim_start_matches("/api/");
+        let kind = RepoKind::from_api_plural(plural).ok_or_else(|| ApiError::not_found("Not found"))?;
+        let page = Page::from_query(&q, LIST_DEFAULT, LIST_MAX)?;
+        let who = caller(&state, &headers);
+        let sort = q.get("sort").map(String::as_str).unwrap_or("id");
+        if !matches!(sort, "id" | "createdAt" | "lastModified" | "downloads" | "likes" | "trendingScore") {
+            return Err(ApiError::bad_request(format!("invalid sort {sort:?}")));
+        }
+        let descending = q.get("direction").is_some_and(|d| d == "-1");
+        state.store.read(|st| {
+            let mut rows: Vec<(String, Value)> = st
+                .repos
+                .values()
+                .filter(|r| r.kind == kind)
+                .filter(|r| who.check_read(r.reference().namespace(), r.private, ApiError::repo_not_found()).is_ok())
+                .filter(|r| q.get("author").is_none_or(|a| r.reference().namespace() == Some(a.as_str())))
+                .filter(|r| q.get("search").is_none_or(|s| r.id.to_lowercase().contains(&s.to_lowercase())))
+                .filter_map(|r| {
+                    let sha = r.resolve("main").or_else(|| r.branches.values().next().map(String::as_str))?;
+                    let c = r.commits.get(sha)?;
+                    let key = match sort {
+                        "createdAt" => rfc3339(&r.created_at),
+                        "lastModified" => rfc3339(&c.date),
+                        _ => String::new(),
+                    };
+                    Some((format!("{key}\u{0}{}", r.id), summary(r, sha, &c.date, &headers)))
+                })
+                .collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            if descending {
+                rows.reverse();
+            }
+            let start = match &page.cursor {
+                Some(c) => rows.iter().position(|(k, _)| k == c).map_or(rows.len(), |i| i + 1),
+                None => 0,
+            };
+            let items: Vec<&(String, Value)> = rows[start..].iter().take(page.limit).collect();
+            let more = start + items.len() < rows.len() && !q.contains_key("limit");
+            let next = more.then(|| items.last().map(|(k, _)| k.clone())).flatten();
+            let body: Vec<Value> = items.iter().map(|(_, v)| v.clone()).collect();
+            Ok(with_next_link(Json(body).into_response(), &headers, &uri, next))
+        })
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Deserialize)]
+struct Settings {
+    /// `public`, `private`, or `protected` (spaces).
+    visibility: Option<String>,
+    /// The older form of `visibility`.
+    private: Option<bool>,
+    gated: Option<Value>,
+}
+
+/// `PUT /api/{kind}/{id}/settings`: visibility (`gated` is checked and accepted, not kept:
+/// the emulator has no access requests).
+fn settings(state: &Shared, path: &RepoPath, who: &Caller, body: &[u8]) -> ApiResult<Response> {
+    let s: Settings = parse_body(body)?;
+    if let Some(g) = &s.gated {
+        if !matches!(g, Value::Bool(false)) && !matches!(g.as_str(), Some("auto" | "manual")) {
+            return Err(ApiError::bad_request("gated must be false, \"auto\" or \"manual\""));
+        }
+    }
+    let private = match (s.visibility.as_deref(), s.private) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give visibility or private, not both")),
+        (Some("public"), None) => Some(false),
+        (Some("private"), None) => Some(true),
+        (Some("protected"), None) if path.repo.kind == RepoKind::Space => Some(false),
+        (Some(v), None) => return Err(ApiError::bad_request(format!("invalid visibility {v:?}"))),
+        (None, p) => p,
+    };
+    let repo = check_repo_write(state, &path.repo, who)?;
+    state.store.mutate(|st| {
+        let key = Store::canonical_key(st, &repo);
+        let r = st.repos.get_mut(&key).ok_or_else(ApiError::repo_not_found)?;
+        if let Some(p) = private {
+            r.private = p;
+        }
+        Ok(())
+    })?;
+    Ok(Json(json!({})).into_response())
 }
 
 fn sibling_with_blob(path: &str, f: &RepoFile) -> Value {
