@@ -163,6 +163,37 @@ impl Store {
         })
     }
 
+    /// Renames (or transfers) a repo; the old name keeps resolving to it, as on the Hub.
+    pub fn move_repo(&self, from: &RepoRef, to: &RepoRef) -> ApiResult<()> {
+        self.mutate(|st| {
+            let (old, new) = (Self::canonical_key(st, from), to.to_string());
+            if st.repos.contains_key(&new) || st.aliases.contains_key(&new) {
+                return Err(ApiError::conflict(format!("{to} already exists")));
+            }
+            let mut r = st.repos.remove(&old).ok_or_else(ApiError::repo_not_found)?;
+            r.id = to.id.clone();
+            st.repos.insert(new.clone(), r);
+            for target in st.aliases.values_mut().filter(|t| **t == old) {
+                *target = new.clone();
+            }
+            st.aliases.insert(old, new);
+            Ok(())
+        })
+    }
+
+    /// Renames (or transfers) a bucket.
+    pub fn move_bucket(&self, from: &str, to: &str) -> ApiResult<()> {
+        self.mutate(|st| {
+            if st.buckets.contains_key(to) {
+                return Err(ApiError::conflict(format!("bucket {to} already exists")));
+            }
+            let mut b = st.buckets.remove(from).ok_or_else(ApiError::bucket_not_found)?;
+            b.id = to.to_string();
+            st.buckets.insert(to.to_string(), b);
+            Ok(())
+        })
+    }
+
     /// Makes `alias` resolve to `target`, as the Hub does after a rename.
     pub fn add_alias(&self, alias: &RepoRef, target: &RepoRef) -> ApiResult<()> {
         self.mutate(|st| {

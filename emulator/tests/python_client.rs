@@ -60,6 +60,6 @@ async fn the_hf_cli_works_offline_against_the_emulator() {
     common::write_fixture(fixture.path());
     hub.seed_repo("alice/tiny", fixture.path(), false).await.unwrap();
     hub.seed_repo("alice/secret", fixture.path(), true).await.unwrap();
-    run_script(&hub, "hf_cli_session.py", fixture.path(), "25 passed, 0 failed").await;
+    run_script(&hub, "hf_cli_session.py", fixture.path(), "28 passed, 0 failed").await;
     hub.stop().await;
 }

@@ -51,6 +51,7 @@ pub fn router(state: Shared) -> Router {
         .route("/api/whoami-v2", get(repos::whoami))
         .route("/api/repos/create", post(repos::create_repo))
         .route("/api/repos/delete", delete(repos::delete_repo))
+        .route("/api/repos/move", post(repos::move_repo))
         .route("/api/models", get(repos::list))
         .route("/api/datasets", get(repos::list))
         .route("/api/spaces", get(repos::list))

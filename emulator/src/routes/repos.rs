@@ -584,6 +584,47 @@ pub async fn delete_repo(State(state): State<Shared>, headers: HeaderMap, body: 
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+#[derive(Deserialize)]
+struct MoveRepo {
+    #[serde(rename = "fromRepo")]
+    from: String,
+    #[serde(rename = "toRepo")]
+    to: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// `POST /api/repos/move`: renames or transfers a repo (`type` model, dataset, space) or a
+/// bucket (`type` bucket); the caller must be able to write to both namespaces.
+pub async fn move_repo(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = (|| -> ApiResult<Response> {
+        let req: MoveRepo = parse_body(&body)?;
+        let who = caller(&state, &headers);
+        crate::model::validate_repo_id(&req.to).map_err(ApiError::bad_request)?;
+        let to_ns = req.to.split('/').next().filter(|_| req.to.contains('/'));
+        if req.kind.as_deref() == Some("bucket") {
+            state.store.read(|st| {
+                let b = st.buckets.get(&req.from).ok_or_else(ApiError::bucket_not_found)?;
+                who.check_write(req.from.split('/').next(), b.private, ApiError::bucket_not_found())
+            })?;
+            who.check_write(to_ns, false, ApiError::forbidden("cannot write to the target namespace"))?;
+            state.store.move_bucket(&req.from, &req.to)?;
+            return Ok(Json(json!({})).into_response());
+        }
+        let kind = match req.kind.as_deref() {
+            None => RepoKind::Model,
+            Some(k) => {
+                RepoKind::from_singular(k).ok_or_else(|| ApiError::bad_request(format!("unknown repo type {k:?}")))?
+            }
+        };
+        let from = check_repo_write(&state, &RepoRef::new(kind, req.from.clone()), &who)?;
+        who.check_write(to_ns, false, ApiError::forbidden("cannot write to the target namespace"))?;
+        state.store.move_repo(&from, &RepoRef::new(kind, req.to.clone()))?;
+        Ok(Json(json!({})).into_response())
+    })();
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
 pub async fn whoami(State(state): State<Shared>, headers: HeaderMap) -> Response {
     match caller(&state, &headers) {
         Caller::User { name, write } => Json(json!({

@@ -99,6 +99,14 @@ check("anonymous info and download refused", not (work / "refused" / "a.txt").ex
 hf("repos", "settings", "alice/cli-model", "--public")
 check("--public again", "alice/cli-model" in hf("models", "info", "alice/cli-model", anonymous=True))
 
+# A rename: listed under the new name, the old one still resolves (as on the Hub).
+hf("repos", "move", "alice/cli-model", "alice/cli-moved")
+ids = [m["id"] for m in listed("models", "ls", "--author", "alice")]
+check("repos move: listed under its new name only", "alice/cli-moved" in ids and "alice/cli-model" not in ids)
+old_name = work / "old-name"
+hf("download", "alice/cli-model", "a.txt", "--local-dir", str(old_name))
+check("repos move: the old name still resolves", (old_name / "a.txt").read_text() == "second\n")
+
 # Buckets: create, sync, list, ls, cp, rm, visibility.
 hf("buckets", "create", "alice/cli-bucket")
 hf("buckets", "sync", str(src), "hf://buckets/alice/cli-bucket")
@@ -113,14 +121,19 @@ hf("buckets", "rm", "alice/cli-bucket/a.txt", "--yes")
 files = sorted(f["path"] for f in listed("buckets", "ls", "alice/cli-bucket", "-R") if f.get("type") == "file")
 check("buckets rm: gone", files == ["sub/c.json", "w.bin"])
 hf("buckets", "settings", "alice/cli-bucket", "--private")
-check("buckets settings --private", listed("buckets", "list", "alice")[0]["private"] is True)
-check("anonymous bucket listings leave it out", listed("buckets", "list", "alice", anonymous=True) == [])
+check("buckets settings --private", {b["id"]: b["private"] for b in listed("buckets", "list", "alice")}["alice/cli-bucket"])
+anon = [b["id"] for b in listed("buckets", "list", "alice", anonymous=True)]
+check("anonymous bucket listings leave it out", "alice/cli-bucket" not in anon)
+
+hf("buckets", "move", "alice/cli-bucket", "alice/cli-bucket-2")
+ids = [b["id"] for b in listed("buckets", "list", "alice")]
+check("buckets move", "alice/cli-bucket-2" in ids and "alice/cli-bucket" not in ids)
 
 # Deletion.
-hf("repos", "delete", "alice/cli-model", "--yes")
-check("repos delete: no longer listed", "alice/cli-model" not in [m["id"] for m in listed("models", "ls", "--author", "alice")])
-hf("buckets", "delete", "alice/cli-bucket", "--yes")
-check("buckets delete", "alice/cli-bucket" not in [b["id"] for b in listed("buckets", "list", "alice")])
+hf("repos", "delete", "alice/cli-moved", "--yes")
+check("repos delete: no longer listed", "alice/cli-moved" not in [m["id"] for m in listed("models", "ls", "--author", "alice")])
+hf("buckets", "delete", "alice/cli-bucket-2", "--yes")
+check("buckets delete", "alice/cli-bucket-2" not in [b["id"] for b in listed("buckets", "list", "alice")])
 
 # A call the emulator does not serve answers a JSON error with a status, as the Hub would.
 try:
