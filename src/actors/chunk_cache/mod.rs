@@ -469,6 +469,9 @@ fn spawn_writer(actor: ActorRef<CacheMsg>) -> std::sync::mpsc::Sender<WriteJob> 
         // SAFETY: plain syscalls on this thread's own id.
         unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
         while let Ok(job) = rx.recv() {
+            if !matches!(actor.get_status(), ractor::ActorStatus::Running | ractor::ActorStatus::Starting) {
+                return; // the mount is shutting down: its queued writes would outlive its cache dir
+            }
             let msg = match job {
                 WriteJob::Write { name, loc, data } => {
                     let len = data.len() as u64;

@@ -49,8 +49,13 @@ impl DiskLoc {
 
 /// Writes a block into its slot: the data, then the header that makes it valid.
 pub(super) fn write_block(loc: &DiskLoc, data: &[u8]) -> std::io::Result<()> {
+    // Only the segment's own directory is made: once the cache root is gone (the mount is
+    // over, its cache dir removed), a late write fails instead of recreating the tree.
     if let Some(dir) = loc.path.parent() {
-        std::fs::create_dir_all(dir)?;
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
     }
     let f = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&loc.path)?;
     f.write_all_at(&[0u8; SLOT_HEADER_BYTES as usize], loc.header_at())?;
