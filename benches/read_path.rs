@@ -8,10 +8,16 @@
 //! - 4 threads reading quarters of one file through one fd and four fds vs 1 thread;
 //! - time to first byte vs one CAS round trip;
 //! - `ls -l` of a 10k- and a 100k-entry directory, and the Hub requests it made;
-//! - mount time and RSS on a 100k-file repo vs a 10-file repo.
+//! - mount time and RSS on a 100k-file repo vs a 10-file repo;
+//! - `peer`: side by side with the public hf-mount (`HF_MOUNT_PEER_FUSE`), both in their
+//!   default configuration (disk cache on): mount ready, first 4 KiB, cold sequential read,
+//!   re-read from the disk cache after `drop_caches`, random 4 KiB, 4 readers on one file,
+//!   `ls -l` of 5,000 entries; with a raw xet-core download and a plain local file read as
+//!   baselines in the same rounds (`BENCH_ROUNDS`, default 5). Skipped with a note when the
+//!   variable is not set; `scripts/side-by-side.sh` runs it and regenerates the README table.
 //!
 //! `cargo bench --bench read_path` (`BENCH_FILE_MIB`, default 1024; `BENCH_ONLY=seq,nfs,random,
-//! quarters,ttfb,ls,mount` runs only those sections, `BENCH_REPEAT=N` repeats them).
+//! quarters,ttfb,ls,mount,peer` runs only those sections, `BENCH_REPEAT=N` repeats them).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -468,5 +474,148 @@ fn main() {
             root_listing("bench/wide100k")
         );
     }
+    if wanted("peer") {
+        match common::side::peer_binary() {
+            Ok(peer) => side_by_side(&hub, &rt, &peer, mib),
+            Err(why) => println!("  side by side with the public hf-mount: skipped ({why})"),
+        }
+    }
     rt.block_on(hub.stop());
+}
+
+/// Both tools' FUSE mounts through the same read workloads, alternating rounds (see the top).
+fn side_by_side(hub: &Emulator, rt: &tokio::runtime::Runtime, peer: &Path, mib: u64) {
+    use common::side::{self, drop_caches, Better, Row, Spec};
+    let e = hub.endpoint();
+    let size = mib << 20;
+    let half = size / 2;
+    let src = tempfile::tempdir().unwrap();
+    common::write_seeded(&src.path().join("weights.safetensors"), mib, 11).unwrap();
+    common::write_seeded(&src.path().join("half.bin"), mib / 2, 12).unwrap();
+    common::write_seeded(&src.path().join("first.bin"), 64, 13).unwrap();
+    rt.block_on(hub.seed_repo("side/model", src.path(), false)).unwrap();
+    // The plain-file baseline: the same bytes in a local file, on the disk the caches use.
+    let local = src.path().join("weights.safetensors");
+    wide_repo(hub, rt, "side/wide5k", 5_000);
+    let token_url = format!("{e}/api/models/side/model/xet-read-token/main");
+    let hash = rt.block_on(async {
+        let h = reqwest::Client::new().head(format!("{e}/side/model/resolve/main/weights.safetensors")).send().await;
+        h.unwrap().headers()["x-xet-hash"].to_str().unwrap().to_string()
+    });
+    let spec = Spec { ours: Path::new(BIN), peer, endpoint: &e, token: None, kind: "repo", id: "side/model" };
+    let wide = Spec { id: "side/wide5k", ..spec };
+    let mut ready = Row::new("mount ready", "s", Better::Lower);
+    let mut first = Row::new("first 4 KiB read right after mount", "ms", Better::Lower);
+    let mut cold = Row::new(&format!("cold sequential read, {mib} MiB"), "MB/s", Better::Higher);
+    let mut disk = Row::new("re-read after `drop_caches` (disk cache, new mount)", "MB/s", Better::Higher);
+    let mut random = Row::new("4 KiB random reads (cold, 1 job)", "IOPS", Better::Higher);
+    let mut one = Row::new(&format!("1 reader, one {} MiB file", mib / 2), "MB/s", Better::Higher);
+    let mut four = Row::new(&format!("4 readers, own fds, one {} MiB file", mib / 2), "MB/s", Better::Higher);
+    let mut ls = Row::new("`ls -l`, 5,000 entries", "s", Better::Lower);
+    let (mut raw, mut plain) = (vec![], vec![]);
+    let (mut disk_fetches, mut our_hits, mut our_skipped, mut peer_fetches) = (vec![], vec![], vec![], vec![]);
+    let counter = || hub.faults().add(FaultSpec::new(RouteClass::CasData, FaultKind::Latency { ms: 0 })).unwrap();
+    let hits = |id: u64| {
+        let n = hub.faults().list().into_iter().find(|r| r.id == id).map_or(0, |r| r.hits);
+        hub.faults().remove(id);
+        n
+    };
+    let rounds = side::rounds();
+    for r in 0..rounds {
+        println!("  side by side: round {}/{rounds}", r + 1);
+        let took = rt.block_on(async {
+            let reader = XetReader::connect(&token_url, None).await.unwrap();
+            let t = Instant::now();
+            reader.stream_all(&hash, size, |_| {}).await.unwrap();
+            t.elapsed()
+        });
+        raw.push(mbps(size, took));
+        drop_caches();
+        let (n, d) = read_all(&local);
+        assert_eq!(n, size);
+        plain.push(mbps(n, d));
+        for tool in side::order(r) {
+            // Mount, first byte, a whole cold read; then a new mount reading it from its disk cache.
+            let cache = tempfile::tempdir().unwrap();
+            let m = spec.mount(tool, cache.path(), &[]);
+            ready.push(tool, m.ready.as_secs_f64());
+            let t = Instant::now();
+            let f = std::fs::File::open(m.p("first.bin")).unwrap();
+            let mut buf = [0u8; 4096];
+            f.read_exact_at(&mut buf, 32 << 20).unwrap();
+            first.push(tool, t.elapsed().as_secs_f64() * 1e3);
+            let (n, d) = read_all(&m.p("weights.safetensors"));
+            assert_eq!(n, size);
+            cold.push(tool, mbps(n, d));
+            m.unmount();
+            drop_caches();
+            let m = spec.mount(tool, cache.path(), &[]);
+            let id = counter();
+            let (n, d) = read_all(&m.p("weights.safetensors"));
+            assert_eq!(n, size);
+            disk.push(tool, mbps(n, d));
+            match tool {
+                side::Tool::Ours => {
+                    disk_fetches.push(hits(id) as f64);
+                    let a = hf_mount::control::ask(
+                        m.dir.path(),
+                        hf_mount::control::Request::Status,
+                        Duration::from_secs(5),
+                    );
+                    let c = a.ok().and_then(|a| a.cache).unwrap_or_default();
+                    our_hits.push(c.disk_hits as f64);
+                    our_skipped.push(c.skipped_writes as f64);
+                }
+                side::Tool::Peer => peer_fetches.push(hits(id) as f64),
+            }
+            m.unmount();
+            drop(cache);
+            // Random 4 KiB reads on a cold mount.
+            let cache = tempfile::tempdir().unwrap();
+            let m = spec.mount(tool, cache.path(), &[]);
+            let per_job = 300;
+            let d = random_reads(&m.p("weights.safetensors"), 1, per_job, size);
+            random.push(tool, per_job as f64 / d.as_secs_f64());
+            m.unmount();
+            // One reader, then four, on one file (cold mounts each).
+            for (threads, row) in [(1, &mut one), (4, &mut four)] {
+                let cache = tempfile::tempdir().unwrap();
+                let m = spec.mount(tool, cache.path(), &[]);
+                let d = quarters(&m.p("half.bin"), half, threads, false);
+                row.push(tool, mbps(half, d));
+                m.unmount();
+            }
+            let cache = tempfile::tempdir().unwrap();
+            let m = wide.mount(tool, cache.path(), &[]);
+            let t = Instant::now();
+            let out = Command::new("ls").arg("-l").arg(m.p("dir")).output().unwrap();
+            ls.push(tool, t.elapsed().as_secs_f64());
+            assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count() - 1, 5_000);
+            m.unmount();
+        }
+    }
+    let (raw_m, plain_m) = (side::stats(&raw).0, side::stats(&plain).0);
+    let (cold_o, disk_o) = (side::stats(&cold.ours).0, side::stats(&disk.ours).0);
+    cold.note =
+        format!("ours {:.2}× raw xet-core download ({raw_m:.0} MB/s; target ≥ 0.9× and ≥ 1.5× peer)", cold_o / raw_m);
+    disk.note = format!(
+        "ours {:.2}× a plain local file after `drop_caches` ({plain_m:.0} MB/s; target ≥ 0.8×, ≥ 1.2× peer); CAS data fetches during it: ours {:.0}, peer {:.0}; our disk hits {:.0}, skipped cache writes {:.0}",
+        disk_o / plain_m,
+        side::stats(&disk_fetches).0,
+        side::stats(&peer_fetches).0,
+        side::stats(&our_hits).0,
+        side::stats(&our_skipped).0
+    );
+    first.note = "64 MiB file, 4 KiB at 32 MiB (target ≤ 0.5× peer)".into();
+    random.note = "300 reads (target ≥ 2× peer)".into();
+    four.note = format!(
+        "ours {:.2}× our own single reader (target ≥ 1×)",
+        side::stats(&four.ours).0 / side::stats(&one.ours).0
+    );
+    side::print_table(
+        &format!(
+            "Reads, {rounds} alternating rounds, medians (min–max); both tools with default flags plus a `--cache-dir` of their own; emulator on loopback, 2 cores. \"ours vs peer\" is how many times better ours is (rates: ours ÷ peer; times: peer ÷ ours)."
+        ),
+        &[ready, first, cold, disk, random, one, four, ls],
+    );
 }

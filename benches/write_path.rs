@@ -19,9 +19,17 @@
 //!   several): UNSTABLE then COMMIT (target >= 0.8x raw), and FILE_SYNC; then when the Hub has
 //!   it; and READDIRPLUS of a 10,000-entry directory, the first and the last page.
 //!
+//! - `peer`: side by side with the public hf-mount (`HF_MOUNT_PEER_FUSE`), both with default
+//!   flags plus a `--cache-dir` of their own, alternating rounds (`BENCH_ROUNDS`, default 5):
+//!   256 MiB written and closed (streaming, the default) against a raw upload of the same size
+//!   in the same rounds, then 4 KiB files created, written and closed in streaming and in
+//!   advanced mode. Skipped with a note when the variable is not set.
+//!
 //! `cargo bench --bench write_path` (`BENCH_FILE_MIB`, default 1024; `BENCH_SAMPLES`, default 3;
-//! `BENCH_ONLY=seq,small,rename,append,rss,nfs` runs only those sections).
+//! `BENCH_ONLY=seq,small,rename,append,rss,nfs,peer` runs only those sections).
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/common/spawn.rs"]
 mod spawn;
 
@@ -615,5 +623,96 @@ fn main() {
             peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
         );
     }
+    if wanted("peer") {
+        match common::side::peer_binary() {
+            Ok(peer) => side_by_side(&hub, &peer, &next_seed),
+            Err(why) => println!("  side by side with the public hf-mount: skipped ({why})"),
+        }
+    }
     rt.block_on(hub.stop());
+}
+
+/// Both tools' FUSE mounts of the bench bucket through the same write workloads, alternating
+/// rounds; every file is checked on the Hub.
+fn side_by_side(hub: &Emulator, peer: &Path, next_seed: &dyn Fn() -> u64) {
+    use common::side::{self, Better, Row, Spec, Tool};
+    let e = hub.endpoint();
+    let spec = Spec { ours: Path::new(BIN), peer, endpoint: &e, token: Some(TOKEN), kind: "bucket", id: BUCKET };
+    let mib = 256u64;
+    let size = mib << 20;
+    let small = 200;
+    let mut seq = Row::new(&format!("{mib} MiB written and closed (streaming)"), "MB/s", Better::Higher);
+    let mut files = Row::new("4 KiB files created, written, closed (streaming)", "files/s", Better::Higher);
+    let mut adv = Row::new("4 KiB files created, written, closed (`--advanced-writes`)", "files/s", Better::Higher);
+    let (mut raw, mut adv_commit) = (vec![], [vec![], vec![]]);
+    let rounds = side::rounds();
+    for r in 0..rounds {
+        println!("  side by side: round {}/{rounds}", r + 1);
+        settle();
+        raw.push(mbps(size, raw_upload(&e, mib, next_seed())));
+        for tool in side::order(r) {
+            let cache = tempfile::tempdir().unwrap();
+            let m = spec.mount(tool, cache.path(), &[]);
+            settle();
+            let s = next_seed();
+            let name = format!("side-{s}");
+            let (_, closed) = write_file(&m.p(&name), mib, s, false);
+            seq.push(tool, mbps(size, closed));
+            // Both promise the file is on the Hub when close returns: checked (waiting, should one not).
+            wait_committed(hub, &name, size);
+            let dir = format!("side-small-{s}");
+            std::fs::create_dir(m.p(&dir)).unwrap();
+            files.push(tool, small_files(&m.p(&dir), small, s));
+            wait_files(hub, &dir, small);
+            m.unmount();
+            let cache = tempfile::tempdir().unwrap();
+            let m = spec.mount(tool, cache.path(), &["--advanced-writes"]);
+            let dir = format!("side-adv-{s}");
+            std::fs::create_dir(m.p(&dir)).unwrap();
+            adv.push(tool, small_files(&m.p(&dir), small * 5, s));
+            let t = Instant::now();
+            wait_files(hub, &dir, small * 5);
+            adv_commit[(tool == Tool::Peer) as usize].push(t.elapsed().as_secs_f64());
+            m.unmount();
+        }
+    }
+    let raw_m = side::stats(&raw).0;
+    seq.note = format!(
+        "ours {:.2}× a raw xet-core upload + batch in its own process ({raw_m:.0} MB/s; target ≥ 0.9×, ≥ 1.1× peer); both committed at close",
+        side::stats(&seq.ours).0 / raw_m
+    );
+    files.note = format!("{small} files, each on the Hub when its close returns (target ≥ 5× peer)");
+    adv.note = format!(
+        "{} files; all on the Hub {:.1} s (ours) / {:.1} s (peer) after the last close (target ≥ 5× peer)",
+        small * 5,
+        side::stats(&adv_commit[0]).0,
+        side::stats(&adv_commit[1]).0
+    );
+    side::print_table(
+        &format!(
+            "Writes, {rounds} alternating rounds, medians (min–max); both tools with default flags plus a `--cache-dir` of their own (and `--advanced-writes` where named); emulator on loopback, 2 cores."
+        ),
+        &[seq, files, adv],
+    );
+}
+
+/// Creates, writes and closes `n` 4 KiB files (distinct bytes) in `dir`: files per second.
+fn small_files(dir: &Path, n: usize, seed: u64) -> f64 {
+    let mut body = vec![7u8; 4096];
+    let t = Instant::now();
+    for i in 0..n {
+        body[..8].copy_from_slice(&(i as u64 ^ (seed << 20)).to_le_bytes());
+        std::fs::write(dir.join(format!("f{i}")), &body).unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Waits until the bucket holds `n` files under `dir/`.
+fn wait_files(hub: &Emulator, dir: &str, n: usize) {
+    let t = Instant::now();
+    let prefix = format!("{dir}/");
+    while hub.store().read(|st| st.buckets[BUCKET].files.keys().filter(|k| k.starts_with(&prefix)).count()) < n {
+        assert!(t.elapsed() < COMMIT_LIMIT, "{dir}: not all {n} files committed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -70,6 +70,10 @@ fn tune_allocator() {
     const TRIM_THRESHOLD_BYTES: libc::c_int = 256 << 20;
     // SAFETY: mallopt only changes glibc allocator parameters.
     unsafe {
+        // One arena: blocks are allocated on one thread and freed on another (the cache's
+        // eviction), and per-thread arenas hand such memory back to the kernel, so every new
+        // buffer was faulted in and zeroed page by page (measured: ~8% of a disk-cache re-read).
+        libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
     }

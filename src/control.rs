@@ -1,6 +1,6 @@
 //! The control socket a running mount answers, beside its pid file
 //! (`$HF_MOUNT_HOME/pids/<mountpoint>.sock`): `status` (pending uploads,
-//! failures) and `sync` (wait until everything pending now is committed).
+//! failures, block cache counters) and `sync` (wait until everything pending now is committed).
 //! One JSON request line, one JSON answer line. `hf-mount status` and
 //! `hf-mount sync` are its clients.
 
@@ -36,6 +36,9 @@ pub struct Answer {
     pub failed: Vec<(String, String)>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The block cache's counters (hits by tier, misses, skipped disk writes).
+    #[serde(default)]
+    pub cache: Option<crate::actors::chunk_cache::CacheStats>,
 }
 
 /// Where the control socket of the mount at `mountpoint` (canonical) lives.
@@ -109,6 +112,7 @@ async fn answer(engine: Engine, conn: UnixStream) -> anyhow::Result<()> {
             Err(e) => a.error = a.error.or(Some(e.to_string())),
         }
     }
+    a.cache = engine.cache_stats().await.ok();
     a.ok = a.failed.is_empty() && a.error.is_none();
     let mut out = serde_json::to_vec(&a)?;
     out.push(b'\n');

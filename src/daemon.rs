@@ -178,8 +178,8 @@ pub fn status_text() -> String {
         return "no hf-mount mounts\n".into();
     }
     let mut out = format!(
-        "{:<8} {:<6} {:<8} {:<10} {:<40} {:<16} {}\n",
-        "PID", "STATE", "BACKEND", "UPTIME", "SOURCE", "PENDING", "MOUNTPOINT"
+        "{:<8} {:<6} {:<8} {:<10} {:<40} {:<16} {:<24} {}\n",
+        "PID", "STATE", "BACKEND", "UPTIME", "SOURCE", "PENDING", "HITS MEM/DISK, MISSES", "MOUNTPOINT"
     );
     for (r, ok) in rows {
         let up = now_unix().saturating_sub(r.started_unix);
@@ -189,26 +189,31 @@ pub fn status_text() -> String {
             None => r.source.clone(),
         };
         // Pending uploads, from the mount itself (its control socket).
-        let pending = if !ok {
-            "-".to_string()
-        } else {
-            match crate::control::ask(&r.mountpoint, crate::control::Request::Status, Duration::from_secs(2)) {
-                Ok(a) => match a.status {
-                    Some(s) if !s.failed.is_empty() => format!("{} ({} failed)", s.pending, s.failed.len()),
-                    Some(s) => s.pending.to_string(),
-                    None => "read-only".to_string(),
-                },
-                Err(_) => "?".to_string(),
-            }
+        let answer = ok
+            .then(|| crate::control::ask(&r.mountpoint, crate::control::Request::Status, Duration::from_secs(2)).ok())
+            .flatten();
+        let pending = match &answer {
+            None if !ok => "-".to_string(),
+            None => "?".to_string(),
+            Some(a) => match &a.status {
+                Some(s) if !s.failed.is_empty() => format!("{} ({} failed)", s.pending, s.failed.len()),
+                Some(s) => s.pending.to_string(),
+                None => "read-only".to_string(),
+            },
+        };
+        let cache = match answer.as_ref().and_then(|a| a.cache.as_ref()) {
+            Some(c) => format!("{}/{}, {}", c.mem_hits, c.disk_hits, c.misses),
+            None => "-".to_string(),
         };
         out.push_str(&format!(
-            "{:<8} {:<6} {:<8} {:<10} {:<40} {:<16} {}\n",
+            "{:<8} {:<6} {:<8} {:<10} {:<40} {:<16} {:<24} {}\n",
             r.pid,
             if ok { "alive" } else { "dead" },
             r.backend,
             uptime,
             source,
             pending,
+            cache,
             r.mountpoint.display()
         ));
     }

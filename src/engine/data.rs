@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Engine, FETCH_MAX_BLOCKS, READAHEAD_BUDGET_MIB, WHOLE_FILE_MAX_BYTES};
 use crate::actors::call;
-use crate::actors::chunk_cache::{read_block, Block, BlockKey, CacheMsg, DiskLoc, Slot, BLOCK_BYTES};
+use crate::actors::chunk_cache::{read_run, Block, BlockKey, CacheMsg, DiskLoc, Slot, BLOCK_BYTES};
 use crate::actors::inode_table::{Content, NodeKind};
 use crate::actors::prefetch::{Fh, PrefetchMsg, ReadPlan};
 use crate::error::{FsError, FsResult};
@@ -167,18 +167,23 @@ impl Engine {
             run_results.push(((a, b), task));
         }
 
+        let mut disk = DiskReads::start(&slots);
         let deadline = self.net_timeout();
         let mut parts: Vec<Block> = Vec::with_capacity(slots.len());
         let mut run_data: Option<((u64, u64), Vec<Block>)> = None;
         for (i, slot) in slots.into_iter().enumerate() {
             let idx = first + i as u64;
-            if !collect && !matches!(slot, Slot::Fetch) {
-                continue; // read-ahead: cached, failed or being fetched by someone else
+            if !collect && !matches!(slot, Slot::Fetch | Slot::Disk(_)) {
+                continue; // read-ahead: in memory, failed or being fetched by someone else
             }
             let bytes = match slot {
                 Slot::Mem(b) => b,
                 Slot::Failed(e) => return Err(e),
-                Slot::Disk(p) => self.read_disk_block(path, file, &keys[i], p, whole).await?,
+                // Read-ahead brings disk blocks into memory too, so the reads behind it find them there.
+                Slot::Disk(_) => {
+                    let got = disk.block(i).await;
+                    self.disk_block(path, file, &keys[i], got, whole).await?
+                }
                 Slot::Wait(mut rx) => {
                     let waited = tokio::time::timeout(deadline, async {
                         loop {
@@ -251,23 +256,23 @@ impl Engine {
         }
     }
 
-    async fn read_disk_block(
+    /// A block read back from disk (`None`: it failed its check, or could not be read) is kept
+    /// in memory; one that failed is dropped from the cache and fetched again.
+    async fn disk_block(
         &self,
         path: &str,
         file: &Arc<RemoteFile>,
         key: &BlockKey,
-        p: DiskLoc,
+        got: Option<Block>,
         whole: bool,
     ) -> FsResult<Block> {
-        let read = tokio::task::spawn_blocking(move || read_block(&p)).await.map_err(|e| FsError::Io(e.to_string()))?;
         let cache = self.reg().get()?.cache;
-        match read {
-            Ok(Some(b)) => {
-                let block = Block::from(b);
+        match got {
+            Some(block) => {
                 let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), block: block.clone() });
                 Ok(block)
             }
-            _ => {
+            None => {
                 let _ = cache.send_message(CacheMsg::Corrupt { key: key.clone() });
                 let start = key.index * BLOCK_BYTES;
                 let end = (start + BLOCK_BYTES).min(file.size);
@@ -284,6 +289,72 @@ impl Engine {
                 let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), block: blk.clone() });
                 Ok(blk)
             }
+        }
+    }
+}
+
+/// The disk blocks of one lookup, read in runs (consecutive slots of one segment file are one
+/// read), every run started at once on the blocking pool, each awaited when first needed.
+struct DiskReads {
+    /// Per slot of the lookup: its run and its place in it.
+    of: Vec<Option<(usize, usize)>>,
+    runs: Vec<DiskRun>,
+}
+
+type RunRead = std::io::Result<Vec<Option<(Bytes, usize, usize)>>>;
+
+enum DiskRun {
+    Reading(tokio::task::JoinHandle<RunRead>),
+    Read(Vec<Option<Block>>),
+}
+
+impl DiskReads {
+    fn start(slots: &[Slot]) -> Self {
+        let mut of = vec![None; slots.len()];
+        let mut runs: Vec<(DiskLoc, u64)> = Vec::new();
+        for (i, s) in slots.iter().enumerate() {
+            let Slot::Disk(loc) = s else { continue };
+            let last = runs.len().wrapping_sub(1);
+            match runs.last_mut() {
+                Some((start, n)) if start.path == loc.path && start.slot + *n == loc.slot && of[i - 1].is_some() => {
+                    of[i] = Some((last, *n as usize));
+                    *n += 1;
+                }
+                _ => {
+                    of[i] = Some((runs.len(), 0));
+                    runs.push((loc.clone(), 1));
+                }
+            }
+        }
+        let runs = runs
+            .into_iter()
+            .map(|(loc, n)| DiskRun::Reading(tokio::task::spawn_blocking(move || read_run(&loc.path, loc.slot, n))))
+            .collect();
+        Self { of, runs }
+    }
+
+    /// Slot `i`'s block, `None` when it is missing or failed its check.
+    async fn block(&mut self, i: usize) -> Option<Block> {
+        let (run, at) = self.of[i]?;
+        if let DiskRun::Reading(task) = &mut self.runs[run] {
+            let read = match task.await {
+                Ok(Ok(blocks)) => {
+                    blocks.into_iter().map(|b| b.map(|(buf, at, len)| Block::new(buf, at, len))).collect()
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("cache read failed: {e}");
+                    Vec::new()
+                }
+                Err(e) => {
+                    tracing::warn!("cache read failed: {e}");
+                    Vec::new()
+                }
+            };
+            self.runs[run] = DiskRun::Read(read);
+        }
+        match &self.runs[run] {
+            DiskRun::Read(blocks) => blocks.get(at).cloned().flatten(),
+            DiskRun::Reading(_) => None,
         }
     }
 }

@@ -89,11 +89,30 @@ pub struct XetUploader {
     ctx: OnceCell<XetContext>,
     /// `(casUrl, accessToken, exp)` last fetched.
     creds: Mutex<Option<(String, String, u64)>>,
+    /// A session being made ahead of the next streamed file (see `next_session`).
+    spare: Mutex<Option<tokio::task::JoinHandle<Result<UploadSession, UploadError>>>>,
 }
 
 impl XetUploader {
     pub fn new(hub: Arc<HubClient>, source: Source, dir: PathBuf) -> Self {
-        Self { hub, source, dir, ctx: OnceCell::new(), creds: Mutex::new(None) }
+        Self { hub, source, dir, ctx: OnceCell::new(), creds: Mutex::new(None), spare: Mutex::new(None) }
+    }
+
+    /// A session for the next streamed file, made ahead of need: xet-core's set-up takes
+    /// milliseconds (its shard directories are scanned), which a small file's close would
+    /// otherwise wait for. Each call takes the spare made by the previous one and starts the
+    /// next; a spare that failed is replaced by a fresh session.
+    pub async fn next_session(self: &Arc<Self>) -> Result<UploadSession, UploadError> {
+        let spare = self.spare.lock().take();
+        let me = self.clone();
+        *self.spare.lock() = Some(tokio::spawn(async move { me.session().await }));
+        if let Some(Ok(Ok(s))) = match spare {
+            Some(task) => Some(task.await),
+            None => None,
+        } {
+            return Ok(s);
+        }
+        self.session().await
     }
 
     async fn credentials(&self) -> Result<(String, String, u64), UploadError> {
@@ -137,6 +156,14 @@ impl XetUploader {
     }
 }
 
+impl Drop for XetUploader {
+    fn drop(&mut self) {
+        if let Some(task) = self.spare.lock().take() {
+            task.abort();
+        }
+    }
+}
+
 /// One xet-core upload session.
 pub struct UploadSession {
     inner: Arc<FileUploadSession>,
@@ -158,11 +185,13 @@ pub struct Uploaded {
 }
 
 impl UploadSession {
-    /// Starts a file (`name` is for logs); its bytes go in with `FileUpload::add`.
+    /// Starts a file (`name` is for logs); its bytes go in with `FileUpload::add`. No SHA-256
+    /// is computed: bucket files (all we upload) are named by their Xet hash alone, and that
+    /// pass over the bytes cost a fifth of a streaming write's throughput.
     pub fn start(&self, name: &str, size: Option<u64>) -> Result<FileUpload, UploadError> {
         let (_, cleaner) = self
             .inner
-            .start_clean(Some(Arc::from(name)), size, Sha256Policy::Compute)
+            .start_clean(Some(Arc::from(name)), size, Sha256Policy::Skip)
             .map_err(|e| UploadError::xet(name, e))?;
         Ok(FileUpload { cleaner, name: name.to_string(), bytes: 0 })
     }
@@ -219,7 +248,7 @@ impl StreamingUpload {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_QUEUE_DEPTH);
         let deadline = uploader.hub.deadline();
         let task = tokio::spawn(async move {
-            let session = uploader.session().await?;
+            let session = uploader.next_session().await?;
             let mut file = session.start(&name, None)?;
             while let Some(b) = rx.recv().await {
                 file.add(b).await?;

@@ -26,7 +26,7 @@ use crate::error::{FsError, FsResult};
 
 mod segments;
 use segments::{drop_block, scan_disk, write_block};
-pub use segments::{read_block, segment_blocks, DiskLoc};
+pub use segments::{read_block, read_run, segment_blocks, DiskLoc};
 
 /// Cache granularity. A random 4 KiB read fetches one block.
 pub const BLOCK_BYTES: u64 = 256 * 1024;
@@ -165,7 +165,7 @@ pub struct CacheConfig {
 }
 
 /// Counters for tests, benchmarks and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
     pub mem_hits: u64,
     pub disk_hits: u64,

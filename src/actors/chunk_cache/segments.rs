@@ -97,17 +97,48 @@ fn read_header(f: &std::fs::File, loc: &DiskLoc) -> std::io::Result<Option<(usiz
 
 /// Reads a disk block back, checking its header; `None` when it is missing, corrupt or truncated.
 pub fn read_block(loc: &DiskLoc) -> std::io::Result<Option<Bytes>> {
-    let f = match std::fs::File::open(&loc.path) {
+    let run = read_run(&loc.path, loc.slot, 1)?;
+    Ok(run.into_iter().next().flatten().map(|(buf, at, len)| buf.slice(at..at + len)))
+}
+
+/// Reads slots `first..first + count` of one segment file back in one read (their data lies
+/// side by side), checking each against its header: per slot, `(buffer, offset, length)` of
+/// its bytes in the one buffer they share, or `None` when it is missing, corrupt or truncated.
+/// The buffer is never zeroed first: the read fills it.
+pub fn read_run(path: &Path, first: u64, count: u64) -> std::io::Result<Vec<Option<(Bytes, usize, usize)>>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let last = (first + count).min(SEGMENT_BLOCKS);
+    let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![None; count as usize]),
         Err(e) => return Err(e),
     };
-    let Some((len, crc)) = read_header(&f, loc)? else { return Ok(None) };
-    let mut data = vec![0u8; len];
-    if f.read_exact_at(&mut data, loc.data_at()).is_err() || crc32fast::hash(&data) != crc {
-        return Ok(None);
-    }
-    Ok(Some(Bytes::from(data)))
+    let headers: Vec<Option<(usize, u32)>> = (first..last)
+        .map(|slot| read_header(&f, &DiskLoc { path: path.to_path_buf(), slot }))
+        .collect::<std::io::Result<_>>()?;
+    // The data from the first slot to the end of the last valid one.
+    let Some(end) =
+        headers.iter().enumerate().rev().find_map(|(i, h)| h.map(|(len, _)| i as u64 * BLOCK_BYTES + len as u64))
+    else {
+        return Ok(vec![None; count as usize]);
+    };
+    let start = DiskLoc { path: path.to_path_buf(), slot: first }.data_at();
+    f.seek(SeekFrom::Start(start))?;
+    let mut data = Vec::with_capacity(end as usize);
+    (&mut f).take(end).read_to_end(&mut data)?;
+    let data = Bytes::from(data);
+    let mut out: Vec<_> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let (len, crc) = (*h)?;
+            let at = i * BLOCK_BYTES as usize;
+            let bytes = data.get(at..at + len)?;
+            (crc32fast::hash(bytes) == crc).then(|| (data.clone(), at, len))
+        })
+        .collect();
+    out.resize(count as usize, None);
+    Ok(out)
 }
 
 /// The blocks a segment file holds: (slot, data offset, length) of each valid header.
@@ -168,6 +199,12 @@ mod tests {
         assert_eq!(read_block(&at(0)).unwrap().unwrap(), "hello block");
         assert_eq!(read_block(&at(1)).unwrap().unwrap(), "second");
         assert!(read_block(&at(2)).unwrap().is_none(), "empty slot");
+        let run = read_run(&at(0).path, 0, 3).unwrap();
+        let (buf, at1, len1) = run[1].clone().unwrap();
+        assert_eq!(&buf[at1..at1 + len1], b"second");
+        assert_eq!(at1, BLOCK_BYTES as usize, "one buffer, slots at their distance");
+        assert!(run[0].as_ref().is_some_and(|(b, _, _)| b.as_ptr() == buf.as_ptr()));
+        assert!(run[2].is_none());
         let found = scan_disk(dir.path()).unwrap();
         assert_eq!(found.len(), 2);
 
