@@ -179,7 +179,7 @@ pub fn status_text() -> String {
     }
     let mut out = format!(
         "{:<8} {:<6} {:<8} {:<10} {:<40} {:<16} {:<24} {}\n",
-        "PID", "STATE", "BACKEND", "UPTIME", "SOURCE", "PENDING", "HITS MEM/DISK, MISSES", "MOUNTPOINT"
+        "PID", "STATE", "BACKEND", "UPTIME", "SOURCE", "PENDING", "CACHE HIT/DISK/MISS", "MOUNTPOINT"
     );
     for (r, ok) in rows {
         let up = now_unix().saturating_sub(r.started_unix);
@@ -202,7 +202,7 @@ pub fn status_text() -> String {
             },
         };
         let cache = match answer.as_ref().and_then(|a| a.cache.as_ref()) {
-            Some(c) => format!("{}/{}, {}", c.mem_hits, c.disk_hits, c.misses),
+            Some(c) => format!("{}/{}/{}", c.mem_hits, c.disk_hits, c.misses),
             None => "-".to_string(),
         };
         out.push_str(&format!(

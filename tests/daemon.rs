@@ -42,6 +42,13 @@ fn start_status_stop_and_failures() {
         status.contains("alive") && status.contains("alice/tiny") && status.contains("fuse") && status.contains(mp),
         "{status}"
     );
+    // The block cache's counters (memory hits / disk hits / misses): the read above missed.
+    let row = status.lines().find(|l| l.contains(mp)).unwrap_or_default();
+    let counters: Vec<u64> = row
+        .split_whitespace()
+        .find_map(|w| w.split('/').map(|n| n.parse().ok()).collect::<Option<Vec<u64>>>().filter(|v| v.len() == 3))
+        .unwrap_or_else(|| panic!("no cache counters: {status}"));
+    assert!(counters[2] >= 1, "{status}");
     assert!(std::fs::read_dir(home.path().join("logs")).unwrap().count() == 1);
 
     // A second start on the same mountpoint is refused.
