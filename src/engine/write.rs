@@ -156,7 +156,12 @@ impl Engine {
         let deadline = self.net_timeout() * 4;
         loop {
             let fresh = w.staging.reserve();
-            match self.inode(|reply| InodeMsg::OpenWrite { ino, truncate, fresh, reply }).await?? {
+            let opened = self.inode(|reply| InodeMsg::OpenWrite { ino, truncate, fresh, reply }).await?;
+            match &opened {
+                Ok(OpenWrite::Ready { staging, .. } | OpenWrite::Fill { staging, .. }) if *staging == fresh => {}
+                _ => w.staging.unreserve(fresh),
+            }
+            match opened? {
                 OpenWrite::Ready { staging, truncate } => {
                     if truncate {
                         w.staging.set_len(staging, 0).await?;

@@ -253,7 +253,7 @@ pub async fn prepare(
 async fn upload_snapshot(
     registry: &Registry,
     session: &UploadSession,
-    staging: &Staging,
+    staging: &Arc<Staging>,
     u: &ToUpload,
 ) -> FsResult<Option<Uploaded>> {
     const TRIES: usize = 3;
