@@ -257,3 +257,33 @@ async fn blocking<T: Send + 'static>(
         Err(e) => Err(FsError::Io(format!("{what}: {e}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spares_are_made_ahead_and_unused_ones_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Arc::new(Staging::open(&dir.path().join("staging")).unwrap());
+        // None ready: a new number (its file made on first use); spares start being made.
+        let first = st.reserve();
+        let t = Instant::now();
+        while st.spare.lock().len() < SPARE_AHEAD {
+            assert!(t.elapsed() < Duration::from_secs(10), "spares never made");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(st.ids().len(), SPARE_AHEAD, "the spares are files on disk");
+        assert!(!st.path(first).exists());
+        let id = st.reserve();
+        assert!(st.path(id).exists() && id != first);
+        st.write_at(id, 0, Bytes::from_static(b"kept")).await.unwrap();
+        assert_eq!(st.read_at(id, 0, 10).await.unwrap(), "kept");
+        // A reservation whose file was never made is not a spare; a made one is given back.
+        st.unreserve(first);
+        assert!(!st.spare.lock().contains(&first));
+        let other = st.reserve();
+        st.unreserve(other);
+        assert!(st.spare.lock().contains(&other));
+    }
+}
