@@ -161,7 +161,7 @@ impl Engine {
         for (a, b) in runs {
             let (me, path, file, content) = (self.clone(), path.to_string(), file.clone(), content.clone());
             let task = tokio::spawn(
-                async move { me.fetch_run(&path, &file, &content, a, b, whole).await }
+                async move { me.fetch_run(&path, &file, &content, (a, b), whole, collect).await }
                     .instrument(tracing::Span::current()),
             );
             run_results.push(((a, b), task));
@@ -213,15 +213,16 @@ impl Engine {
         Ok((first, parts))
     }
 
-    /// Fetches blocks `a..=b` in one remote read and fills the cache with each.
+    /// Fetches blocks `a..=b` in one remote read and fills the cache with each (`reader`: for
+    /// a reader, not read-ahead).
     async fn fetch_run(
         &self,
         path: &str,
         file: &RemoteFile,
         content: &Arc<str>,
-        a: u64,
-        b: u64,
+        (a, b): (u64, u64),
         whole: bool,
+        reader: bool,
     ) -> FsResult<Vec<Block>> {
         let start = a * BLOCK_BYTES;
         let end = ((b + 1) * BLOCK_BYTES).min(file.size);
@@ -241,7 +242,7 @@ impl Engine {
             Ok(blocks) => {
                 for (i, blk) in (a..=b).zip(&blocks) {
                     let key = BlockKey { content: content.clone(), index: i };
-                    let _ = cache.send_message(CacheMsg::Fill { key, result: Ok(blk.clone()) });
+                    let _ = cache.send_message(CacheMsg::Fill { key, result: Ok(blk.clone()), reader });
                 }
                 Ok(blocks)
             }
@@ -249,7 +250,7 @@ impl Engine {
                 tracing::warn!(%path, "fetch of bytes {start}..{end} failed: {e}");
                 for i in a..=b {
                     let key = BlockKey { content: content.clone(), index: i };
-                    let _ = cache.send_message(CacheMsg::Fill { key, result: Err(e.clone()) });
+                    let _ = cache.send_message(CacheMsg::Fill { key, result: Err(e.clone()), reader });
                 }
                 Err(e)
             }

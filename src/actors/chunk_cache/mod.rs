@@ -2,9 +2,10 @@
 //! hash or git oid, so a changed file never hits stale blocks), in memory and
 //! on disk, each capped and evicted least-recently-used. A miss is fetched
 //! once however many readers want it (single-flight): the first asker claims
-//! it, later ones wait on the claim. A fetch that just failed answers its
-//! error at once for a moment, so the kernel's retry of a failed read does
-//! not start the wait again.
+//! it, later ones wait on the claim. A reader's fetch that just failed answers
+//! its error at once for a moment, so the kernel's immediate retry of a failed
+//! read does not start the wait again; a read-ahead's failure is never
+//! remembered (no reader asked for it), and a read a moment later tries again.
 //!
 //! On disk, blocks live in segment files (`segments`); a block that does not
 //! match its CRC is reported corrupt, dropped and fetched again, never served.
@@ -30,8 +31,9 @@ pub use segments::{read_block, read_run, segment_blocks, DiskLoc};
 
 /// Cache granularity. A random 4 KiB read fetches one block.
 pub const BLOCK_BYTES: u64 = 256 * 1024;
-/// How long a failed fetch answers its error without trying again.
-const FAILURE_MEMORY: Duration = Duration::from_secs(2);
+/// How long a reader's failed fetch answers its error without trying again: long enough for
+/// the kernel's retry of the same read, short enough that a read after a blip tries again.
+const FAILURE_MEMORY: Duration = Duration::from_millis(250);
 /// Bytes waiting for the disk writer at most; past this, blocks are kept in memory only,
 /// so a fast cold read is never slowed to the disk's write speed.
 const MAX_PENDING_DISK_WRITE_BYTES: u64 = 256 << 20;
@@ -254,6 +256,13 @@ impl CacheState {
         Slot::Fetch
     }
 
+    /// A claimed fetch failed: only a reader's failure is answered to the next asker (briefly).
+    fn fetch_failed(&mut self, key: BlockKey, e: FsError, reader: bool) {
+        if reader {
+            self.failed.insert(key, (Instant::now(), e));
+        }
+    }
+
     fn remember(&mut self, key: BlockKey, block: Block) -> Vec<(BlockKey, Block)> {
         let tick = self.next_tick();
         let size = block.len() as u64;
@@ -307,10 +316,11 @@ pub enum CacheMsg {
         keys: Vec<BlockKey>,
         reply: RpcReplyPort<Vec<Slot>>,
     },
-    /// The outcome of a claimed fetch.
+    /// The outcome of a claimed fetch; `reader`: a reader asked for it (not read-ahead).
     Fill {
         key: BlockKey,
         result: FsResult<Block>,
+        reader: bool,
     },
     /// A disk block read back fine: keep it in memory too.
     Promote {
@@ -382,7 +392,7 @@ fn on_message(
             let slots = keys.into_iter().map(|k| st.slot(k)).collect();
             let _ = reply.send(slots);
         }
-        CacheMsg::Fill { key, result } => {
+        CacheMsg::Fill { key, result, reader } => {
             if let Some(tx) = st.pending.remove(&key) {
                 let _ = tx.send(Some(result.clone()));
             }
@@ -409,9 +419,7 @@ fn on_message(
                     }
                     st.remember(key, block);
                 }
-                Err(e) => {
-                    st.failed.insert(key, (Instant::now(), e));
-                }
+                Err(e) => st.fetch_failed(key, e, reader),
             }
         }
         CacheMsg::Promote { key, block } => {
@@ -531,6 +539,25 @@ mod tests {
         assert!(matches!(st.slot(key(0)), Slot::Mem(b) if b.bytes() == "abc"));
         st.failed.insert(key(1), (Instant::now(), FsError::Io("x".into())));
         assert!(matches!(st.slot(key(1)), Slot::Failed(_)));
+    }
+
+    #[test]
+    fn only_a_readers_failure_is_remembered_and_only_briefly() {
+        let mut st = CacheState::new(CacheConfig { memory_bytes: 1 << 20, disk: None }).unwrap();
+        let err = || FsError::TimedOut(Duration::from_secs(30), "x".into());
+        // A read-ahead's failure: the next reader fetches again.
+        assert!(matches!(st.slot(key(1)), Slot::Fetch));
+        st.pending.remove(&key(1));
+        st.fetch_failed(key(1), err(), false);
+        assert!(matches!(st.slot(key(1)), Slot::Fetch));
+        // A reader's failure answers the kernel's immediate retry...
+        assert!(matches!(st.slot(key(2)), Slot::Fetch));
+        st.pending.remove(&key(2));
+        st.fetch_failed(key(2), err(), true);
+        assert!(matches!(st.slot(key(2)), Slot::Failed(_)));
+        // ...but a read a second later (a job retrying after a blip) tries again.
+        st.failed.insert(key(2), (Instant::now() - Duration::from_secs(1), err()));
+        assert!(matches!(st.slot(key(2)), Slot::Fetch));
     }
 
     #[test]
