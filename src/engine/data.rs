@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{Engine, FETCH_MAX_BLOCKS, READAHEAD_BUDGET_MIB, WHOLE_FILE_MAX_BYTES};
 use crate::actors::call;
-use crate::actors::chunk_cache::{read_run, Block, BlockKey, CacheMsg, DiskLoc, Slot, BLOCK_BYTES};
+use crate::actors::chunk_cache::{read_run, Block, BlockKey, CacheMsg, Claim, DiskLoc, Slot, BLOCK_BYTES};
 use crate::actors::inode_table::{Content, NodeKind};
 use crate::actors::prefetch::{Fh, PrefetchMsg, ReadPlan};
 use crate::error::{FsError, FsResult};
@@ -159,9 +159,18 @@ impl Engine {
             (a..=b).step_by(FETCH_MAX_BLOCKS as usize).map(move |s| (s, (s + FETCH_MAX_BLOCKS - 1).min(b)))
         });
         for (a, b) in runs {
-            let (me, path, file, content) = (self.clone(), path.to_string(), file.clone(), content.clone());
+            // The claim travels with the task: however it ends, the blocks are answered.
+            let registry = self.reg().clone();
+            let keys = (a..=b).map(|index| BlockKey { content: content.clone(), index }).collect();
+            let send = move |m| {
+                if let Ok(refs) = registry.get() {
+                    let _ = refs.cache.send_message(m);
+                }
+            };
+            let claim = Claim::new(send, keys, collect);
+            let (me, path, file) = (self.clone(), path.to_string(), file.clone());
             let task = tokio::spawn(
-                async move { me.fetch_run(&path, &file, &content, (a, b), whole, collect).await }
+                async move { me.fetch_run(&path, &file, (a, b), whole, claim).await }
                     .instrument(tracing::Span::current()),
             );
             run_results.push(((a, b), task));
@@ -213,16 +222,14 @@ impl Engine {
         Ok((first, parts))
     }
 
-    /// Fetches blocks `a..=b` in one remote read and fills the cache with each (`reader`: for
-    /// a reader, not read-ahead).
+    /// Fetches blocks `a..=b` in one remote read and answers their claim with them.
     async fn fetch_run(
         &self,
         path: &str,
         file: &RemoteFile,
-        content: &Arc<str>,
         (a, b): (u64, u64),
         whole: bool,
-        reader: bool,
+        claim: Claim,
     ) -> FsResult<Vec<Block>> {
         let start = a * BLOCK_BYTES;
         let end = ((b + 1) * BLOCK_BYTES).min(file.size);
@@ -237,24 +244,11 @@ impl Engine {
             crate::metrics::get().fetch_bytes.add(got, &[]);
             Ok(split_blocks(&pieces, BLOCK_BYTES as usize))
         });
-        let cache = self.reg().get()?.cache;
-        match result {
-            Ok(blocks) => {
-                for (i, blk) in (a..=b).zip(&blocks) {
-                    let key = BlockKey { content: content.clone(), index: i };
-                    let _ = cache.send_message(CacheMsg::Fill { key, result: Ok(blk.clone()), reader });
-                }
-                Ok(blocks)
-            }
-            Err(e) => {
-                tracing::warn!(%path, "fetch of bytes {start}..{end} failed: {e}");
-                for i in a..=b {
-                    let key = BlockKey { content: content.clone(), index: i };
-                    let _ = cache.send_message(CacheMsg::Fill { key, result: Err(e.clone()), reader });
-                }
-                Err(e)
-            }
+        if let Err(e) = &result {
+            tracing::warn!(%path, "fetch of bytes {start}..{end} failed: {e}");
         }
+        claim.fill(&result);
+        result
     }
 
     /// A block read back from disk (`None`: it failed its check, or could not be read) is kept

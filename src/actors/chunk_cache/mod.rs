@@ -256,6 +256,13 @@ impl CacheState {
         Slot::Fetch
     }
 
+    /// A claimed fetch ended: the claim goes, its waiters get the result.
+    fn settle_claim(&mut self, key: &BlockKey, result: &FsResult<Block>) {
+        if let Some(tx) = self.pending.remove(key) {
+            let _ = tx.send(Some(result.clone()));
+        }
+    }
+
     /// A claimed fetch failed: only a reader's failure is answered to the next asker (briefly).
     fn fetch_failed(&mut self, key: BlockKey, e: FsError, reader: bool) {
         if reader {
@@ -344,6 +351,43 @@ pub enum CacheMsg {
     },
 }
 
+/// The claim on blocks a fetch answered `Slot::Fetch` for: `fill` answers each with its
+/// result. Dropped unanswered (the fetch panicked, was cancelled, or came back short), it
+/// answers them with an error, so the readers waiting on it fail now and the next ones fetch
+/// again, instead of every later reader waiting out its deadline on a claim nobody holds.
+pub struct Claim {
+    send: Box<dyn Fn(CacheMsg) + Send + Sync>,
+    keys: Vec<BlockKey>,
+    reader: bool,
+}
+
+impl Claim {
+    /// `send` delivers to the cache; `reader`: for a reader (not read-ahead).
+    pub fn new(send: impl Fn(CacheMsg) + Send + Sync + 'static, keys: Vec<BlockKey>, reader: bool) -> Self {
+        Self { send: Box::new(send), keys, reader }
+    }
+
+    /// Answers the claimed blocks, in order, with `result`'s blocks or its error.
+    pub fn fill(mut self, result: &FsResult<Vec<Block>>) {
+        for (i, key) in std::mem::take(&mut self.keys).into_iter().enumerate() {
+            let result = match result {
+                Ok(blocks) => blocks.get(i).cloned().ok_or_else(|| FsError::Io("a fetch came back short".into())),
+                Err(e) => Err(e.clone()),
+            };
+            (self.send)(CacheMsg::Fill { key, result, reader: self.reader });
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        for key in std::mem::take(&mut self.keys) {
+            let result = Err(FsError::Io("the fetch of this block was abandoned".into()));
+            (self.send)(CacheMsg::Fill { key, result, reader: false });
+        }
+    }
+}
+
 pub struct ChunkCache;
 
 impl Actor for ChunkCache {
@@ -393,9 +437,7 @@ fn on_message(
             let _ = reply.send(slots);
         }
         CacheMsg::Fill { key, result, reader } => {
-            if let Some(tx) = st.pending.remove(&key) {
-                let _ = tx.send(Some(result.clone()));
-            }
+            st.settle_claim(&key, &result);
             match result {
                 Ok(block) => {
                     let len = block.len() as u64;
@@ -539,6 +581,33 @@ mod tests {
         assert!(matches!(st.slot(key(0)), Slot::Mem(b) if b.bytes() == "abc"));
         st.failed.insert(key(1), (Instant::now(), FsError::Io("x".into())));
         assert!(matches!(st.slot(key(1)), Slot::Failed(_)));
+    }
+
+    #[test]
+    fn an_abandoned_claim_releases_its_blocks() {
+        let mut st = CacheState::new(CacheConfig { memory_bytes: 1 << 20, disk: None }).unwrap();
+        assert!(matches!(st.slot(key(4)), Slot::Fetch));
+        let Slot::Wait(rx) = st.slot(key(4)) else { panic!("a second asker waits") };
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let claim = {
+            let sent = sent.clone();
+            Claim::new(move |m| sent.lock().push(m), vec![key(4)], true)
+        };
+        // The fetch task dies (a panic unwinds through it): the claim is dropped unanswered.
+        let died = std::thread::spawn(move || {
+            let _claim = claim;
+            panic!("fetch task panicked");
+        });
+        assert!(died.join().is_err());
+        for m in sent.lock().drain(..) {
+            let CacheMsg::Fill { key, result, reader } = m else { panic!("only fills") };
+            st.settle_claim(&key, &result);
+            if let Err(e) = result {
+                st.fetch_failed(key, e, reader);
+            }
+        }
+        assert!(matches!(&*rx.borrow(), Some(Err(_))), "the waiter is answered, not left to its deadline");
+        assert!(matches!(st.slot(key(4)), Slot::Fetch), "the next reader fetches again");
     }
 
     #[test]
