@@ -85,14 +85,16 @@ const NFS_BIN: &str = env!("CARGO_BIN_EXE_hf-mount-nfs");
 #[test]
 fn nfs_serve_only_prints_the_mount_command_and_serves() {
     let hub = Hub::start();
-    let mut child = Command::new(NFS_BIN)
+    let child = Command::new(NFS_BIN)
         .args(["repo", "alice/tiny", "--serve-only"])
         .env("HF_ENDPOINT", hub.endpoint())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
+    // Killed when the test ends, pass or fail (it was left serving when `nfs-cat` was missing).
+    let mut guard = common::spawn::Guard::new(child, None);
+    let mut out = BufReader::new(guard.child().stdout.take().unwrap());
     let (mut first, mut second) = (String::new(), String::new());
     out.read_line(&mut first).unwrap();
     out.read_line(&mut second).unwrap();
@@ -103,6 +105,7 @@ fn nfs_serve_only_prints_the_mount_command_and_serves() {
     let url = format!("nfs://127.0.0.1//onnx/config.json?nfsport={port}&mountport={port}&version=3");
     let cat = Command::new("nfs-cat").arg(&url).output().expect("nfs-cat (libnfs-utils) installed");
     assert_eq!(String::from_utf8_lossy(&cat.stdout), "{\"onnx\": true}\n");
+    let mut child = guard.take();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
