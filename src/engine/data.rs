@@ -332,17 +332,11 @@ impl DiskReads {
     async fn block(&mut self, i: usize) -> Option<Block> {
         let (run, at) = self.of[i]?;
         if let DiskRun::Reading(task) = &mut self.runs[run] {
-            let read = match task.await {
-                Ok(Ok(blocks)) => {
-                    blocks.into_iter().map(|b| b.map(|(buf, at, len)| Block::new(buf, at, len))).collect()
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!("cache read failed: {e}");
-                    Vec::new()
-                }
+            let read = match task.await.map_err(std::io::Error::other).and_then(|r| r) {
+                Ok(blocks) => blocks.into_iter().map(|b| b.map(|(buf, at, len)| Block::new(buf, at, len))).collect(),
                 Err(e) => {
                     tracing::warn!("cache read failed: {e}");
-                    Vec::new()
+                    Vec::new() // every block of the run is fetched again
                 }
             };
             self.runs[run] = DiskRun::Read(read);

@@ -106,11 +106,10 @@ impl XetUploader {
         let spare = self.spare.lock().take();
         let me = self.clone();
         *self.spare.lock() = Some(tokio::spawn(async move { me.session().await }));
-        if let Some(Ok(Ok(s))) = match spare {
-            Some(task) => Some(task.await),
-            None => None,
-        } {
-            return Ok(s);
+        if let Some(task) = spare {
+            if let Ok(Ok(s)) = task.await {
+                return Ok(s);
+            }
         }
         self.session().await
     }
@@ -153,14 +152,6 @@ impl XetUploader {
             Ok(UploadSession { inner, deadline })
         };
         tokio::time::timeout(deadline, open).await.map_err(|_| UploadError::Timeout("session".into(), deadline))?
-    }
-}
-
-impl Drop for XetUploader {
-    fn drop(&mut self) {
-        if let Some(task) = self.spare.lock().take() {
-            task.abort();
-        }
     }
 }
 

@@ -39,12 +39,20 @@ impl DiskLoc {
     }
 
     fn header_at(&self) -> u64 {
-        self.slot * SLOT_HEADER_BYTES
+        header_at(self.slot)
     }
 
     fn data_at(&self) -> u64 {
-        SEGMENT_DATA_OFFSET + self.slot * BLOCK_BYTES
+        data_at(self.slot)
     }
+}
+
+fn header_at(slot: u64) -> u64 {
+    slot * SLOT_HEADER_BYTES
+}
+
+fn data_at(slot: u64) -> u64 {
+    SEGMENT_DATA_OFFSET + slot * BLOCK_BYTES
 }
 
 /// Writes a block into its slot: the data, then the header that makes it valid.
@@ -85,9 +93,9 @@ pub(super) fn drop_block(loc: &DiskLoc, last: bool) -> std::io::Result<()> {
 }
 
 /// Reads a slot's header: the block's length and CRC, or `None` when the slot is empty.
-fn read_header(f: &std::fs::File, loc: &DiskLoc) -> std::io::Result<Option<(usize, u32)>> {
+fn read_header(f: &std::fs::File, slot: u64) -> std::io::Result<Option<(usize, u32)>> {
     let mut header = [0u8; SLOT_HEADER_BYTES as usize];
-    if f.read_exact_at(&mut header, loc.header_at()).is_err() || &header[..4] != BLOCK_MAGIC {
+    if f.read_exact_at(&mut header, header_at(slot)).is_err() || &header[..4] != BLOCK_MAGIC {
         return Ok(None);
     }
     let len = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes")) as usize;
@@ -113,17 +121,15 @@ pub fn read_run(path: &Path, first: u64, count: u64) -> std::io::Result<Vec<Opti
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![None; count as usize]),
         Err(e) => return Err(e),
     };
-    let headers: Vec<Option<(usize, u32)>> = (first..last)
-        .map(|slot| read_header(&f, &DiskLoc { path: path.to_path_buf(), slot }))
-        .collect::<std::io::Result<_>>()?;
+    let headers: Vec<Option<(usize, u32)>> =
+        (first..last).map(|slot| read_header(&f, slot)).collect::<std::io::Result<_>>()?;
     // The data from the first slot to the end of the last valid one.
     let Some(end) =
         headers.iter().enumerate().rev().find_map(|(i, h)| h.map(|(len, _)| i as u64 * BLOCK_BYTES + len as u64))
     else {
         return Ok(vec![None; count as usize]);
     };
-    let start = DiskLoc { path: path.to_path_buf(), slot: first }.data_at();
-    f.seek(SeekFrom::Start(start))?;
+    f.seek(SeekFrom::Start(data_at(first)))?;
     let mut data = Vec::with_capacity(end as usize);
     (&mut f).take(end).read_to_end(&mut data)?;
     let data = Bytes::from(data);
@@ -147,9 +153,8 @@ pub fn segment_blocks(path: &Path) -> std::io::Result<Vec<(u64, u64, u64)>> {
     let f = std::fs::File::open(path)?;
     let mut out = Vec::new();
     for slot in 0..SEGMENT_BLOCKS {
-        let loc = DiskLoc { path: path.to_path_buf(), slot };
-        if let Some((len, _)) = read_header(&f, &loc)? {
-            out.push((slot, loc.data_at(), len as u64));
+        if let Some((len, _)) = read_header(&f, slot)? {
+            out.push((slot, data_at(slot), len as u64));
         }
     }
     Ok(out)

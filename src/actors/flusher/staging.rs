@@ -186,7 +186,7 @@ impl Staging {
     pub async fn write_at(&self, id: StagingId, offset: u64, data: Bytes) -> FsResult<()> {
         let f = self.file(id)?;
         if data.len() <= INLINE_WRITE_MAX {
-            return f.write_all_at(&data, offset).map_err(io(format!("write to staging file {id}")));
+            return f.write_all_at(&data, offset).map_err(|e| FsError::io(format!("write to staging file {id}"), e));
         }
         blocking(move || f.write_all_at(&data, offset), format!("write to staging file {id}")).await
     }
