@@ -102,35 +102,3 @@ pub fn get() -> &'static Metrics {
 pub fn kv(key: &'static str, value: impl Into<opentelemetry::Value>) -> KeyValue {
     KeyValue::new(key, value)
 }
-
-/// Counts calls in flight per actor, for `hf_mount.actor.mailbox`.
-pub struct MailboxGuard(&'static str);
-
-fn depths() -> &'static std::sync::Mutex<std::collections::HashMap<&'static str, u64>> {
-    static DEPTHS: OnceLock<std::sync::Mutex<std::collections::HashMap<&'static str, u64>>> = OnceLock::new();
-    DEPTHS.get_or_init(Default::default)
-}
-
-impl MailboxGuard {
-    /// `message_type` names the actor (its message enum).
-    pub fn enter(message_type: &'static str) -> Self {
-        let actor = message_type.rsplit("::").next().unwrap_or(message_type);
-        let depth = {
-            let mut d = depths().lock().unwrap_or_else(|e| e.into_inner());
-            let n = d.entry(actor).or_insert(0);
-            *n += 1;
-            *n
-        };
-        get().mailbox.record(depth, &[kv("actor", actor)]);
-        Self(actor)
-    }
-}
-
-impl Drop for MailboxGuard {
-    fn drop(&mut self) {
-        let mut d = depths().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = d.get_mut(self.0) {
-            *n = n.saturating_sub(1);
-        }
-    }
-}

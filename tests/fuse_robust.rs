@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::{fixture_files, mount, pread, Hub};
 use hf_hub_emulator::{FaultKind, FaultSpec, RouteClass};
+use hf_mount::actors::inode_table::FailAfter;
 use hf_mount::actors::ActorKind;
+use hf_mount::types::Hold;
 
 fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -64,6 +66,83 @@ fn remote_commits_show_up_and_pinned_mounts_do_not_move() {
 }
 
 #[test]
+fn a_poll_whose_listing_fails_sees_the_change_again_on_the_next_poll() {
+    let hub = Hub::start();
+    hub.seed_repo("alice/polled", &[("top.txt", b"t".to_vec()), ("d/x.txt", b"x".to_vec())], false);
+    // Listings trusted for an hour, polling by hand: only a poll can show the change.
+    let m = mount(
+        &hub,
+        &[
+            "repo",
+            "alice/polled",
+            "--metadata-ttl-ms",
+            "3600000",
+            "--poll-interval-secs",
+            "3600",
+            "--read-timeout-ms",
+            "1500",
+        ],
+    );
+    let names = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(m.p(dir)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("d"), ["x.txt"]);
+    let lines = [
+        r#"{"key":"header","value":{"summary":"add"}}"#,
+        r#"{"key":"file","value":{"path":"d/y.txt","content":"eQ==","encoding":"base64"}}"#,
+    ]
+    .map(String::from);
+    assert!(hub.commit("alice/polled", "", &lines).is_success());
+
+    // The probe answers; re-listing `d` fails: the poll fails, and must not record the new commit.
+    let rule = hub
+        .emulator()
+        .faults()
+        .add(FaultSpec::new(RouteClass::HubMetadata, FaultKind::Error { status: 500 }).path_contains("/tree/"))
+        .unwrap();
+    assert!(m.block_on(m.engine().poll_now()).is_err(), "the listing failed, so the poll does");
+    hub.emulator().faults().remove(rule);
+    // The next poll sees the same change (it was lost until the TTL before: the version had
+    // moved before the listings ran).
+    assert!(m.block_on(m.engine().poll_now()).unwrap(), "the change is seen again");
+    assert_eq!(names("d"), ["x.txt", "y.txt"]);
+    assert!(!m.block_on(m.engine().poll_now()).unwrap(), "and then it is recorded");
+}
+
+#[test]
+fn a_handle_open_before_a_commit_reads_its_own_bytes_not_the_new_commits() {
+    let hub = Hub::start();
+    hub.seed_repo("alice/pinned", &[("v.txt", b"one\n".to_vec())], false);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let args =
+        ["repo", "alice/pinned", "--cache-dir", cache_dir, "--poll-interval-secs", "3600", "--metadata-ttl-ms", "300"];
+    let m = mount(&hub, &args);
+    // Opened before the commit: the handle holds the old identity (a git blob, not in Xet).
+    let old = std::fs::File::open(m.p("v.txt")).unwrap();
+    let lines = [
+        r#"{"key":"header","value":{"summary":"change"}}"#,
+        r#"{"key":"file","value":{"path":"v.txt","content":"dHdvLCBsb25nZXIK","encoding":"base64"}}"#,
+    ]
+    .map(String::from);
+    assert!(hub.commit("alice/pinned", "", &lines).is_success());
+    assert!(m.block_on(m.engine().poll_now()).unwrap());
+    // The old handle reads the bytes of its own commit (before: the new commit's, cut to
+    // the old size, which failed the blob check with EIO, or were cached under the old key).
+    assert_eq!(pread(&old, 0, 100).unwrap(), b"one\n");
+    drop(old);
+    let new = wait_until(Duration::from_secs(5), || std::fs::read(m.p("v.txt")).unwrap() == b"two, longer\n");
+    assert!(new, "the new content after the kernel's entry is invalidated");
+    drop(m);
+    // A later mount on the same cache dir serves each identity its own bytes.
+    let m = mount(&hub, &args);
+    assert_eq!(std::fs::read(m.p("v.txt")).unwrap(), b"two, longer\n");
+}
+
+#[test]
 fn stalled_cas_fails_reads_in_time_while_metadata_answers_and_recovers() {
     let hub = Hub::start();
     let m = mount(&hub, &["repo", "alice/tiny", "--read-timeout-ms", "2000", "--no-disk-cache"]);
@@ -109,6 +188,28 @@ fn stalled_cas_fails_reads_in_time_while_metadata_answers_and_recovers() {
         pread(&f, 150_000, 4096).ok().is_some_and(|b| b == want[150_000..154_096])
     });
     assert!(ok, "reads did not recover");
+}
+
+#[test]
+fn a_call_whose_actor_fails_mid_change_is_answered_eio_and_not_applied_twice() {
+    let hub = Hub::start();
+    let m = mount(&hub, &["repo", "alice/tiny"]);
+    let e = m.engine();
+    // The kernel never looked config.json up, so its references are ours alone: loaded
+    // without one, then looked up counted while the table is armed to fail.
+    let ino = m.block_on(e.lookup_holding(1, b"config.json", Hold::None)).unwrap().ino;
+    assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 0);
+    e.fail_inode_table_after(FailAfter::Lookup);
+    let err = m.block_on(e.lookup(1, b"config.json")).unwrap_err();
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    // Sent again after the panic, the counted lookup would hold two references (the kernel
+    // would give back one: the inode never unloads; with `Forget` the reverse, ESTALE).
+    assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 1, "the crashed lookup was applied once");
+    assert!(m.block_on(e.restarts()).unwrap() >= 1);
+    // The next incarnation answers, and the mount works.
+    assert_eq!(m.block_on(e.lookup(1, b"config.json")).unwrap().ino, ino);
+    assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 2);
+    assert!(std::fs::read(m.p("config.json")).is_ok());
 }
 
 #[test]

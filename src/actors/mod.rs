@@ -14,6 +14,7 @@ macro_rules! handle_in_span {
             msg: Self::Msg,
             state: &mut Self::State,
         ) -> Result<(), ractor::ActorProcessingErr> {
+            let _handling = $crate::actors::call::Handling::enter();
             tracing::debug_span!("actor", otel.name = $span).in_scope(|| on_message(me, msg, state))
         }
     };
@@ -42,6 +43,7 @@ macro_rules! supervised_actor {
     };
 }
 
+pub mod call;
 pub mod chunk_cache;
 pub mod flusher;
 pub mod inode_table;
@@ -49,13 +51,15 @@ pub mod poller;
 pub mod prefetch;
 pub mod revalidator;
 
+pub use call::{call, call_with_timeout, Reply};
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::mpsc::{Sender, UnboundedSender};
 
 use crate::error::{FsError, FsResult};
@@ -68,10 +72,6 @@ use poller::{Poller, PollerArgs, PollerMsg};
 use prefetch::{HandleState, Prefetch, PrefetchMsg};
 use revalidator::{Revalidator, RevalidatorMsg};
 
-/// How long an actor call may wait for a reply before it is retried (actor restarting).
-const ACTOR_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Attempts of one actor call across restarts.
-const ACTOR_CALL_ATTEMPTS: u32 = 4;
 /// Our own commits remembered, to tell them from remote changes.
 const OWN_COMMITS_KEPT: usize = 64;
 /// Clock slack between us and the Hub when matching its `updatedAt` to our commits.
@@ -124,7 +124,12 @@ impl Remote {
         }
     }
 
-    /// Records a newer probe; returns whether the version moved.
+    /// Whether `probe` names another version than the one recorded.
+    pub fn moved(&self, probe: &Probe) -> bool {
+        *self.version.read() != probe.version
+    }
+
+    /// Records a newer probe (once what it changed is applied); returns whether it moved.
     pub fn advance(&self, probe: &Probe) -> bool {
         let mut v = self.version.write();
         if *v == probe.version {
@@ -177,8 +182,14 @@ impl Remote {
 
     /// One level below `path` (a mount path), with entry paths relative to the mount.
     pub async fn list(&self, path: &str) -> FsResult<Vec<RemoteEntry>> {
+        self.list_at(path, &self.commit()).await
+    }
+
+    /// [`Self::list`] at `commit` (a repo's; ignored for buckets).
+    pub async fn list_at(&self, path: &str, commit: &str) -> FsResult<Vec<RemoteEntry>> {
         let src = self.source();
-        let entries = self.hub.list_dir(&src, &self.commit(), &src.repo_path(path)).await?;
+        let commit = if src.is_bucket() { "" } else { commit };
+        let entries = self.hub.list_dir(&src, commit, &src.repo_path(path)).await?;
         let strip = if src.subfolder.is_empty() { 0 } else { src.subfolder.len() + 1 };
         Ok(entries.into_iter().map(|e| RemoteEntry { path: e.path[strip..].to_string(), kind: e.kind }).collect())
     }
@@ -198,7 +209,9 @@ impl Remote {
             Some(hash) => Ok(self.xet.read(hash, file.size, start..end).await?),
             None => {
                 let src = self.source();
-                Ok(vec![self.hub.get_range(&src, &self.commit(), &src.repo_path(path), start, end).await?])
+                let commit = if file.commit.is_empty() { self.commit() } else { file.commit.to_string() };
+                let range = (start, end);
+                Ok(vec![self.hub.get_range(&src, &commit, &src.repo_path(path), &file.etag, range).await?])
             }
         }
     }
@@ -230,45 +243,6 @@ impl Registry {
     pub fn get(&self) -> FsResult<Refs> {
         self.0.read().clone().ok_or_else(|| FsError::Io("the mount is shutting down".into()))
     }
-}
-
-/// Calls an actor (picked from the registry each attempt), retrying while it restarts.
-pub async fn call<M, T>(
-    registry: &Registry,
-    pick: impl Fn(&Refs) -> ActorRef<M>,
-    build: impl Fn(RpcReplyPort<T>) -> M,
-) -> FsResult<T>
-where
-    M: ractor::Message,
-    T: Send + 'static,
-{
-    call_with_timeout(registry, pick, build, ACTOR_CALL_TIMEOUT).await
-}
-
-/// Like [`call`], for replies that wait on the network (bounded by `timeout`).
-pub async fn call_with_timeout<M, T>(
-    registry: &Registry,
-    pick: impl Fn(&Refs) -> ActorRef<M>,
-    build: impl Fn(RpcReplyPort<T>) -> M,
-    timeout: Duration,
-) -> FsResult<T>
-where
-    M: ractor::Message,
-    T: Send + 'static,
-{
-    let _depth = crate::metrics::MailboxGuard::enter(std::any::type_name::<M>());
-    let mut last = String::new();
-    for attempt in 0..ACTOR_CALL_ATTEMPTS {
-        let actor = pick(&registry.get()?);
-        match actor.call(&build, Some(timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(v)) => return Ok(v),
-            Ok(ractor::rpc::CallResult::Timeout) => return Err(FsError::TimedOut(timeout, "actor reply".into())),
-            Ok(ractor::rpc::CallResult::SenderError) => last = "actor stopped before replying".into(),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-    }
-    Err(FsError::Io(format!("actor unavailable: {last}")))
 }
 
 /// Which actor, for the test hook that kills one.
@@ -318,7 +292,7 @@ impl EngineArgs {
 
 pub enum SupervisorMsg {
     /// Counts of restarts so far, per actor.
-    Restarts { reply: RpcReplyPort<u64> },
+    Restarts { reply: ractor::RpcReplyPort<u64> },
 }
 
 pub struct Supervisor;

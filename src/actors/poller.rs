@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
+use crate::actors::Reply;
 use futures::StreamExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc::Sender;
 
 use super::inode_table::InodeMsg;
@@ -29,9 +30,11 @@ pub enum PollerMsg {
     },
     /// Poll now, answering once done (tests and `SIGHUP`-style refreshes).
     PollNow {
-        reply: RpcReplyPort<FsResult<bool>>,
+        reply: Reply<FsResult<bool>>,
     },
 }
+
+crate::actors::call::request!(PollerMsg, "poller");
 
 pub struct PollerArgs {
     pub remote: Arc<Remote>,
@@ -123,21 +126,25 @@ fn on_message(
     Ok(())
 }
 
-/// One poll; returns whether the source had changed.
+/// One poll; returns whether the source had changed. The new version is recorded only
+/// once every loaded directory is re-listed at it and applied: a poll that fails on the way
+/// leaves the old one, so the next poll sees the change again.
 pub async fn poll_once(remote: &Remote, registry: &Registry, tx: &Sender<Invalidation>) -> FsResult<bool> {
     let probe = remote.probe().await?;
-    if !remote.advance(&probe) {
+    if !remote.moved(&probe) {
         return Ok(false);
     }
     if remote.is_own_change(probe.modified) {
         tracing::debug!("{} changed by our own commit; nothing to re-list", remote.source_label());
+        remote.advance(&probe);
         return Ok(false);
     }
     tracing::info!("{} changed (now {}); refreshing loaded directories", remote.source_label(), probe.version);
     let (dirs, epoch) = call(registry, |r| r.inode.clone(), |reply| InodeMsg::LoadedDirs { reply }).await?;
+    let version = probe.version.as_str();
     let results: Vec<_> = futures::stream::iter(dirs)
         .map(|(ino, path)| async move {
-            let listing = remote.list(&path).await;
+            let listing = remote.list_at(&path, version).await;
             (ino, path, listing)
         })
         .buffer_unordered(POLL_LIST_CONCURRENCY)
@@ -161,5 +168,6 @@ pub async fn poll_once(remote: &Remote, registry: &Registry, tx: &Sender<Invalid
             let _ = tx.try_send(i);
         }
     }
+    remote.advance(&probe);
     Ok(true)
 }

@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::actors::Reply;
 use parking_lot::Mutex;
-use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, ActorRef};
 
 use crate::error::{FsError, FsResult};
 use crate::hub::{RemoteFile, StreamingUpload};
@@ -135,7 +136,7 @@ pub enum PrefetchMsg {
         path: String,
         file: Option<Arc<RemoteFile>>,
         write: Option<WriteHandle>,
-        reply: RpcReplyPort<Fh>,
+        reply: Reply<Fh>,
     },
     /// The bytes of `ino` moved (to local staging, or to the Hub's copy after a commit).
     Retarget {
@@ -145,7 +146,7 @@ pub enum PrefetchMsg {
     /// The inode and write side of a handle.
     WriteInfo {
         fh: Fh,
-        reply: RpcReplyPort<FsResult<(Ino, Option<WriteHandle>)>>,
+        reply: Reply<FsResult<(Ino, Option<WriteHandle>)>>,
     },
     /// The handle wrote something.
     MarkWrote {
@@ -159,7 +160,7 @@ pub enum PrefetchMsg {
         fh: Fh,
         offset: u64,
         size: u32,
-        reply: RpcReplyPort<FsResult<ReadPlan>>,
+        reply: Reply<FsResult<ReadPlan>>,
     },
     /// A read without an open: planned on the inode's implicit handle (made or refreshed here).
     PlanIno {
@@ -168,28 +169,30 @@ pub enum PrefetchMsg {
         file: Arc<RemoteFile>,
         offset: u64,
         size: u32,
-        reply: RpcReplyPort<ReadPlan>,
+        reply: Reply<ReadPlan>,
     },
     ReleaseFile {
         fh: Fh,
-        reply: RpcReplyPort<Option<(Ino, Option<WriteHandle>)>>,
+        reply: Reply<Option<(Ino, Option<WriteHandle>)>>,
     },
     OpenDir {
         entries: DirSnapshot,
-        reply: RpcReplyPort<Fh>,
+        reply: Reply<Fh>,
     },
     DirEntries {
         fh: Fh,
-        reply: RpcReplyPort<FsResult<DirSnapshot>>,
+        reply: Reply<FsResult<DirSnapshot>>,
     },
     ReleaseDir {
         fh: Fh,
     },
     /// `(open file handles, total read-ahead window bytes)`, for tests and metrics.
     Stats {
-        reply: RpcReplyPort<(usize, u64)>,
+        reply: Reply<(usize, u64)>,
     },
 }
+
+crate::actors::call::request!(PrefetchMsg, "prefetch actor");
 
 pub struct Prefetch;
 
@@ -336,7 +339,7 @@ mod tests {
     use super::*;
 
     fn handle(size: u64) -> FileHandle {
-        let file = Arc::new(RemoteFile { size, xet_hash: None, etag: "e".into(), mtime: None });
+        let file = Arc::new(RemoteFile { size, xet_hash: None, etag: "e".into(), mtime: None, ..Default::default() });
         FileHandle::new(2, "f".into(), Some(file))
     }
 

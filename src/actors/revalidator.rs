@@ -8,19 +8,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::Instrument;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use crate::actors::Reply;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::Remote;
 use crate::error::FsResult;
 use crate::hub::{RemoteEntry, RemoteFile};
 
-type Waiters<T> = HashMap<String, Vec<RpcReplyPort<FsResult<T>>>>;
+type Waiters<T> = HashMap<String, Vec<Reply<FsResult<T>>>>;
 
 pub enum RevalidatorMsg {
     /// `HEAD` a file (mount path): `None` when there is no such file.
     Head {
         path: String,
-        reply: RpcReplyPort<FsResult<Option<RemoteFile>>>,
+        reply: Reply<FsResult<Option<RemoteFile>>>,
     },
     HeadDone {
         path: String,
@@ -29,7 +30,7 @@ pub enum RevalidatorMsg {
     /// List one directory (mount path), all pages.
     List {
         path: String,
-        reply: RpcReplyPort<FsResult<Vec<RemoteEntry>>>,
+        reply: Reply<FsResult<Vec<RemoteEntry>>>,
     },
     ListDone {
         path: String,
@@ -37,13 +38,15 @@ pub enum RevalidatorMsg {
     },
     IsDir {
         path: String,
-        reply: RpcReplyPort<FsResult<bool>>,
+        reply: Reply<FsResult<bool>>,
     },
     IsDirDone {
         path: String,
         result: FsResult<bool>,
     },
 }
+
+crate::actors::call::request!(RevalidatorMsg, "revalidator");
 
 #[derive(Default)]
 pub struct RevalidatorState {
@@ -55,7 +58,7 @@ pub struct RevalidatorState {
 pub struct Revalidator;
 
 /// Adds a waiter; returns true when it is the first (a request must start).
-fn park<T>(map: &mut Waiters<T>, path: &str, reply: RpcReplyPort<FsResult<T>>) -> bool {
+fn park<T>(map: &mut Waiters<T>, path: &str, reply: Reply<FsResult<T>>) -> bool {
     let waiters = map.entry(path.to_string()).or_default();
     waiters.push(reply);
     waiters.len() == 1

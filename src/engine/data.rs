@@ -490,6 +490,7 @@ mod tests {
             xet_hash: None,
             etag: "ce013625030ba8dba906f756967f9e9ca394464a".into(),
             mtime: None,
+            ..Default::default()
         };
         assert!(verify_git_blob("x", &f, &[Bytes::from_static(b"hel"), Bytes::from_static(b"lo\n")]).is_ok());
         assert!(verify_git_blob("x", &f, &[Bytes::from_static(b"hellO\n")]).is_err());

@@ -351,7 +351,7 @@ impl Engine {
         self.inner.writes.as_ref().ok_or(FsError::ReadOnly)
     }
 
-    async fn inode<T: Send + 'static>(&self, build: impl Fn(ractor::RpcReplyPort<T>) -> InodeMsg) -> FsResult<T> {
+    async fn inode<T: Send + 'static>(&self, build: impl Fn(crate::actors::Reply<T>) -> InodeMsg) -> FsResult<T> {
         call(self.reg(), |r| r.inode.clone(), build).await
     }
 
@@ -362,7 +362,7 @@ impl Engine {
         }
     }
 
-    async fn flusher<T: Send + 'static>(&self, build: impl Fn(ractor::RpcReplyPort<T>) -> FlushMsg) -> FsResult<T> {
+    async fn flusher<T: Send + 'static>(&self, build: impl Fn(crate::actors::Reply<T>) -> FlushMsg) -> FsResult<T> {
         self.writes()?;
         call(self.reg(), |r| r.flusher.clone().expect("writable mounts have a flusher"), build).await
     }
@@ -455,6 +455,17 @@ impl Engine {
             ActorKind::Flusher => refs.flusher.ok_or(FsError::NotSupported)?.kill(),
         }
         Ok(())
+    }
+
+    /// Test hook: the inode table panics after the next `op` changes its state, before it
+    /// answers (a crash in the middle of a change).
+    pub fn fail_inode_table_after(&self, op: crate::actors::inode_table::FailAfter) {
+        self.tell_inode(InodeMsg::FailAfter { op });
+    }
+
+    /// References the kernel holds on `ino` (lookups not yet forgotten).
+    pub async fn kernel_references(&self, ino: Ino) -> FsResult<u64> {
+        Ok(self.view(ino).await?.lookups)
     }
 
     pub async fn restarts(&self) -> FsResult<u64> {
@@ -559,6 +570,7 @@ fn restore_of(o: &Overlay, staging: &Staging) -> Restore {
                 xet_hash: Some(hash.clone()),
                 etag: hash.clone(),
                 mtime: Some(from_nanos(put.mtime)),
+                commit: Default::default(),
             })),
             (None, None) => continue,
         };

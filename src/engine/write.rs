@@ -65,7 +65,7 @@ pub(super) fn meta_records(view: &NodeView) -> Vec<Record> {
 }
 
 impl Engine {
-    async fn prefetch<T: Send + 'static>(&self, build: impl Fn(ractor::RpcReplyPort<T>) -> PrefetchMsg) -> FsResult<T> {
+    async fn prefetch<T: Send + 'static>(&self, build: impl Fn(crate::actors::Reply<T>) -> PrefetchMsg) -> FsResult<T> {
         crate::actors::call(self.reg(), |r| r.prefetch.clone(), build).await
     }
 
@@ -364,9 +364,8 @@ impl Engine {
         // The default mode commits at close: the writer waits for it.
         let path = paths[0].clone();
         if !at_close {
-            let (tx, _rx) = tokio::sync::oneshot::channel();
             if let Some(f) = self.reg().get()?.flusher {
-                let _ = f.send_message(FlushMsg::FlushNow { paths, reply: tx.into() });
+                let _ = f.send_message(FlushMsg::FlushNow { paths, reply: crate::actors::Reply::unwatched() });
             }
             return Ok(());
         }

@@ -69,14 +69,26 @@ pub enum RemoteKind {
 }
 
 /// What identifies a file's content: its size, Xet hash (if in Xet) and etag.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RemoteFile {
     pub size: u64,
     pub xet_hash: Option<String>,
     /// Git oid, LFS sha256, or Xet hash for bucket files: changes when the content does.
     pub etag: String,
     pub mtime: Option<SystemTime>,
+    /// The repo commit the file was listed at (empty for buckets): bytes not in Xet are
+    /// fetched at it, so a handle on this identity never reads a later commit's bytes. Not
+    /// part of the identity (a new commit that keeps the file keeps its content).
+    pub commit: Arc<str>,
 }
+
+impl PartialEq for RemoteFile {
+    fn eq(&self, o: &Self) -> bool {
+        (self.size, &self.xet_hash, &self.etag, self.mtime) == (o.size, &o.xet_hash, &o.etag, o.mtime)
+    }
+}
+
+impl Eq for RemoteFile {}
 
 /// The probe of a source: what its revision currently points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +128,7 @@ fn parse_time(s: &str) -> Option<SystemTime> {
 }
 
 impl TreeEntry {
-    fn into_remote(self) -> RemoteEntry {
+    fn into_remote(self, commit: &Arc<str>) -> RemoteEntry {
         let kind = if self.kind == "directory" {
             RemoteKind::Dir
         } else {
@@ -132,6 +144,7 @@ impl TreeEntry {
                 xet_hash: self.xet_hash,
                 etag,
                 mtime: self.mtime.as_deref().and_then(parse_time),
+                commit: commit.clone(),
             })
         };
         RemoteEntry { path: self.path, kind }
@@ -305,6 +318,7 @@ impl HubClient {
     pub async fn list_dir(&self, src: &Source, commit: &str, repo_path: &str) -> Result<Vec<RemoteEntry>, HubError> {
         let mut url = format!("{}?limit={LIST_PAGE_LIMIT}", src.tree_url(&self.endpoint, commit, repo_path));
         let prefix = if repo_path.is_empty() { String::new() } else { format!("{repo_path}/") };
+        let commit: Arc<str> = commit.into();
         let mut out = Vec::new();
         loop {
             let (page, headers): (Vec<TreeEntry>, _) = self.get_json(&url).await?;
@@ -315,7 +329,7 @@ impl HubClient {
                             && e.path.len() > prefix.len()
                             && !e.path[prefix.len()..].contains('/')
                     })
-                    .map(TreeEntry::into_remote),
+                    .map(|e| e.into_remote(&commit)),
             );
             match next_link(&headers) {
                 Some(next) => url = next,
@@ -363,30 +377,49 @@ impl HubClient {
         let xet_hash = text("x-xet-hash");
         let etag = text("x-linked-etag").or_else(|| text("etag")).or_else(|| xet_hash.clone()).unwrap_or_default();
         let mtime = text("last-modified").and_then(|s| httpdate::parse_http_date(&s).ok());
-        Ok(Some(RemoteFile { size, xet_hash, etag, mtime }))
+        Ok(Some(RemoteFile { size, xet_hash, etag, mtime, commit: commit.into() }))
     }
 
     /// Bytes `[start, end)` of a plain (non-Xet) file through the resolve URL.
+    /// Bytes `[start, end)` of a file not in Xet, at `commit`; `etag` (when known) must be
+    /// the answer's, so bytes of other content are never taken for this file's.
     pub async fn get_range(
         &self,
         src: &Source,
         commit: &str,
         repo_path: &str,
-        start: u64,
-        end: u64,
+        etag: &str,
+        (start, end): (u64, u64),
     ) -> Result<Bytes, HubError> {
         let url = src.resolve_url(&self.endpoint, commit, repo_path);
         let mut headers = HeaderMap::new();
         headers.insert(RANGE, format!("bytes={start}-{}", end - 1).parse().expect("ascii header"));
         let resp = self.send(Method::GET, &url, headers).await?;
+        let h = resp.headers();
+        let answered = ["x-linked-etag", "etag"]
+            .iter()
+            .find_map(|n| h.get(*n).and_then(|v| v.to_str().ok()))
+            .map(|v| v.trim_start_matches("W/").trim_matches('"').to_string());
+        if let Some(got) = answered.filter(|g| !etag.is_empty() && g != etag) {
+            return Err(HubError::Decode(url, format!("the file changed (etag {got}, expected {etag})")));
+        }
         let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
         let body = resp.bytes().await.map_err(|e| HubError::Network(url.clone(), e.to_string()))?;
-        if partial {
-            return Ok(body);
+        let body = if partial {
+            body
+        } else {
+            // A server that ignores Range sends the whole file.
+            let (s, e) = (start as usize, (end as usize).min(body.len()));
+            if s < e {
+                body.slice(s..e)
+            } else {
+                Bytes::new()
+            }
+        };
+        if body.len() as u64 != end - start {
+            return Err(HubError::Decode(url, format!("{} bytes where {} were asked", body.len(), end - start)));
         }
-        // A server that ignores Range sends the whole file.
-        let (s, e) = (start as usize, (end as usize).min(body.len()));
-        Ok(if s < e { body.slice(s..e) } else { Bytes::new() })
+        Ok(body)
     }
 
     /// CAS read credentials: `(casUrl, accessToken, exp)`.
@@ -420,6 +453,7 @@ impl HubClient {
         let mut url =
             format!("{}?recursive=true&limit={LIST_PAGE_LIMIT}", src.tree_url(&self.endpoint, commit, repo_path));
         let prefix = if repo_path.is_empty() { String::new() } else { format!("{repo_path}/") };
+        let commit: Arc<str> = commit.into();
         let mut out = Vec::new();
         loop {
             let (page, headers): (Vec<TreeEntry>, _) = match self.get_json(&url).await {
@@ -430,7 +464,7 @@ impl HubClient {
             out.extend(
                 page.into_iter()
                     .filter(|e| e.path.starts_with(&prefix) && e.path.len() > prefix.len())
-                    .map(TreeEntry::into_remote),
+                    .map(|e| e.into_remote(&commit)),
             );
             match next_link(&headers) {
                 Some(next) => url = next,
@@ -553,7 +587,7 @@ mod tests {
             r#"{"type":"file","path":"m.bin","size":134,"oid":"p","xetHash":"x","lfs":{"oid":"sha","size":9999,"pointerSize":134}}"#,
         )
         .unwrap();
-        let RemoteKind::File(f) = lfs.into_remote().kind else { panic!() };
+        let RemoteKind::File(f) = lfs.into_remote(&Arc::from("c")).kind else { panic!() };
         assert_eq!((f.size, f.etag.as_str(), f.xet_hash.as_deref()), (9999, "sha", Some("x")));
     }
 }

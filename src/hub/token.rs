@@ -2,13 +2,14 @@
 //! (re-read when it changes, so credentials can rotate under a running mount).
 //! The token is never formatted into logs or errors: `Debug` redacts it.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
-/// How often a token file's modification time is checked.
+/// How often a token file's modification time is checked (on a thread of its own: requests
+/// only read the token last loaded).
 const TOKEN_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Default)]
@@ -17,12 +18,9 @@ pub struct TokenSource {
     file: Option<Arc<TokenFile>>,
 }
 
-/// The token last read, the file's modification time then, and when it was last checked.
-type Cached = (Option<Arc<str>>, Option<SystemTime>, Option<Instant>);
-
 struct TokenFile {
     path: PathBuf,
-    cached: Mutex<Cached>,
+    token: RwLock<Option<Arc<str>>>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -46,43 +44,80 @@ impl TokenSource {
         Self { fixed: (!t.is_empty()).then(|| Arc::from(t)), file: None }
     }
 
-    /// Reads the token from `path` now (failing if it cannot) and again whenever it changes.
+    /// Reads the token from `path` now (failing if it cannot, or if the file does not hold a
+    /// token), and again whenever the file changes. A later read that fails or finds garbage
+    /// keeps the token it had, with a warning.
     pub fn file(path: PathBuf) -> std::io::Result<Self> {
-        let tf = TokenFile { path, cached: Mutex::new((None, None, None)) };
-        tf.reload()?;
-        Ok(Self { fixed: None, file: Some(Arc::new(tf)) })
+        let token = read_token(&path)?;
+        let tf = Arc::new(TokenFile { path, token: RwLock::new(token) });
+        watch(Arc::downgrade(&tf), mtime(&tf.path));
+        Ok(Self { fixed: None, file: Some(tf) })
     }
 
-    /// The current token, if any.
+    /// The current token, if any (never touches the disk).
     pub fn current(&self) -> Option<Arc<str>> {
-        if let Some(t) = &self.fixed {
-            return Some(t.clone());
+        match (&self.fixed, &self.file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => f.token.read().clone(),
+            (None, None) => None,
         }
-        let f = self.file.as_ref()?;
-        let due = f.cached.lock().2.is_none_or(|at| at.elapsed() >= TOKEN_FILE_CHECK_INTERVAL);
-        if due {
-            if let Err(e) = f.reload() {
-                tracing::warn!("cannot re-read token file {}: {e}; keeping the previous token", f.path.display());
-            }
-        }
-        f.cached.lock().0.clone()
     }
 }
 
 impl TokenFile {
-    fn reload(&self) -> std::io::Result<()> {
-        let mtime = std::fs::metadata(&self.path)?.modified().ok();
-        let mut cached = self.cached.lock();
-        cached.2 = Some(Instant::now());
-        if cached.1.is_some() && cached.1 == mtime {
-            return Ok(());
+    /// Loads the file again if its modification time moved from `seen`.
+    fn check(&self, seen: &mut Option<SystemTime>) {
+        let now = mtime(&self.path);
+        if now.is_some() && now == *seen {
+            return;
         }
-        let text = std::fs::read_to_string(&self.path)?;
-        let t = text.trim();
-        cached.0 = (!t.is_empty()).then(|| Arc::from(t));
-        cached.1 = mtime;
-        Ok(())
+        match read_token(&self.path) {
+            Ok(t) => {
+                *self.token.write() = t;
+                *seen = now;
+            }
+            Err(e) => {
+                tracing::warn!("cannot re-read token file {}: {e}; keeping the previous token", self.path.display())
+            }
+        }
     }
+}
+
+/// Checks the file every interval while anyone holds it.
+fn watch(file: Weak<TokenFile>, mut seen: Option<SystemTime>) {
+    let spawned = std::thread::Builder::new().name("hf-mount-token".into()).spawn(move || loop {
+        std::thread::sleep(TOKEN_FILE_CHECK_INTERVAL);
+        let Some(f) = file.upgrade() else { return };
+        f.check(&mut seen);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the token file watcher ({e}); the token will not follow the file");
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).ok()?.modified().ok()
+}
+
+/// The token a file holds (`None`: empty, anonymous). What is not printable ASCII without
+/// spaces is not a token (a file rotated to garbage, a binary), and is refused unquoted.
+fn read_token(path: &Path) -> std::io::Result<Option<Arc<str>>> {
+    let bytes = std::fs::read(path)?;
+    let t = bytes.trim_ascii();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    if !t.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} does not hold a token ({} bytes, not all printable ASCII without spaces)",
+                path.display(),
+                t.len()
+            ),
+        ));
+    }
+    Ok(Some(Arc::from(std::str::from_utf8(t).expect("ASCII"))))
 }
 
 #[cfg(test)]
@@ -96,11 +131,22 @@ mod tests {
         std::fs::write(&path, "hf_first\n").unwrap();
         let src = TokenSource::file(path.clone()).unwrap();
         assert_eq!(src.current().as_deref(), Some("hf_first"));
-        std::thread::sleep(Duration::from_millis(20));
         std::fs::write(&path, "hf_second").unwrap();
-        // Force the next check.
-        src.file.as_ref().unwrap().cached.lock().2 = None;
+        let tf = src.file.as_ref().unwrap();
+        let mut seen = None;
+        tf.check(&mut seen);
         assert_eq!(src.current().as_deref(), Some("hf_second"));
+        // Rotated to garbage, or unreadable: the previous token stays.
+        std::fs::write(&path, b"hf_\xff\x00 broken\n").unwrap();
+        tf.check(&mut None);
+        assert_eq!(src.current().as_deref(), Some("hf_second"));
+        std::fs::remove_file(&path).unwrap();
+        tf.check(&mut None);
+        assert_eq!(src.current().as_deref(), Some("hf_second"));
+        // A garbage file at the start is refused, without its bytes in the message.
+        std::fs::write(&path, b"hf_secret\x01tail").unwrap();
+        let err = TokenSource::file(path.clone()).err().unwrap().to_string();
+        assert!(err.contains("does not hold a token") && !err.contains("hf_secret"), "{err}");
         let fixed = TokenSource::fixed("hf_secret_value");
         assert!(!format!("{fixed:?}").contains("hf_secret_value"));
         assert!(TokenSource::fixed("  ").current().is_none());

@@ -18,9 +18,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::actors::Reply;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::watch;
 
 use crate::error::{FsError, FsResult};
@@ -321,7 +322,7 @@ impl CacheState {
 pub enum CacheMsg {
     Lookup {
         keys: Vec<BlockKey>,
-        reply: RpcReplyPort<Vec<Slot>>,
+        reply: Reply<Vec<Slot>>,
     },
     /// The outcome of a claimed fetch; `reader`: a reader asked for it (not read-ahead).
     Fill {
@@ -347,9 +348,11 @@ pub enum CacheMsg {
         len: u64,
     },
     Stats {
-        reply: RpcReplyPort<CacheStats>,
+        reply: Reply<CacheStats>,
     },
 }
+
+crate::actors::call::request!(CacheMsg, "chunk cache");
 
 /// The claim on blocks a fetch answered `Slot::Fetch` for: `fill` answers each with its
 /// result. Dropped unanswered (the fetch panicked, was cancelled, or came back short), it

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::actors::Reply;
 use futures::StreamExt;
-use ractor::RpcReplyPort;
 
 use super::staging::Staging;
 use crate::actors::inode_table::{AtPath, Content, InodeMsg, ANY_GEN};
@@ -37,7 +37,7 @@ pub struct Commit {
     /// What the Hub has at the path once committed (adds).
     pub file: Option<RemoteFile>,
     /// Someone waiting on this very commit (a streamed file's close).
-    pub reply: Option<RpcReplyPort<FsResult<()>>>,
+    pub reply: Option<Reply<FsResult<()>>>,
     /// A snapshot of a file still being written: committed whatever was written since (the
     /// file stays dirty); the path must still be the same file.
     pub snapshot: bool,
@@ -89,7 +89,13 @@ fn millis(t: SystemTime) -> i64 {
 
 /// A Xet file as the Hub will list it once committed.
 pub fn remote_file(up: &Uploaded, mtime: SystemTime) -> RemoteFile {
-    RemoteFile { size: up.size, xet_hash: Some(up.xet_hash.clone()), etag: up.xet_hash.clone(), mtime: Some(mtime) }
+    RemoteFile {
+        size: up.size,
+        xet_hash: Some(up.xet_hash.clone()),
+        etag: up.xet_hash.clone(),
+        mtime: Some(mtime),
+        commit: Default::default(),
+    }
 }
 
 /// The add line for a file of `remote` at mount path `path`.

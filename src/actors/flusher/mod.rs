@@ -24,8 +24,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::actors::Reply;
 use parking_lot::Mutex;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::Instrument;
 
@@ -92,13 +93,9 @@ impl Pending {
 
 enum Waiter {
     /// Replies once every path is committed, or with the first failure.
-    Paths { left: BTreeSet<String>, error: Option<FsError>, reply: RpcReplyPort<FsResult<()>> },
+    Paths { left: BTreeSet<String>, error: Option<FsError>, reply: Reply<FsResult<()>> },
     /// `hf-mount sync`: replies once every path is committed or has failed, naming the failures.
-    Sync {
-        left: BTreeSet<String>,
-        failed: Vec<(String, String)>,
-        reply: RpcReplyPort<Result<(), Vec<(String, String)>>>,
-    },
+    Sync { left: BTreeSet<String>, failed: Vec<(String, String)>, reply: Reply<Result<(), Vec<(String, String)>>> },
 }
 
 /// The flusher's state; survives restarts of the actor.
@@ -292,12 +289,12 @@ pub enum FlushMsg {
     /// answers the last failure to commit the first record's path, if any.
     Record {
         records: Vec<Record>,
-        reply: RpcReplyPort<FsResult<Option<FsError>>>,
+        reply: Reply<FsResult<Option<FsError>>>,
     },
     /// Flush these paths now; answers once committed or with the first failure.
     FlushNow {
         paths: Vec<String>,
-        reply: RpcReplyPort<FsResult<()>>,
+        reply: Reply<FsResult<()>>,
     },
     /// Commit a streamed file (uploaded and finalized by its writer) in the next batch.
     CommitStream {
@@ -305,15 +302,15 @@ pub enum FlushMsg {
     },
     /// Everything pending now, committed (or the failures).
     Sync {
-        reply: RpcReplyPort<Result<(), Vec<(String, String)>>>,
+        reply: Reply<Result<(), Vec<(String, String)>>>,
     },
     /// Syncs the journal; answers the last failure to commit `path`, if one is named.
     Fsync {
         path: Option<String>,
-        reply: RpcReplyPort<FsResult<()>>,
+        reply: Reply<FsResult<()>>,
     },
     Status {
-        reply: RpcReplyPort<WriteStatus>,
+        reply: Reply<WriteStatus>,
     },
     Tick,
     Prepared {
@@ -328,6 +325,8 @@ pub enum FlushMsg {
         why: String,
     },
 }
+
+crate::actors::call::request!(FlushMsg, "flusher");
 
 pub struct FlusherArgs {
     pub state: Arc<Mutex<FlusherState>>,

@@ -20,8 +20,9 @@ mod state;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::actors::Reply;
 use parking_lot::Mutex;
-use ractor::{ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc::UnboundedSender;
 
 pub use local::Owner;
@@ -140,7 +141,7 @@ pub struct Restore {
 pub enum InodeMsg {
     Get {
         ino: Ino,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     /// `max_age`: a listing older than this does not prove a name absent.
     Lookup {
@@ -148,7 +149,7 @@ pub enum InodeMsg {
         name: String,
         hold: Hold,
         max_age: Option<Duration>,
-        reply: RpcReplyPort<FsResult<Lookup>>,
+        reply: Reply<FsResult<Lookup>>,
     },
     /// References taken through `readdirplus` (FUSE: counted; NFS: a grace period).
     Hold {
@@ -161,7 +162,7 @@ pub enum InodeMsg {
         kind: RemoteKind,
         epoch: u64,
         hold: Hold,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Absent {
         parent: Ino,
@@ -171,14 +172,14 @@ pub enum InodeMsg {
     Children {
         ino: Ino,
         max_age: Option<Duration>,
-        reply: RpcReplyPort<FsResult<Children>>,
+        reply: Reply<FsResult<Children>>,
     },
     ApplyListing {
         ino: Ino,
         path: String,
         epoch: u64,
         entries: Vec<RemoteEntry>,
-        reply: RpcReplyPort<Vec<Invalidation>>,
+        reply: Reply<Vec<Invalidation>>,
     },
     /// Every entry below directory `ino` (a recursive listing of `path`), so it can move whole.
     ApplyTree {
@@ -186,14 +187,14 @@ pub enum InodeMsg {
         path: String,
         epoch: u64,
         entries: Vec<RemoteEntry>,
-        reply: RpcReplyPort<FsResult<()>>,
+        reply: Reply<FsResult<()>>,
     },
     /// The result of revalidating a file: its new identity, or `None` when it is gone.
     Revalidated {
         ino: Ino,
         file: Option<RemoteFile>,
         epoch: u64,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Forget {
         ino: Ino,
@@ -201,7 +202,7 @@ pub enum InodeMsg {
     },
     Opened {
         ino: Ino,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Closed {
         ino: Ino,
@@ -210,40 +211,40 @@ pub enum InodeMsg {
     /// its bytes, and marks them current.
     KernelCache {
         ino: Ino,
-        reply: RpcReplyPort<bool>,
+        reply: Reply<bool>,
     },
     /// Directories whose children are listed, for the poller: `(ino, path)`, and the epoch.
     LoadedDirs {
-        reply: RpcReplyPort<(Vec<(Ino, String)>, u64)>,
+        reply: Reply<(Vec<(Ino, String)>, u64)>,
     },
     Count {
-        reply: RpcReplyPort<usize>,
+        reply: Reply<usize>,
     },
     Create {
         parent: Ino,
         name: String,
         owner: Owner,
         staging: StagingId,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Mkdir {
         parent: Ino,
         name: String,
         owner: Owner,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Symlink {
         parent: Ino,
         name: String,
         target: String,
         owner: Owner,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Link {
         ino: Ino,
         parent: Ino,
         name: String,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Mknod {
         parent: Ino,
@@ -251,17 +252,17 @@ pub enum InodeMsg {
         kind: crate::types::FileKind,
         rdev: u32,
         owner: Owner,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Unlink {
         parent: Ino,
         name: String,
-        reply: RpcReplyPort<FsResult<Removed>>,
+        reply: Reply<FsResult<Removed>>,
     },
     Rmdir {
         parent: Ino,
         name: String,
-        reply: RpcReplyPort<FsResult<Removed>>,
+        reply: Reply<FsResult<Removed>>,
     },
     Rename {
         parent: Ino,
@@ -269,53 +270,53 @@ pub enum InodeMsg {
         new_parent: Ino,
         new_name: String,
         noreplace: bool,
-        reply: RpcReplyPort<FsResult<Renamed>>,
+        reply: Reply<FsResult<Renamed>>,
     },
     OpenWrite {
         ino: Ino,
         truncate: bool,
         fresh: StagingId,
-        reply: RpcReplyPort<FsResult<OpenWrite>>,
+        reply: Reply<FsResult<OpenWrite>>,
     },
     FillDone {
         ino: Ino,
         staging: StagingId,
         ok: bool,
-        reply: RpcReplyPort<FsResult<()>>,
+        reply: Reply<FsResult<()>>,
     },
     /// A write is about to touch the staging file.
     BeginWrite {
         ino: Ino,
-        reply: RpcReplyPort<FsResult<()>>,
+        reply: Reply<FsResult<()>>,
     },
     /// Bytes up to `end` were written (`None`: the write failed); answers the new size.
     Wrote {
         ino: Ino,
         end: Option<u64>,
-        reply: RpcReplyPort<FsResult<u64>>,
+        reply: Reply<FsResult<u64>>,
     },
     Resized {
         ino: Ino,
         size: u64,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     CloseWrite {
         ino: Ino,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     SetMeta {
         ino: Ino,
         set: SetAttr,
-        reply: RpcReplyPort<FsResult<NodeView>>,
+        reply: Reply<FsResult<NodeView>>,
     },
     Resolve {
         path: String,
-        reply: RpcReplyPort<AtPath>,
+        reply: Reply<AtPath>,
     },
     /// For each `(path, expected)`: does the path still hold it (see `still`)?
     Still {
         items: Vec<(String, Option<(Ino, u64)>)>,
-        reply: RpcReplyPort<Vec<bool>>,
+        reply: Reply<Vec<bool>>,
     },
     Uploading {
         ino: Ino,
@@ -343,9 +344,22 @@ pub enum InodeMsg {
     },
     Restore {
         restore: Restore,
-        reply: RpcReplyPort<()>,
+        reply: Reply<()>,
+    },
+    /// Test hook: panic after the next `op` changes the state, before it answers.
+    FailAfter {
+        op: FailAfter,
     },
 }
+
+/// Operations the test hook can fail in the middle of (state changed, not answered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailAfter {
+    Lookup,
+    Rename,
+}
+
+crate::actors::call::request!(InodeMsg, "inode table");
 
 pub struct InodeTable;
 
@@ -377,7 +391,9 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
         }
         InodeMsg::Lookup { parent, name, hold, max_age, reply } => {
             st.touch(parent);
-            let _ = reply.send(st.lookup(parent, &name, hold, max_age));
+            let answer = st.lookup(parent, &name, hold, max_age);
+            st.maybe_fail(FailAfter::Lookup);
+            let _ = reply.send(answer);
         }
         InodeMsg::Hold { inos, hold } => {
             for ino in inos {
@@ -469,7 +485,9 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
             let _ = reply.send(st.rmdir(parent, &name));
         }
         InodeMsg::Rename { parent, name, new_parent, new_name, noreplace, reply } => {
-            let _ = reply.send(st.rename(parent, &name, new_parent, &new_name, noreplace));
+            let answer = st.rename(parent, &name, new_parent, &new_name, noreplace);
+            st.maybe_fail(FailAfter::Rename);
+            let _ = reply.send(answer);
         }
         InodeMsg::OpenWrite { ino, truncate, fresh, reply } => {
             let _ = reply.send(st.open_write(ino, truncate, fresh));
@@ -513,6 +531,7 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
             st.restore(restore);
             let _ = reply.send(());
         }
+        InodeMsg::FailAfter { op } => st.fail_after = Some(op),
     }
 }
 

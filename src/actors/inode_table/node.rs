@@ -288,6 +288,8 @@ pub struct NodeView {
     pub checked_at: Instant,
     /// The table's change counter when this view was taken (for results of remote requests).
     pub epoch: u64,
+    /// References the kernel holds (FUSE lookups not yet forgotten).
+    pub lookups: u64,
 }
 
 impl NodeView {

@@ -37,6 +37,8 @@ pub struct InodeState {
     pub(super) epoch: u64,
     /// Staging files no node refers to any more; the actor hands them to the flusher.
     pub(super) released: Vec<StagingId>,
+    /// Test hook: the operation after whose state change (before its answer) the actor panics.
+    pub(super) fail_after: Option<super::FailAfter>,
 }
 
 impl InodeState {
@@ -57,6 +59,7 @@ impl InodeState {
             defaults,
             epoch: 0,
             released: Vec::new(),
+            fail_after: None,
         }
     }
 
@@ -66,6 +69,14 @@ impl InodeState {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// Test hook: panics, once, if `op` is the armed operation (a crash mid-change).
+    pub(super) fn maybe_fail(&mut self, op: super::FailAfter) {
+        if self.fail_after == Some(op) {
+            self.fail_after = None;
+            panic!("test hook: the inode table fails after the state change of {op:?}");
+        }
     }
 
     pub(super) fn node(&self, ino: Ino) -> FsResult<&Node> {
@@ -149,6 +160,7 @@ impl InodeState {
             revalidatable: !n.has_local_state() && matches!(n.kind, NodeKind::File(_)),
             checked_at: n.checked_at,
             epoch: self.epoch,
+            lookups: n.lookups,
         })
     }
 

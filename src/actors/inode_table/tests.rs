@@ -14,7 +14,13 @@ fn table(cap: usize) -> InodeState {
 fn file(path: &str, etag: &str) -> RemoteEntry {
     RemoteEntry {
         path: path.into(),
-        kind: RemoteKind::File(RemoteFile { size: 1, xet_hash: None, etag: etag.into(), mtime: None }),
+        kind: RemoteKind::File(RemoteFile {
+            size: 1,
+            xet_hash: None,
+            etag: etag.into(),
+            mtime: None,
+            ..Default::default()
+        }),
     }
 }
 
@@ -149,7 +155,7 @@ fn local_state_survives_listings_heads_and_the_cap() {
     // Once committed at this generation it is clean, reads go to the Hub's copy, and the
     // staging file is let go.
     let gen = st.nodes[&new.ino].write.gen;
-    let f = RemoteFile { size: 100, xet_hash: Some("h".into()), etag: "h".into(), mtime: None };
+    let f = RemoteFile { size: 100, xet_hash: Some("h".into()), etag: "h".into(), mtime: None, ..Default::default() };
     st.uploading(new.ino, gen, true);
     st.committed("d/new.bin", new.ino, gen - 1, f.clone());
     assert_ne!(st.nodes[&new.ino].write.status, Status::Clean, "an older generation does not clean it");
