@@ -16,8 +16,11 @@
 //!   baselines in the same rounds (`BENCH_ROUNDS`, default 5). Skipped with a note when the
 //!   variable is not set; `scripts/side-by-side.sh` runs it and regenerates the README table.
 //!
+//! - `faults`: a cold read with each CAS fault on (resets, 5xx, 429, latency) against the same
+//!   read clean: time, throughput, failures, byte-exactness (`BENCH_FAULT_MIB`, `BENCH_FAULT_RUNS`).
+//!
 //! `cargo bench --bench read_path` (`BENCH_FILE_MIB`, default 1024; `BENCH_ONLY=seq,nfs,random,
-//! quarters,ttfb,ls,mount,peer` runs only those sections, `BENCH_REPEAT=N` repeats them).
+//! quarters,ttfb,ls,mount,peer,faults` runs only those sections, `BENCH_REPEAT=N` repeats them).
 
 #[path = "common/mod.rs"]
 mod common;
@@ -214,6 +217,89 @@ fn wide_repo(hub: &Emulator, rt: &tokio::runtime::Runtime, id: &str, n: usize) {
     hub.store().commit(&repo, "main", "wide", None, false, ops).unwrap();
 }
 
+/// Reads `path` whole; answers its length, a CRC of its bytes, and the time taken (an error
+/// instead when a read fails).
+fn read_checked(path: &Path) -> std::io::Result<(u64, u32, Duration)> {
+    let t = Instant::now();
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut n, mut crc) = (0u64, crc32fast::Hasher::new());
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        crc.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, crc.finalize(), t.elapsed()))
+}
+
+/// `faults`: a cold read of one Xet file (`BENCH_FAULT_MIB`, default 256) on a fresh mount
+/// (no disk cache, default deadline) with each CAS fault on, against the same read clean:
+/// median time of `BENCH_FAULT_RUNS` (default 3), throughput, failures, and whether every
+/// successful read was byte-exact.
+fn faults_section(hub: &Emulator, rt: &tokio::runtime::Runtime, e: &str) {
+    let mib: u64 = std::env::var("BENCH_FAULT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let runs: usize = std::env::var("BENCH_FAULT_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let src = tempfile::tempdir().unwrap();
+    common::write_weights(&src.path().join("w.safetensors"), mib).unwrap();
+    rt.block_on(hub.seed_repo("bench/faulted", src.path(), false)).unwrap();
+    let want = read_checked(&src.path().join("w.safetensors")).unwrap();
+    let cases: Vec<(&str, Option<FaultSpec>)> = vec![
+        ("clean", None),
+        (
+            "CAS data: 20% connections reset",
+            Some(FaultSpec::new(RouteClass::CasData, FaultKind::Reset).probability(0.2, 7)),
+        ),
+        (
+            "CAS data: 20% answered 503",
+            Some(FaultSpec::new(RouteClass::CasData, FaultKind::Error { status: 503 }).probability(0.2, 7)),
+        ),
+        (
+            "CAS reconstruction: 50% answered 500",
+            Some(FaultSpec::new(RouteClass::CasReconstruction, FaultKind::Error { status: 500 }).probability(0.5, 7)),
+        ),
+        (
+            "CAS data: 20% answered 429 (RateLimit 0 s)",
+            Some(FaultSpec::new(RouteClass::CasData, FaultKind::RateLimit { reset_secs: 0 }).probability(0.2, 7)),
+        ),
+        ("CAS data: +50 ms latency", Some(FaultSpec::new(RouteClass::CasData, FaultKind::Latency { ms: 50 }))),
+    ];
+    println!("  cold {mib} MiB read under CAS faults (fresh mount, no disk cache, 30 s deadline; {runs} runs):");
+    println!("  | fault | median | MB/s | vs clean | failed | byte-exact |");
+    println!("  |---|---|---|---|---|---|");
+    let mut clean = f64::NAN;
+    for (name, spec) in cases {
+        let rule = spec.map(|s| hub.faults().add(s).unwrap());
+        let (mut times, mut failed, mut exact) = (Vec::new(), 0, true);
+        for _ in 0..runs {
+            let m = Mount::start(e, "bench/faulted", &["--no-disk-cache"]);
+            match read_checked(&m.p("w.safetensors")) {
+                Ok((n, crc, d)) => {
+                    exact &= (n, crc) == (want.0, want.1);
+                    times.push(d.as_secs_f64());
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        if let Some(id) = rule {
+            hub.faults().remove(id);
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+        if name == "clean" {
+            clean = median;
+        }
+        let rate = (mib << 20) as f64 / 1e6 / median;
+        println!(
+            "  | {name} | {median:.2} s | {rate:.0} | {:.2}× | {failed}/{runs} | {} |",
+            clean / median,
+            if exact { "yes" } else { "NO" }
+        );
+    }
+}
+
 /// Whether the section `name` was asked for (`BENCH_ONLY`, comma-separated; all by default).
 fn wanted(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
@@ -314,6 +400,9 @@ fn main() {
                     rate / cold
                 );
             }
+        }
+        if wanted("faults") {
+            faults_section(&hub, &rt, &e);
         }
         if wanted("random") {
             // Random 4 KiB reads, cold mounts; count the bytes the CAS served.

@@ -100,8 +100,8 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 30_000)]
     pub read_timeout_ms: u64,
 
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 16)]
+    /// FUSE worker threads (1 to 1024).
+    #[arg(long, default_value_t = 16, value_parser = parse_threads)]
     pub max_threads: usize,
     /// Owner reported for every file (default: the current user).
     #[arg(long)]
@@ -162,6 +162,13 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// Parses `10G`, `512M`, `64K`, `1000` (binary units).
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of threads from 1 to 1024")),
+    }
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {

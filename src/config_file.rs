@@ -138,6 +138,9 @@ pub fn apply(args: &mut MountArgs, m: &ArgMatches) -> anyhow::Result<()> {
             };
         }
     }
+    if !(1..=1024).contains(&args.max_threads) {
+        anyhow::bail!("config key `max_threads`: {} is not a number of threads from 1 to 1024", args.max_threads);
+    }
     if !(0.0..=1.0).contains(&args.trace_sample_ratio) {
         anyhow::bail!("trace_sample_ratio must be between 0 and 1, not {}", args.trace_sample_ratio);
     }

@@ -34,6 +34,9 @@ pub enum FsError {
     PermissionDenied(String),
     #[error("stale handle")]
     Stale,
+    /// A file or directory handle that was never opened here, or is closed.
+    #[error("no such open handle")]
+    BadHandle,
     #[error("no space: {0}")]
     NoSpace(String),
     #[error("file too large: {0}")]
@@ -86,6 +89,7 @@ impl FsError {
             FsError::NotPermitted(_) => libc::EPERM,
             FsError::PermissionDenied(_) => libc::EACCES,
             FsError::Stale => libc::ESTALE,
+            FsError::BadHandle => libc::EBADF,
             FsError::NoSpace(_) => libc::ENOSPC,
             FsError::TooBig(_) => libc::EFBIG,
             FsError::TimedOut(..) | FsError::Io(_) => libc::EIO,

@@ -8,6 +8,9 @@ pub const ROOT_INO: Ino = 1;
 
 /// The longest name one directory entry may have, in bytes (as on Linux filesystems).
 pub const NAME_MAX_BYTES: usize = 255;
+/// The longest path inside a mount, in bytes (Linux's `PATH_MAX`): an entry deeper than
+/// this could not be named by a program, nor committed as a Hub path.
+pub const PATH_MAX_BYTES: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileKind {

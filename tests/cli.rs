@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::spawn::spawn_mounted;
+use common::spawn::{spawn_mounted, Guard};
 use common::Hub;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
@@ -57,9 +57,13 @@ fn foreground_mount_stops_on_sigterm_and_on_outside_unmount() {
     let hub = Hub::start();
     for stop_by_signal in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = spawn_mounted(
-            Command::new(BIN).args(["repo", "alice/tiny"]).arg(dir.path()).env("HF_ENDPOINT", hub.endpoint()),
+        let mut guard = Guard::new(
+            spawn_mounted(
+                Command::new(BIN).args(["repo", "alice/tiny"]).arg(dir.path()).env("HF_ENDPOINT", hub.endpoint()),
+            ),
+            Some(dir.path()),
         );
+        let child = guard.child();
         assert!(is_mounted(dir.path()));
         assert_eq!(std::fs::read_to_string(dir.path().join("onnx/config.json")).unwrap(), "{\"onnx\": true}\n");
         if stop_by_signal {
@@ -186,9 +190,13 @@ fn sigterm_right_after_the_mount_is_announced_still_unmounts() {
     let hub = Hub::start();
     for round in 0..12 {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = spawn_mounted(
-            Command::new(BIN).args(["repo", "alice/tiny"]).arg(dir.path()).env("HF_ENDPOINT", hub.endpoint()),
+        let mut guard = Guard::new(
+            spawn_mounted(
+                Command::new(BIN).args(["repo", "alice/tiny"]).arg(dir.path()).env("HF_ENDPOINT", hub.endpoint()),
+            ),
+            Some(dir.path()),
         );
+        let child = guard.child();
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let status = child.wait().unwrap();
         let left = is_mounted(dir.path());

@@ -103,8 +103,11 @@ fn a_mount_starts_from_the_config_file_alone() {
             hub.endpoint()
         ),
     );
-    let mut child =
-        common::spawn::spawn_mounted(Command::new(FUSE_BIN).args(["--config", &cfg]).env_remove("HF_ENDPOINT"));
+    let mut guard = common::spawn::Guard::new(
+        common::spawn::spawn_mounted(Command::new(FUSE_BIN).args(["--config", &cfg]).env_remove("HF_ENDPOINT")),
+        Some(mnt.path()),
+    );
+    let child = guard.child();
     assert_eq!(std::fs::read_to_string(mnt.path().join("config.json")).unwrap(), "{\"onnx\": true}\n");
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());

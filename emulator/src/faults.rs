@@ -88,6 +88,19 @@ pub enum FaultKind {
     Reset,
     /// Answer 401 as for an expired token.
     ExpiredToken,
+    /// Serve the real answer with its body cut after this many bytes (the connection is
+    /// dropped there, the advertised length unchanged).
+    Truncate { keep_bytes: u64 },
+    /// Serve the real answer with one byte of its body changed (same size).
+    Corrupt,
+    /// Answer with this status, body and headers instead (malformed JSON, wrong sizes,
+    /// hostile paths, a `Link` header that loops).
+    Replace {
+        status: u16,
+        body: String,
+        #[serde(default)]
+        headers: Vec<(String, String)>,
+    },
 }
 
 /// A fault rule as set through the API.
@@ -301,7 +314,63 @@ pub async fn apply(State(faults): State<Faults>, req: Request, next: Next) -> Re
             std::future::pending().await
         }
         FaultKind::ExpiredToken => ApiError::unauthorized("Token has expired").into_response(),
+        FaultKind::Truncate { keep_bytes } => truncate(next.run(req).await, keep_bytes),
+        FaultKind::Corrupt => corrupt(next.run(req).await).await,
+        FaultKind::Replace { status, body, headers } => {
+            let mut resp = Response::new(axum::body::Body::from(body));
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let h = resp.headers_mut();
+            h.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                    h.insert(k, v);
+                }
+            }
+            resp
+        }
     }
+}
+
+/// The response with its body cut after `keep` bytes, then an error (hyper drops the
+/// connection short of the advertised length).
+fn truncate(resp: Response, keep: u64) -> Response {
+    use futures::StreamExt;
+    let (parts, body) = resp.into_parts();
+    let cut =
+        futures::stream::unfold((body.into_data_stream(), 0u64, false), move |(mut body, sent, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(mut b)) if sent + b.len() as u64 >= keep => {
+                    b.truncate((keep - sent) as usize);
+                    let cut: Result<bytes::Bytes, std::io::Error> = Ok(b);
+                    Some((cut, (body, keep, true)))
+                }
+                Some(Ok(b)) => {
+                    let n = b.len() as u64;
+                    Some((Ok(b), (body, sent + n, false)))
+                }
+                _ => None,
+            }
+        })
+        .chain(futures::stream::once(async {
+            Err::<bytes::Bytes, _>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected: body cut short"))
+        }));
+    Response::from_parts(parts, axum::body::Body::from_stream(cut))
+}
+
+/// The response with the middle byte of its body flipped.
+async fn corrupt(resp: Response) -> Response {
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "injected fault: body unreadable").into_response();
+    };
+    let mut v = bytes.to_vec();
+    if let Some(b) = v.get_mut(bytes.len() / 2) {
+        *b ^= 0x5a;
+    }
+    Response::from_parts(parts, axum::body::Body::from(v))
 }
 
 /// Paces a response body to `bytes_per_sec`, in pieces of at most 64 KiB.

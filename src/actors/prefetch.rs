@@ -222,7 +222,7 @@ fn on_message(
             st.implicit.remove(&ino);
         }
         PrefetchMsg::WriteInfo { fh, reply } => {
-            let _ = reply.send(st.files.get(&fh).ok_or(FsError::Stale).map(|h| (h.ino, h.write.clone())));
+            let _ = reply.send(st.files.get(&fh).ok_or(FsError::BadHandle).map(|h| (h.ino, h.write.clone())));
         }
         PrefetchMsg::MarkWrote { fh } => {
             if let Some(w) = st.files.get_mut(&fh).and_then(|h| h.write.as_mut()) {
@@ -235,7 +235,7 @@ fn on_message(
             }
         }
         PrefetchMsg::Plan { fh, offset, size, reply } => {
-            let _ = reply.send(st.files.get_mut(&fh).ok_or(FsError::Stale).map(|h| plan(h, offset, size)));
+            let _ = reply.send(st.files.get_mut(&fh).ok_or(FsError::BadHandle).map(|h| plan(h, offset, size)));
         }
         PrefetchMsg::PlanIno { ino, path, file, offset, size, reply } => {
             let file = Some(file);
@@ -262,7 +262,7 @@ fn on_message(
             let _ = reply.send(fh);
         }
         PrefetchMsg::DirEntries { fh, reply } => {
-            let _ = reply.send(st.dirs.get(&fh).cloned().ok_or(FsError::Stale));
+            let _ = reply.send(st.dirs.get(&fh).cloned().ok_or(FsError::BadHandle));
         }
         PrefetchMsg::ReleaseDir { fh } => {
             st.dirs.remove(&fh);

@@ -12,13 +12,11 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tracing::Instrument;
 
+use super::retry::retry_delay;
 use super::source::Source;
 use super::token::TokenSource;
 use crate::error::FsError;
 
-/// First retry delay; doubles up to `RETRY_MAX_DELAY`.
-const RETRY_BASE_DELAY: Duration = Duration::from_millis(100);
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(2);
 /// Longest wait a `RateLimit` header may impose on one retry.
 const RATE_LIMIT_MAX_WAIT: Duration = Duration::from_secs(30);
 const LIST_PAGE_LIMIT: usize = 1000;
@@ -123,12 +121,54 @@ struct Lfs {
     size: u64,
 }
 
+/// Larger than any file a Hub holds (1 PiB): a size past it is a bad answer.
+const MAX_FILE_SIZE: u64 = 1 << 50;
+/// Pages of one listing at most (a million entries at the page size asked for).
+const MAX_PAGES: usize = 1000;
+
+/// Whether `path` is relative and made of plain names only.
+fn is_plain_path(path: &str) -> bool {
+    !path.is_empty() && path.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'))
+}
+
+/// The pages of one listing fetched so far, to stop a `Link` header that loops.
+#[derive(Default)]
+struct Pages(std::collections::HashSet<String>);
+
+/// The next page's URL, or an error when it was fetched already or there are too many.
+fn next_page(pages: &mut Pages, current: &str, next: String) -> Result<String, HubError> {
+    pages.0.insert(current.to_string());
+    if pages.0.contains(&next) || pages.0.len() >= MAX_PAGES {
+        return Err(HubError::Decode(
+            current.into(),
+            format!("the listing's pages loop or never end ({} pages)", pages.0.len()),
+        ));
+    }
+    Ok(next)
+}
+
 fn parse_time(s: &str) -> Option<SystemTime> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(SystemTime::from)
 }
 
 impl TreeEntry {
-    fn into_remote(self, commit: &Arc<str>) -> RemoteEntry {
+    /// The entry as the mount shows it, or `None` (logged) for one no mount can show: a path
+    /// that is not a plain relative path (`..`, `.`, empty parts, a leading `/`, NUL), or an
+    /// absurd size.
+    fn into_remote(self, commit: &Arc<str>) -> Option<RemoteEntry> {
+        if !is_plain_path(&self.path) {
+            tracing::warn!("the Hub listed an entry with a path no mount can show ({:?}); skipped", self.path);
+            return None;
+        }
+        let size = self.lfs.as_ref().map_or(self.size, |l| l.size);
+        if size > MAX_FILE_SIZE {
+            tracing::warn!("the Hub listed {:?} with an absurd size ({size} bytes); skipped", self.path);
+            return None;
+        }
+        Some(self.into_entry(commit))
+    }
+
+    fn into_entry(self, commit: &Arc<str>) -> RemoteEntry {
         let kind = if self.kind == "directory" {
             RemoteKind::Dir
         } else {
@@ -260,12 +300,12 @@ impl HubClient {
                     let hinted =
                         (status == StatusCode::TOO_MANY_REQUESTS).then(|| rate_limit_wait(resp.headers())).flatten();
                     tracing::debug!(%status, url, attempt, "retryable Hub answer");
-                    hinted.unwrap_or_else(|| backoff(attempt))
+                    hinted.unwrap_or_else(|| retry_delay(attempt))
                 }
                 Err(e) if e.is_timeout() => return Err(HubError::Timeout(self.deadline, url.into())),
                 Err(e) => {
                     tracing::debug!(url, attempt, "Hub request failed: {e}");
-                    backoff(attempt)
+                    retry_delay(attempt)
                 }
             };
             attempt += 1;
@@ -319,7 +359,7 @@ impl HubClient {
         let mut url = format!("{}?limit={LIST_PAGE_LIMIT}", src.tree_url(&self.endpoint, commit, repo_path));
         let prefix = if repo_path.is_empty() { String::new() } else { format!("{repo_path}/") };
         let commit: Arc<str> = commit.into();
-        let mut out = Vec::new();
+        let (mut out, mut pages) = (Vec::new(), Pages::default());
         loop {
             let (page, headers): (Vec<TreeEntry>, _) = self.get_json(&url).await?;
             out.extend(
@@ -329,10 +369,10 @@ impl HubClient {
                             && e.path.len() > prefix.len()
                             && !e.path[prefix.len()..].contains('/')
                     })
-                    .map(|e| e.into_remote(&commit)),
+                    .filter_map(|e| e.into_remote(&commit)),
             );
             match next_link(&headers) {
-                Some(next) => url = next,
+                Some(next) => url = next_page(&mut pages, &url, next)?,
                 None => return Ok(out),
             }
         }
@@ -343,6 +383,7 @@ impl HubClient {
     pub async fn is_dir(&self, src: &Source, commit: &str, repo_path: &str) -> Result<bool, HubError> {
         let limit = if src.is_bucket() { 100 } else { 1 };
         let mut url = format!("{}?limit={limit}", src.tree_url(&self.endpoint, commit, repo_path));
+        let mut pages = Pages::default();
         let prefix = if repo_path.is_empty() { String::new() } else { format!("{repo_path}/") };
         loop {
             let (page, headers): (Vec<TreeEntry>, _) = match self.get_json(&url).await {
@@ -354,7 +395,7 @@ impl HubClient {
                 return Ok(true);
             }
             match next_link(&headers) {
-                Some(next) if src.is_bucket() => url = next,
+                Some(next) if src.is_bucket() => url = next_page(&mut pages, &url, next)?,
                 _ => return Ok(false),
             }
         }
@@ -373,9 +414,15 @@ impl HubClient {
         let size = text("x-linked-size")
             .or_else(|| text("content-length"))
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| HubError::Decode(url.clone(), "no size in HEAD answer".into()))?;
+            .filter(|s| *s <= MAX_FILE_SIZE)
+            .ok_or_else(|| HubError::Decode(url.clone(), "no size (or an absurd one) in the HEAD answer".into()))?;
         let xet_hash = text("x-xet-hash");
-        let etag = text("x-linked-etag").or_else(|| text("etag")).or_else(|| xet_hash.clone()).unwrap_or_default();
+        // Without an identity the bytes could not be checked later: not an answer to trust.
+        let etag = text("x-linked-etag")
+            .or_else(|| text("etag"))
+            .or_else(|| xet_hash.clone())
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| HubError::Decode(url.clone(), "no etag in the HEAD answer".into()))?;
         let mtime = text("last-modified").and_then(|s| httpdate::parse_http_date(&s).ok());
         Ok(Some(RemoteFile { size, xet_hash, etag, mtime, commit: commit.into() }))
     }
@@ -454,7 +501,7 @@ impl HubClient {
             format!("{}?recursive=true&limit={LIST_PAGE_LIMIT}", src.tree_url(&self.endpoint, commit, repo_path));
         let prefix = if repo_path.is_empty() { String::new() } else { format!("{repo_path}/") };
         let commit: Arc<str> = commit.into();
-        let mut out = Vec::new();
+        let (mut out, mut pages) = (Vec::new(), Pages::default());
         loop {
             let (page, headers): (Vec<TreeEntry>, _) = match self.get_json(&url).await {
                 Ok(r) => r,
@@ -464,10 +511,10 @@ impl HubClient {
             out.extend(
                 page.into_iter()
                     .filter(|e| e.path.starts_with(&prefix) && e.path.len() > prefix.len())
-                    .map(|e| e.into_remote(&commit)),
+                    .filter_map(|e| e.into_remote(&commit)),
             );
             match next_link(&headers) {
-                Some(next) => url = next,
+                Some(next) => url = next_page(&mut pages, &url, next)?,
                 None => return Ok(out),
             }
         }
@@ -526,10 +573,6 @@ fn is_retryable(s: StatusCode) -> bool {
     matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
-fn backoff(attempt: u32) -> Duration {
-    RETRY_BASE_DELAY.saturating_mul(1 << attempt.min(5)).min(RETRY_MAX_DELAY)
-}
-
 /// The wait asked by an IETF `RateLimit: "api";r=0;t=45` header (or `Retry-After`), capped.
 fn rate_limit_wait(h: &HeaderMap) -> Option<Duration> {
     let from_ratelimit = h.get("ratelimit").and_then(|v| v.to_str().ok()).and_then(|v| {
@@ -568,6 +611,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hostile_listing_paths_and_looping_pages_are_refused() {
+        for bad in ["", "/abs", "a//b", "../x", "a/../b", "./a", "a/.", "a\0b", "a/"] {
+            assert!(!is_plain_path(bad), "{bad:?}");
+        }
+        for good in ["a", "a/b.txt", "..a", "a/.hidden", "a b/ü"] {
+            assert!(is_plain_path(good), "{good:?}");
+        }
+        let mut pages = Pages::default();
+        assert_eq!(next_page(&mut pages, "u1", "u2".into()).unwrap(), "u2");
+        assert!(next_page(&mut pages, "u2", "u1".into()).is_err(), "u2 → u1 loops");
+        let mut pages = Pages::default();
+        let err = (0..).try_for_each(|i| next_page(&mut pages, &format!("p{i}"), format!("p{}", i + 1)).map(drop));
+        assert!(err.is_err() && pages.0.len() == MAX_PAGES, "an endless listing stops");
+    }
+
+    #[test]
     fn rate_limit_and_link_headers() {
         let mut h = HeaderMap::new();
         h.insert("ratelimit", "\"api\";r=0;t=7".parse().unwrap());
@@ -577,8 +636,6 @@ mod tests {
         let mut l = HeaderMap::new();
         l.insert(LINK, "<http://h/api/x?cursor=abc>; rel=\"next\"".parse().unwrap());
         assert_eq!(next_link(&l).as_deref(), Some("http://h/api/x?cursor=abc"));
-        assert_eq!(backoff(0), RETRY_BASE_DELAY);
-        assert_eq!(backoff(30), RETRY_MAX_DELAY);
     }
 
     #[test]
@@ -587,7 +644,7 @@ mod tests {
             r#"{"type":"file","path":"m.bin","size":134,"oid":"p","xetHash":"x","lfs":{"oid":"sha","size":9999,"pointerSize":134}}"#,
         )
         .unwrap();
-        let RemoteKind::File(f) = lfs.into_remote(&Arc::from("c")).kind else { panic!() };
+        let RemoteKind::File(f) = lfs.into_remote(&Arc::from("c")).unwrap().kind else { panic!() };
         assert_eq!((f.size, f.etag.as_str(), f.xet_hash.as_deref()), (9999, "sha", Some("x")));
     }
 }

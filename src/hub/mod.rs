@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod plans;
+pub mod retry;
 pub mod source;
 pub mod token;
 pub mod upload;

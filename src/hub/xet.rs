@@ -48,12 +48,18 @@ struct Session {
 
 /// xet-core's configuration for a mount (environment overrides still apply): a mount serves
 /// many readers at once, so downloads start at 16 parallel fetches rather than 4; the
-/// adaptive controller still backs off on errors and slow round trips.
+/// adaptive controller still backs off on errors and slow round trips. A failed request is
+/// tried again after tens of milliseconds (xet-core's default waits 3 s, then more, so a
+/// few connection resets used up a read's whole deadline); [`XetAdapter::read`] retries a
+/// range xet-core gave up on, with growing waits, until the deadline.
 pub(crate) fn mount_config() -> Result<xet_runtime::config::XetConfig, xet_runtime::config::ConfigError> {
     let mut config = xet_runtime::config::XetConfig::new();
     for (path, env, value) in [
         ("client.ac_initial_download_concurrency", "HF_XET_CLIENT_AC_INITIAL_DOWNLOAD_CONCURRENCY", "16"),
         ("client.ac_min_download_concurrency", "HF_XET_CLIENT_AC_MIN_DOWNLOAD_CONCURRENCY", "4"),
+        ("client.retry_base_delay", "HF_XET_CLIENT_RETRY_BASE_DELAY", "25ms"),
+        ("client.retry_max_attempts", "HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "8"),
+        ("client.retry_max_duration", "HF_XET_CLIENT_RETRY_MAX_DURATION", "1s"),
     ] {
         if std::env::var_os(env).is_none() {
             config = config.with_config(path, value)?;
@@ -133,27 +139,33 @@ impl XetAdapter {
     }
 
     /// Bytes `range` of the Xet file `hash` (of `size` bytes), within the Hub client's deadline,
-    /// as the pieces xet-core produced them (no copy).
+    /// as the pieces xet-core produced them (no copy). A fetch that fails for a reason that may
+    /// pass (a reset, a 5xx, a cut body) is tried again, waits growing from tens of ms.
     pub async fn read(&self, hash: &str, size: u64, range: Range<u64>) -> Result<Vec<Bytes>, HubError> {
         let deadline = self.hub.deadline();
         let what = format!("xet {hash}[{}..{}]", range.start, range.end);
-        let fetch = async {
-            let session = self.session().await?;
-            let info = XetFileInfo::new(hash.to_string(), size);
-            let fail = |e: String| HubError::Network(what.clone(), e);
-            let (_, mut stream) =
-                session.downloads.download_stream_range(&info, range.clone()).await.map_err(|e| fail(e.to_string()))?;
-            let mut out = Vec::new();
-            while let Some(chunk) = stream.next().await.map_err(|e| fail(e.to_string()))? {
-                if !chunk.is_empty() {
-                    out.push(chunk);
+        let started = std::time::Instant::now();
+        let retried = async {
+            let mut attempt = 0;
+            loop {
+                match self.fetch(hash, size, range.clone(), &what).await {
+                    Err(HubError::Network(_, msg)) if is_transient(&msg) => {
+                        let wait = super::retry::retry_delay(attempt);
+                        if started.elapsed() + wait >= deadline {
+                            return Err(HubError::Timeout(deadline, format!("{what} (last error: {msg})")));
+                        }
+                        tracing::debug!(attempt, "{what} failed ({msg}); trying again in {wait:?}");
+                        crate::metrics::get().remote_errors.add(1, &[crate::metrics::kv("status", "cas")]);
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    r => return r,
                 }
             }
-            Ok(out)
         };
         let span =
             tracing::debug_span!("cas.read", xet.hash = hash, offset = range.start, bytes = range.end - range.start);
-        let result = match tokio::time::timeout(deadline, fetch).instrument(span).await {
+        let result = match tokio::time::timeout(deadline, retried).instrument(span).await {
             Ok(r) => r,
             Err(_) => Err(HubError::Timeout(deadline, what)),
         };
@@ -162,5 +174,74 @@ impl XetAdapter {
             crate::metrics::get().remote_errors.add(1, &[crate::metrics::kv("status", status)]);
         }
         result
+    }
+
+    /// One attempt of [`Self::read`].
+    async fn fetch(&self, hash: &str, size: u64, range: Range<u64>, what: &str) -> Result<Vec<Bytes>, HubError> {
+        let session = self.session().await?;
+        let info = XetFileInfo::new(hash.to_string(), size);
+        let fail = |e: String| HubError::Network(what.to_string(), e);
+        let want = range.end - range.start;
+        let (_, mut stream) =
+            session.downloads.download_stream_range(&info, range).await.map_err(|e| fail(e.to_string()))?;
+        let (mut out, mut got) = (Vec::new(), 0u64);
+        while let Some(chunk) = stream.next().await.map_err(|e| fail(e.to_string()))? {
+            if !chunk.is_empty() {
+                got += chunk.len() as u64;
+                out.push(chunk);
+            }
+        }
+        if got != want {
+            return Err(fail(format!("{got} bytes where {want} were asked (a body cut short)")));
+        }
+        // A whole (small enough) file is checked against its Xet hash: xet-core checks no
+        // hashes on download, so bytes corrupted on the way would otherwise be served.
+        if want == size && size > 0 && size <= VERIFY_WHOLE_FILES_UP_TO {
+            let (hash, pieces) = (hash.to_string(), out.clone());
+            let ok = tokio::task::spawn_blocking(move || matches_file_hash(&hash, &pieces)).await.unwrap_or(false);
+            if !ok {
+                return Err(fail("the bytes do not match the file's Xet hash (corrupted on the way)".into()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Files up to this size read whole in one fetch are checked against their Xet hash
+/// (hashing runs at about a GB/s on one core).
+const VERIFY_WHOLE_FILES_UP_TO: u64 = 64 << 20;
+
+/// Whether `pieces`, a whole file, hash to the Xet file hash `hash` (hex).
+fn matches_file_hash(hash: &str, pieces: &[Bytes]) -> bool {
+    let mut chunker = xet_data::deduplication::Chunker::default();
+    let mut chunks = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        for c in chunker.next_block(p, i + 1 == pieces.len()) {
+            chunks.push((c.hash, c.data.len() as u64));
+        }
+    }
+    xet_core_structures::merklehash::file_hash(&chunks).hex() == hash
+}
+
+/// Whether a failed CAS fetch may succeed if tried again: not when the answer was about the
+/// request itself (credentials, a missing object, a bad range), which xet-core reports in
+/// its message.
+fn is_transient(msg: &str) -> bool {
+    const FINAL: [&str; 9] =
+        ["401", "403", "404", "416", "Auth error", "not found", "Invalid range", "Invalid arguments", "Token refresh"];
+    !FINAL.iter().any(|m| msg.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resets_and_server_errors_are_tried_again_and_answers_about_the_request_are_not() {
+        use super::is_transient;
+        assert!(is_transient("Request error: error sending request: connection reset by peer, domain: x"));
+        assert!(is_transient("Client error: HTTP status server error (503 Service Unavailable)"));
+        assert!(is_transient("100 bytes where 200 were asked (a body cut short)"));
+        assert!(!is_transient("Client error: HTTP status client error (403 Forbidden) for url"));
+        assert!(!is_transient("Client error: File not found for hash: abc"));
+        assert!(!is_transient("Auth error: Token refresh failed: unauthorized"));
     }
 }

@@ -4,25 +4,48 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+/// How long a mount or server may take to come up.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Spawns a mount binary and returns once it announced "mounted at" on stderr (which
-/// stays piped; the mount writes little more unless it fails). Log lines before it are skipped.
+/// stays piped and drained; the mount writes little more unless it fails). Log lines
+/// before it are skipped. A child that exits or stays silent past the deadline fails the
+/// caller and is killed.
 pub fn spawn_mounted(cmd: &mut Command) -> Child {
     let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-    let mut err = BufReader::new(child.stderr.as_mut().unwrap());
-    let mut seen = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = err.read_line(&mut line).unwrap();
-        assert!(n > 0, "the mount exited before it was ready: {seen:?}");
-        if line.contains("mounted at") {
-            break;
+    let err = child.stderr.take().expect("piped");
+    wait_for_line(Guard::new(child, None), BufReader::new(err), |l| l.contains("mounted at").then_some(())).0
+}
+
+/// Reads `out` on a thread of its own (draining it to the end) until `ready` picks a line;
+/// the guard kills the child if that does not happen within [`READY_DEADLINE`].
+fn wait_for_line<T: Send + 'static>(
+    mut guard: Guard,
+    out: impl BufRead + Send + 'static,
+    ready: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> (Child, T) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut lines = out.lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(v) = ready(&line) {
+                let _ = tx.send(Ok(v));
+                // Keep draining: a child that writes more than a pipe holds must never block.
+                lines.for_each(drop);
+                return;
+            }
+            seen.push(line);
         }
-        seen.push(line);
+        let _ = tx.send(Err(seen));
+    });
+    match rx.recv_timeout(READY_DEADLINE) {
+        Ok(Ok(v)) => (guard.take(), v),
+        Ok(Err(seen)) => panic!("the child exited before it was ready: {seen:?}"),
+        // The guard, dropped as the panic unwinds, kills the child.
+        Err(_) => panic!("the child was not ready within {READY_DEADLINE:?}"),
     }
-    // Keep draining: a mount that logs more than a pipe holds must never block on stderr.
-    let rest = child.stderr.take().expect("piped");
-    std::thread::spawn(move || std::io::copy(&mut BufReader::new(rest), &mut std::io::sink()));
-    child
 }
 
 /// Like [`spawn_mounted`], with everything the mount writes to stderr kept in `log`.
@@ -48,20 +71,15 @@ pub fn spawn_mounted_logged(cmd: &mut Command, log: &std::path::Path) -> Child {
 }
 
 /// Spawns `hf-mount-nfs … --serve-only` (stdout piped) and returns once it printed the
-/// address it serves on: the child and its port. Later output is drained.
+/// address it serves on: the child and its port. Later output is drained; a child that
+/// exits or stays silent past the deadline fails the caller and is killed.
 pub fn spawn_serving(cmd: &mut Command) -> (Child, u16) {
     let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the server exited before serving");
-        if let Some((_, addr)) = line.trim().split_once(" over NFSv3 at ") {
-            break addr.rsplit_once(':').unwrap().1.parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    (child, port)
+    let out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(Guard::new(child, None), out, |line| {
+        let (_, addr) = line.trim().split_once(" over NFSv3 at ")?;
+        addr.rsplit_once(':')?.1.parse::<u16>().ok()
+    })
 }
 
 /// A child process killed (and its mount lazily unmounted) if a test fails before stopping it.

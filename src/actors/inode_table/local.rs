@@ -12,7 +12,7 @@ use super::state::InodeState;
 use super::{AtPath, Moved, OpenWrite, Removed, Renamed, Restore, ANY_GEN};
 use crate::error::{FsError, FsResult};
 use crate::hub::RemoteFile;
-use crate::types::{FileKind, Ino, SetAttr, StagingId, ROOT_INO};
+use crate::types::{FileKind, Ino, SetAttr, StagingId, PATH_MAX_BYTES, ROOT_INO};
 
 /// Who creates an entry and with which permission bits.
 #[derive(Clone, Copy, Debug)]
@@ -32,13 +32,22 @@ impl InodeState {
         Meta { perm: owner.perm, uid: owner.uid, gid: owner.gid, atime: now, mtime: now, ctime: now, local }
     }
 
+    /// The path `name` would have in `parent`, refused past [`PATH_MAX_BYTES`].
+    fn new_path(&self, parent: Ino, name: &str) -> FsResult<String> {
+        let path = self.child_path(parent, name);
+        if path.len() > PATH_MAX_BYTES {
+            return Err(FsError::NameTooLong(path.len()));
+        }
+        Ok(path)
+    }
+
     /// A new entry `name` in `parent`: refused if the name is taken.
     fn add_local(&mut self, parent: Ino, name: &str, kind: NodeKind, owner: Owner) -> FsResult<Ino> {
         self.dir(parent)?;
         if self.child(parent, name).is_some() {
             return Err(FsError::Exists);
         }
-        let path = self.child_path(parent, name);
+        let path = self.new_path(parent, name)?;
         if matches!(kind, NodeKind::File(_)) {
             // A file here is committed over the Hub's; anything else leaves its deletion pending.
             self.tombstones.remove(&path);
@@ -111,7 +120,7 @@ impl InodeState {
         if self.child(parent, name).is_some() {
             return Err(FsError::Exists);
         }
-        let path = self.child_path(parent, name);
+        let path = self.new_path(parent, name)?;
         self.tombstones.remove(&path);
         self.attach(parent, name, ino);
         let n = self.node_mut(ino)?;
@@ -211,6 +220,7 @@ impl InodeState {
         self.dir(parent)?;
         self.dir(new_parent)?;
         let ino = self.child(parent, name).ok_or(FsError::NotFound)?;
+        self.new_path(new_parent, new_name)?;
         let target = self.child(new_parent, new_name);
         if target == Some(ino) {
             return Ok(Renamed { moved: Vec::new(), replaced: None });

@@ -72,7 +72,8 @@ fn nfsstat(e: &FsError) -> nfsstat3 {
         libc::EEXIST => nfsstat3::NFS3ERR_EXIST,
         libc::ENOTEMPTY => nfsstat3::NFS3ERR_NOTEMPTY,
         libc::ENAMETOOLONG => nfsstat3::NFS3ERR_NAMETOOLONG,
-        libc::ESTALE => nfsstat3::NFS3ERR_STALE,
+        // An engine handle that is gone (EBADF) is, to an NFS client, a stale one.
+        libc::ESTALE | libc::EBADF => nfsstat3::NFS3ERR_STALE,
         libc::ENOSPC => nfsstat3::NFS3ERR_NOSPC,
         libc::EFBIG => nfsstat3::NFS3ERR_FBIG,
         libc::EAGAIN => nfsstat3::NFS3ERR_JUKEBOX,
