@@ -138,10 +138,13 @@ pub fn run_fuse(args: MountArgs) -> anyhow::Result<()> {
     let mount = fuse::mount(p.engine.clone(), p.runtime.handle().clone(), &p.mountpoint, p.options.clone())?;
     let _control = control_socket(&p.runtime, &p.engine, &target);
     eprintln!("hf-mount: {source} ({version}) mounted at {}", p.mountpoint.display());
-    if p.runtime.block_on(stop.wait(Some(target))) {
-        mount.wait()?;
-    } else {
-        mount.unmount()?;
+    match p.runtime.block_on(stop.wait(Some(target), &p.engine)) {
+        Stop::Gone => mount.wait()?,
+        Stop::Signal => mount.unmount()?,
+        Stop::Failed(why) => {
+            mount.unmount()?;
+            anyhow::bail!("{why}; unmounted {}", p.mountpoint.display());
+        }
     }
     eprintln!("hf-mount: unmounted {}", p.mountpoint.display());
     Ok(())
@@ -191,9 +194,9 @@ impl StopSignals {
         Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
 
-    /// Waits for a signal or (when `watch` is set) the mountpoint going away, polling the
-    /// kernel's mount table. Returns true when the mount went away on its own.
-    async fn wait(&mut self, watch: Option<PathBuf>) -> bool {
+    /// Waits for a signal, (when `watch` is set) the mountpoint going away, polling the
+    /// kernel's mount table, or the engine failing for good.
+    async fn wait(&mut self, watch: Option<PathBuf>, engine: &Engine) -> Stop {
         let gone = async move {
             match watch {
                 Some(target) => {
@@ -205,11 +208,22 @@ impl StopSignals {
             }
         };
         tokio::select! {
-            _ = self.term.recv() => { eprintln!("hf-mount: SIGTERM, stopping"); false },
-            _ = self.int.recv() => { eprintln!("hf-mount: SIGINT, stopping"); false },
-            _ = gone => true,
+            _ = self.term.recv() => { eprintln!("hf-mount: SIGTERM, stopping"); Stop::Signal },
+            _ = self.int.recv() => { eprintln!("hf-mount: SIGINT, stopping"); Stop::Signal },
+            _ = gone => Stop::Gone,
+            why = engine.failed() => Stop::Failed(why),
         }
     }
+}
+
+/// Why a mount's wait ended.
+enum Stop {
+    /// SIGTERM or SIGINT: unmount.
+    Signal,
+    /// Unmounted from outside.
+    Gone,
+    /// The engine failed for good: unmount, and exit with its reason.
+    Failed(String),
 }
 
 /// `hf-mount-nfs`: serves NFSv3 on loopback and mounts it with the system's NFS
@@ -243,8 +257,11 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
         println!("mount it with: {}", server.mount_command("MOUNTPOINT", actimeo));
         use std::io::Write;
         std::io::stdout().flush()?;
-        runtime.block_on(stop.wait(None));
+        let stopped = runtime.block_on(stop.wait(None, &engine));
         runtime.block_on(server.stop_and_drain());
+        if let Stop::Failed(why) = stopped {
+            anyhow::bail!("{why}");
+        }
         return Ok(());
     };
     let mut argv = server.mount_args(&target.display().to_string(), actimeo);
@@ -259,13 +276,16 @@ pub fn run_nfs(args: crate::config::NfsArgs) -> anyhow::Result<()> {
     }
     let _control = control_socket(&runtime, &engine, &target);
     eprintln!("hf-mount: {source} mounted at {} over NFSv3 ({})", target.display(), server.addr);
-    let went_away = runtime.block_on(stop.wait(Some(target.clone())));
-    if !went_away {
+    let stopped = runtime.block_on(stop.wait(Some(target.clone()), &engine));
+    if !matches!(stopped, Stop::Gone) {
         let _ = std::process::Command::new("umount").arg(&target).status();
     }
     runtime.block_on(server.stop_and_drain());
     eprintln!("hf-mount: unmounted {}", target.display());
-    Ok(())
+    match stopped {
+        Stop::Failed(why) => anyhow::bail!("{why}"),
+        _ => Ok(()),
+    }
 }
 
 /// Without the FUSE frontend (built without the `fuse` feature): a clear error.

@@ -199,7 +199,7 @@ fn a_call_whose_actor_fails_mid_change_is_answered_eio_and_not_applied_twice() {
     // without one, then looked up counted while the table is armed to fail.
     let ino = m.block_on(e.lookup_holding(1, b"config.json", Hold::None)).unwrap().ino;
     assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 0);
-    e.fail_inode_table_after(FailAfter::Lookup);
+    m.block_on(e.fail_inode_table_after(FailAfter::Lookup)).unwrap();
     let err = m.block_on(e.lookup(1, b"config.json")).unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");
     // Sent again after the panic, the counted lookup would hold two references (the kernel
@@ -210,6 +210,29 @@ fn a_call_whose_actor_fails_mid_change_is_answered_eio_and_not_applied_twice() {
     assert_eq!(m.block_on(e.lookup(1, b"config.json")).unwrap().ino, ino);
     assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 2);
     assert!(std::fs::read(m.p("config.json")).is_ok());
+}
+
+#[test]
+fn an_actor_that_keeps_failing_stops_the_mount_cleanly_instead_of_restarting_forever() {
+    let hub = Hub::start();
+    let m = mount(&hub, &["repo", "alice/tiny"]);
+    let e = m.engine();
+    let ino = m.block_on(e.lookup_holding(1, b"config.json", Hold::None)).unwrap().ino;
+    // Each armed lookup panics the inode table once: past the limit, the supervisor gives up.
+    for _ in 0..=hf_mount::actors::RESTART_LIMIT {
+        m.block_on(e.fail_inode_table_after(FailAfter::Lookup)).unwrap();
+        assert_eq!(m.block_on(e.lookup(1, b"config.json")).unwrap_err().errno(), libc::EIO);
+    }
+    let why = m.block_on(async { tokio::time::timeout(Duration::from_secs(5), e.failed()).await });
+    let why = why.expect("the mount is declared failed");
+    assert!(why.contains("InodeTable") && why.contains("failed 11 times"), "{why}");
+    // From then on every request answers EIO at once: nothing restarts, nothing loops.
+    let t = Instant::now();
+    assert_eq!(m.block_on(e.getattr(ino)).unwrap_err().errno(), libc::EIO);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let restarts_then = m.block_on(e.restarts()).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(m.block_on(e.restarts()).unwrap_or(0), restarts_then, "no more restarts");
 }
 
 #[test]

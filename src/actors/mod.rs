@@ -72,6 +72,10 @@ use poller::{Poller, PollerArgs, PollerMsg};
 use prefetch::{HandleState, Prefetch, PrefetchMsg};
 use revalidator::{Revalidator, RevalidatorMsg};
 
+/// An actor restarted this many times within [`RESTART_WINDOW`] is failing for good: the
+/// supervisor stops the mount rather than restart it forever.
+pub const RESTART_LIMIT: usize = 10;
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// Our own commits remembered, to tell them from remote changes.
 const OWN_COMMITS_KEPT: usize = 64;
 /// Clock slack between us and the Hub when matching its `updatedAt` to our commits.
@@ -267,6 +271,37 @@ pub struct EngineArgs {
     pub registry: Registry,
     /// Writable mounts: the flusher's state, the uploader, and where released staging files go.
     pub writes: Option<WriteArgs>,
+    /// Set when the supervisor gives up (an actor past its restart limit).
+    pub failure: Arc<Failure>,
+}
+
+/// Why a mount stopped working, once it has: the frontend watches it to unmount and exit.
+#[derive(Default)]
+pub struct Failure {
+    reason: Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Failure {
+    pub fn fail(&self, why: String) {
+        self.reason.lock().get_or_insert(why);
+        self.notify.notify_waiters();
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().clone()
+    }
+
+    /// Waits until the mount fails; answers why.
+    pub async fn wait(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(r) = self.reason() {
+                return r;
+            }
+            notified.await;
+        }
+    }
 }
 
 pub struct WriteArgs {
@@ -300,6 +335,8 @@ pub struct Supervisor;
 pub struct SupervisorState {
     args: EngineArgs,
     restarts: u64,
+    /// When each actor kind was restarted lately (within the restart window).
+    recent: Vec<(ActorKind, std::time::Instant)>,
 }
 
 impl Supervisor {
@@ -405,7 +442,7 @@ impl Actor for Supervisor {
         }
         spawn_one(ActorKind::Flusher, &args, cell.clone(), &mut refs).await?;
         *args.registry.0.write() = refs;
-        Ok(SupervisorState { args, restarts: 0 })
+        Ok(SupervisorState { args, restarts: 0, recent: Vec::new() })
     }
 
     async fn post_stop(&self, _: ActorRef<Self::Msg>, st: &mut Self::State) -> Result<(), ActorProcessingErr> {
@@ -453,6 +490,20 @@ impl Actor for Supervisor {
         };
         let Some(refs) = st.args.registry.0.read().clone() else { return Ok(()) }; // shutting down
         let Some(kind) = kind_of(&refs, &cell) else { return Ok(()) };
+        let now = std::time::Instant::now();
+        st.recent.retain(|(_, at)| now.duration_since(*at) < RESTART_WINDOW);
+        st.recent.push((kind, now));
+        let lately = st.recent.iter().filter(|(k, _)| *k == kind).count();
+        if lately > RESTART_LIMIT {
+            let reason = format!(
+                "actor {kind:?} failed {lately} times within {RESTART_WINDOW:?} (last: {why}); the mount stops \
+                 (what was acknowledged is in the journal, for the next mount)"
+            );
+            tracing::error!("{reason}");
+            st.args.failure.fail(reason);
+            me.stop(Some("an actor keeps failing".into()));
+            return Ok(());
+        }
         tracing::error!("actor {kind:?} {why}; restarting it");
         let mut refs = Some(refs);
         spawn_one(kind, &st.args, me.get_cell(), &mut refs).await?;

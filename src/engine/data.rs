@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Engine, FETCH_MAX_BLOCKS, READAHEAD_BUDGET_MIB, WHOLE_FILE_MAX_BYTES};
+use super::{Engine, FETCH_MAX_BLOCKS, READAHEAD_BUDGET_MIB, WHOLE_FILE_MAX_BYTES, XET_WHOLE_FILE_MAX_BYTES};
 use crate::actors::call;
 use crate::actors::chunk_cache::{read_run, Block, BlockKey, CacheMsg, Claim, DiskLoc, Slot, BLOCK_BYTES};
 use crate::actors::inode_table::{Content, NodeKind};
@@ -125,7 +125,7 @@ impl Engine {
         collect: bool,
     ) -> FsResult<(u64, Vec<Block>)> {
         let content = content_key(path, file);
-        let whole = file.xet_hash.is_none() && file.size <= WHOLE_FILE_MAX_BYTES;
+        let whole = file.size <= if file.xet_hash.is_none() { WHOLE_FILE_MAX_BYTES } else { XET_WHOLE_FILE_MAX_BYTES };
         let blocks_total = file.size.div_ceil(BLOCK_BYTES);
         let (first, last) =
             if whole { (0, blocks_total - 1) } else { (range.start / BLOCK_BYTES, (range.end - 1) / BLOCK_BYTES) };

@@ -16,7 +16,7 @@ mod write;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use ractor::ActorRef;
@@ -49,6 +49,12 @@ const READAHEAD_BUDGET_MIB: u32 = 256;
 const FETCH_MAX_BLOCKS: u64 = (16 << 20) / BLOCK_BYTES;
 /// Plain (non-Xet) files up to this size are fetched and verified whole.
 const WHOLE_FILE_MAX_BYTES: u64 = 16 << 20;
+/// Xet files up to this size are fetched whole on first read, so their bytes are checked
+/// against the file's Xet hash (xet-core checks none on download); larger files are read by
+/// range and rely on the transport (TLS) for integrity.
+const XET_WHOLE_FILE_MAX_BYTES: u64 = 8 << 20;
+/// After a revalidation fails, cached attributes are served without asking for this long.
+const REVALIDATION_PAUSE: Duration = Duration::from_secs(1);
 /// Kernel invalidations queued at most; past it they are dropped (the TTL still expires
 /// what they would have dropped), so a frontend that never drains them costs bounded memory.
 const INVALIDATIONS_QUEUED_MAX: usize = 4096;
@@ -137,6 +143,10 @@ struct Inner {
     boot: u64,
     /// Handles of an earlier boot the journal carried over: (boot, inode then) → inode now.
     carried: Mutex<HashMap<(u64, Ino), Ino>>,
+    /// Set once the mount has failed for good (see [`Engine::failed`]).
+    failure: Arc<crate::actors::Failure>,
+    /// Until when revalidations are skipped after one failed (the Hub is in trouble).
+    revalidation_paused: Mutex<Option<Instant>>,
 }
 
 /// A number that differs at every start of an engine (and is never 0).
@@ -218,6 +228,7 @@ impl Engine {
                 (Some(args), Some(writes), Some(overlay))
             }
         };
+        let failure = Arc::new(crate::actors::Failure::default());
         let args = EngineArgs {
             remote: remote.clone(),
             inodes: Arc::new(Mutex::new(InodeState::new(cfg.negative_ttl, cfg.max_inodes, defaults))),
@@ -227,6 +238,7 @@ impl Engine {
             poll_interval: cfg.poll_interval,
             registry: registry.clone(),
             writes: write_args,
+            failure: failure.clone(),
         };
         let supervisor = Supervisor::start(args).await?;
         let mut carried_handles = None;
@@ -266,6 +278,8 @@ impl Engine {
                 writes,
                 boot: boot_number(),
                 carried: Mutex::new(HashMap::new()),
+                failure,
+                revalidation_paused: Mutex::new(None),
             }),
         };
         if let Some(handles) = carried_handles {
@@ -380,8 +394,13 @@ impl Engine {
         self.flusher(|reply| FlushMsg::Record { records: records.clone(), reply }).await?
     }
 
-    /// HEADs a file whose attributes passed their TTL; on Hub trouble keeps the cached ones.
+    /// HEADs a file whose attributes passed their TTL; on Hub trouble keeps the cached ones,
+    /// and for [`REVALIDATION_PAUSE`] after it asks nothing more (each request would wait a
+    /// whole deadline for the same outage: an NFS read of a large file revalidates per READ).
     async fn revalidate(&self, view: NodeView) -> FsResult<NodeView> {
+        if self.inner.revalidation_paused.lock().is_some_and(|until| Instant::now() < until) {
+            return Ok(view);
+        }
         let path = view.path.clone();
         let head = call_with_timeout(
             self.reg(),
@@ -395,6 +414,7 @@ impl Engine {
             Err(e @ FsError::PermissionDenied(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(path = %view.path, "revalidation failed, serving cached attributes: {e}");
+                *self.inner.revalidation_paused.lock() = Some(Instant::now() + REVALIDATION_PAUSE);
                 return Ok(view);
             }
         };
@@ -457,10 +477,16 @@ impl Engine {
         Ok(())
     }
 
+    /// Waits until the mount has failed for good (an actor past its restart limit; every
+    /// request answers EIO from then on); answers why. Frontends unmount on it.
+    pub async fn failed(&self) -> String {
+        self.inner.failure.wait().await
+    }
+
     /// Test hook: the inode table panics after the next `op` changes its state, before it
     /// answers (a crash in the middle of a change).
-    pub fn fail_inode_table_after(&self, op: crate::actors::inode_table::FailAfter) {
-        self.tell_inode(InodeMsg::FailAfter { op });
+    pub async fn fail_inode_table_after(&self, op: crate::actors::inode_table::FailAfter) -> FsResult<()> {
+        self.inode(|reply| InodeMsg::FailAfter { op, reply }).await
     }
 
     /// References the kernel holds on `ino` (lookups not yet forgotten).

@@ -35,7 +35,10 @@ pub fn serve(hub: &Hub, args: &[&str]) -> Served {
 pub fn serve_with(hub: &Hub, args: &[&str], opts: &NfsOptions) -> Served {
     let mut argv: Vec<String> = vec!["test".into(), args[0].into(), args[1].into()];
     argv.extend(args[2..].iter().map(|s| s.to_string()));
-    argv.extend(["--hub-endpoint".into(), hub.endpoint(), "--read-timeout-ms".into(), "10000".into()]);
+    argv.extend(["--hub-endpoint".into(), hub.endpoint()]);
+    if !args.contains(&"--read-timeout-ms") {
+        argv.extend(["--read-timeout-ms".into(), "10000".into()]);
+    }
     let cache = tempfile::tempdir().unwrap();
     if !args.contains(&"--cache-dir") {
         argv.extend(["--cache-dir".into(), cache.path().display().to_string()]);

@@ -349,6 +349,7 @@ pub enum InodeMsg {
     /// Test hook: panic after the next `op` changes the state, before it answers.
     FailAfter {
         op: FailAfter,
+        reply: Reply<()>,
     },
 }
 
@@ -531,7 +532,10 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
             st.restore(restore);
             let _ = reply.send(());
         }
-        InodeMsg::FailAfter { op } => st.fail_after = Some(op),
+        InodeMsg::FailAfter { op, reply } => {
+            st.fail_after = Some(op);
+            let _ = reply.send(());
+        }
     }
 }
 
