@@ -522,7 +522,7 @@ fn cells() -> Vec<(Frontend, RouteClass, (&'static str, FaultKind), Op)> {
                         vec![Op::StreamingWrite, Op::AdvancedWrite, Op::Unlink, Op::Mkdir]
                     }
                 };
-                let fe = if i % 2 == 0 { Frontend::Fuse } else { Frontend::Nfs };
+                let fe = if i.is_multiple_of(2) { Frontend::Fuse } else { Frontend::Nfs };
                 out.push((fe, class, kind, ops[i % ops.len()]));
                 i += 1;
             }
