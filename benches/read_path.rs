@@ -102,17 +102,23 @@ struct Mount {
     child: Child,
     dir: tempfile::TempDir,
     took: Duration,
+    /// The mount's cache dir when the caller gave none (never the user's own).
+    _cache: Option<tempfile::TempDir>,
 }
 
 impl Mount {
     fn start(endpoint: &str, source: &str, extra: &[&str]) -> Mount {
         let dir = tempfile::tempdir().unwrap();
+        let cache = (!extra.contains(&"--cache-dir")).then(|| tempfile::tempdir().unwrap());
         let t = Instant::now();
-        let child = spawn_mounted(
-            Command::new(BIN).args(["repo", source]).arg(dir.path()).args(extra).env("HF_ENDPOINT", endpoint),
-        );
+        let mut cmd = Command::new(BIN);
+        cmd.args(["repo", source]).arg(dir.path()).args(extra).env("HF_ENDPOINT", endpoint);
+        if let Some(c) = &cache {
+            cmd.arg("--cache-dir").arg(c.path());
+        }
+        let child = spawn_mounted(&mut cmd);
         let took = t.elapsed();
-        Mount { child, dir, took }
+        Mount { child, dir, took, _cache: cache }
     }
 
     fn p(&self, rel: &str) -> PathBuf {

@@ -102,3 +102,92 @@ fn a_stream_cut_off_by_a_sigkill_is_never_committed() {
     m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
     assert!(hub.bucket_files("alice/b").is_empty(), "a partial stream was committed");
 }
+
+/// Writes `data` to a new `path` and closes it, answering what close(2) answered (std's
+/// `File` drops its close error).
+fn write_and_close(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    // SAFETY: the fd was just taken from the file, closed once.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[test]
+fn sigkill_at_20_random_points_of_a_write_workload_loses_nothing_acknowledged_and_tears_nothing() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/k");
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let start = || {
+        let child = spawn_mounted(
+            Command::new(BIN)
+                .args(["bucket", "alice/k"])
+                .arg(mnt.path())
+                .args(["--hf-token", WRITE_TOKEN, "--advanced-writes", "--flush-debounce-ms", "100", "--cache-dir"])
+                .arg(cache.path())
+                .env("HF_ENDPOINT", hub.endpoint()),
+        );
+        Guard::new(child, Some(mnt.path()))
+    };
+    // Every version each name was given, in order, and whether its close was acknowledged.
+    let mut attempts: std::collections::BTreeMap<String, Vec<(Vec<u8>, bool)>> = Default::default();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut seq = 0u64;
+    for _round in 0..20 {
+        let guard = start();
+        let kill_after = Duration::from_millis(30 + next() % 400);
+        let pid = guard.child.as_ref().unwrap().id() as i32;
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(kill_after);
+            // SAFETY: a plain signal to our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        });
+        // Writes (overwrites among 6 names, 20 KB to 700 KB) until the mount dies.
+        loop {
+            seq += 1;
+            let name = format!("f{}.bin", next() % 6);
+            let data = bytes(seq, 20_000 + (next() % 680_000) as usize);
+            let ok = write_and_close(&mnt.path().join(&name), &data).is_ok();
+            attempts.entry(name).or_default().push((data, ok));
+            if !ok {
+                break;
+            }
+        }
+        killer.join().unwrap();
+        kill_mount(guard);
+        let _ = Command::new("fusermount3").arg("-uz").arg(mnt.path()).stderr(std::process::Stdio::null()).status();
+    }
+    // The next mount commits what the journal holds.
+    let dir = cache.path().display().to_string();
+    let m = mount(&hub, &["bucket", "alice/k", "--hf-token", WRITE_TOKEN, "--advanced-writes", "--cache-dir", &dir]);
+    m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
+    let acked = attempts.values().flatten().filter(|(_, ok)| *ok).count();
+    assert!(acked >= 20, "the workload acknowledged too little to mean anything: {acked}");
+    for (name, versions) in &attempts {
+        // The last acknowledged version, or one begun after it (whole): never older, never torn.
+        let last_ack = versions.iter().rposition(|(_, ok)| *ok);
+        let allowed: Vec<&Vec<u8>> = versions[last_ack.unwrap_or(0)..].iter().map(|(d, _)| d).collect();
+        let on_hub = hub.bucket_bytes("alice/k", name);
+        let on_mount = std::fs::read(m.p(name)).ok();
+        match (&on_hub, last_ack) {
+            (Some(b), _) => {
+                assert!(allowed.contains(&b), "{name}: the Hub has a torn or older version ({} bytes)", b.len())
+            }
+            (None, Some(_)) => panic!("{name}: acknowledged, then lost"),
+            (None, None) => {}
+        }
+        assert_eq!(on_mount, on_hub, "{name}: the mount shows what the Hub has");
+    }
+    eprintln!("{acked} acknowledged closes over 20 SIGKILLs, all on the Hub whole");
+}

@@ -142,6 +142,12 @@ impl<K: Clone + Eq + std::hash::Hash, V: Clone> Lru<K, V> {
         self.entries.insert(k.clone(), (v, size, tick));
         self.order.insert(tick, k);
         self.bytes += size;
+        self.shrink_to(self.cap)
+    }
+
+    /// Lowers the cap to `cap` and returns what had to be evicted to stay under it.
+    fn shrink_to(&mut self, cap: u64) -> Vec<(K, V)> {
+        self.cap = cap;
         let mut evicted = Vec::new();
         while self.bytes > self.cap {
             let Some((_, old)) = self.order.pop_first() else { break };
@@ -301,6 +307,27 @@ impl CacheState {
         }
     }
 
+    /// The disk is full: the disk tier shrinks to three quarters of what it holds (its cap
+    /// stays there), so the room goes to what cannot be dropped (staged writes, the journal,
+    /// uploads) rather than to more cached blocks.
+    fn yield_disk_space(&mut self) {
+        let Some(disk) = self.disk.as_mut() else { return };
+        let cap = disk.bytes / 4 * 3;
+        if cap >= disk.cap {
+            return;
+        }
+        tracing::warn!(
+            "the cache disk is full: the block cache shrinks from {} to {} MiB to leave room for writes",
+            disk.bytes >> 20,
+            cap >> 20
+        );
+        let evicted = disk.shrink_to(cap);
+        self.stats.evictions += evicted.len() as u64;
+        for (_, old) in evicted {
+            self.drop_slot(old);
+        }
+    }
+
     /// Has the writer punch a slot out of its segment, and delete the file when it was the last.
     fn drop_slot(&mut self, loc: DiskLoc) {
         let last = match self.segments.get_mut(&loc.path) {
@@ -346,6 +373,8 @@ pub enum CacheMsg {
     },
     DiskWriteFailed {
         len: u64,
+        /// The disk was full: the cache gives room back (staged writes need it more).
+        no_space: bool,
     },
     Stats {
         reply: Reply<CacheStats>,
@@ -485,8 +514,11 @@ fn on_message(
             st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
             st.index_disk(name, loc, len);
         }
-        CacheMsg::DiskWriteFailed { len } => {
+        CacheMsg::DiskWriteFailed { len, no_space } => {
             st.pending_write_bytes = st.pending_write_bytes.saturating_sub(len);
+            if no_space {
+                st.yield_disk_space();
+            }
         }
         CacheMsg::Stats { reply } => {
             let mut s = st.stats.clone();
@@ -532,7 +564,8 @@ fn spawn_writer(actor: ActorRef<CacheMsg>) -> std::sync::mpsc::Sender<WriteJob> 
                         Ok(()) => CacheMsg::DiskWritten { name, loc, len },
                         Err(e) => {
                             tracing::warn!("cannot write cache block {}: {e}", loc.path.display());
-                            CacheMsg::DiskWriteFailed { len }
+                            let no_space = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+                            CacheMsg::DiskWriteFailed { len, no_space }
                         }
                     }
                 }
