@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::spawn::{spawn_mounted, spawn_mounted_logged, Guard};
-use common::{bytes, mount, Hub, WRITE_TOKEN};
+use common::{bytes, mount, write_and_close, Hub, WRITE_TOKEN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
 
@@ -43,19 +43,6 @@ impl Drop for Tmpfs {
 
 fn errno(r: std::io::Result<()>) -> i32 {
     r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
-}
-
-/// Writes a new file and closes it, answering what close(2) answered.
-fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(data)?;
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
-    // SAFETY: the fd was just taken from the file, closed once.
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[test]

@@ -175,8 +175,19 @@ trait Fs {
     fn rename(&self, from: &str, to: &str) -> Result<(), i32>;
     fn unlink(&self, path: &str) -> Result<(), i32>;
     fn mkdir(&self, path: &str) -> Result<(), i32>;
-    fn engine(&self) -> &hf_mount::engine::Engine;
-    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T;
+    /// Waits until everything pending is committed.
+    fn sync(&self) -> Result<(), String>;
+}
+
+/// [`Fs::sync`] on an engine, from outside its runtime.
+fn sync_on(rt: &tokio::runtime::Runtime, engine: &hf_mount::engine::Engine) -> Result<(), String> {
+    let wait = Duration::from_secs(20);
+    match rt.block_on(async { tokio::time::timeout(wait, engine.sync_all()).await }) {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(failed))) => Err(format!("not committed: {failed:?}")),
+        Ok(Err(e)) => Err(format!("sync: {e}")),
+        Err(_) => Err("sync did not finish".into()),
+    }
 }
 
 fn io_errno(e: std::io::Error) -> i32 {
@@ -200,15 +211,7 @@ impl Fs for FuseFs {
         Ok(v)
     }
     fn write_close(&self, path: &str, data: &[u8]) -> Result<(), i32> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(self.0.p(path)).map_err(io_errno)?;
-        f.write_all(data).map_err(io_errno)?;
-        // close(2)'s answer: std drops silently, so flush through a dup'd fd's close.
-        let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
-        if unsafe { libc::close(fd) } != 0 {
-            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
-        }
-        Ok(())
+        common::write_and_close(&self.0.p(path), data).map_err(io_errno)
     }
     fn write_fsync(&self, path: &str, data: &[u8]) -> Result<(), i32> {
         use std::io::Write;
@@ -225,11 +228,8 @@ impl Fs for FuseFs {
     fn mkdir(&self, path: &str) -> Result<(), i32> {
         std::fs::create_dir(self.0.p(path)).map_err(io_errno)
     }
-    fn engine(&self) -> &hf_mount::engine::Engine {
-        self.0.engine()
-    }
-    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        self.0.block_on(f)
+    fn sync(&self) -> Result<(), String> {
+        sync_on(&self.0.prepared.as_ref().expect("mounted").runtime, self.0.engine())
     }
 }
 
@@ -328,15 +328,12 @@ impl Fs for NfsFs {
             common::nfs::mkdir(c, &d, name).await.map(drop)
         })
     }
-    fn engine(&self) -> &hf_mount::engine::Engine {
-        self.served.server.as_ref().unwrap().engine()
-    }
-    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        self.served.rt.block_on(f)
+    fn sync(&self) -> Result<(), String> {
+        sync_on(&self.served.rt, self.served.server.as_ref().expect("serving").engine())
     }
 }
 
-fn open(hub: &Hub, fe: Frontend, id: &str, op: Op) -> Box<dyn FsDyn> {
+fn open(hub: &Hub, fe: Frontend, id: &str, op: Op) -> Box<dyn Fs + Sync> {
     let t = DEADLINE_MS.to_string();
     let mut args = vec!["bucket", id, "--hf-token", WRITE_TOKEN, "--read-timeout-ms", &t, "--no-disk-cache"];
     args.extend(["--flush-shutdown-timeout-ms", "3000", "--metadata-ttl-ms", "0", "--flush-debounce-ms", "50"]);
@@ -349,72 +346,13 @@ fn open(hub: &Hub, fe: Frontend, id: &str, op: Op) -> Box<dyn FsDyn> {
     }
 }
 
-/// [`Fs`] behind a box (the generic `block_on` kept out of the vtable).
-trait FsDyn {
-    fn fs(&self) -> &(dyn FsOps + Sync);
-    fn sync(&self) -> Result<(), String>;
-}
-
-trait FsOps {
-    fn read(&self, path: &str) -> Result<Vec<u8>, i32>;
-    fn stat(&self, path: &str) -> Result<u64, i32>;
-    fn readdir(&self, path: &str) -> Result<Vec<String>, i32>;
-    fn write_close(&self, path: &str, data: &[u8]) -> Result<(), i32>;
-    fn write_fsync(&self, path: &str, data: &[u8]) -> Result<(), i32>;
-    fn rename(&self, from: &str, to: &str) -> Result<(), i32>;
-    fn unlink(&self, path: &str) -> Result<(), i32>;
-    fn mkdir(&self, path: &str) -> Result<(), i32>;
-}
-
-impl<T: Fs> FsOps for T {
-    fn read(&self, p: &str) -> Result<Vec<u8>, i32> {
-        Fs::read(self, p)
-    }
-    fn stat(&self, p: &str) -> Result<u64, i32> {
-        Fs::stat(self, p)
-    }
-    fn readdir(&self, p: &str) -> Result<Vec<String>, i32> {
-        Fs::readdir(self, p)
-    }
-    fn write_close(&self, p: &str, d: &[u8]) -> Result<(), i32> {
-        Fs::write_close(self, p, d)
-    }
-    fn write_fsync(&self, p: &str, d: &[u8]) -> Result<(), i32> {
-        Fs::write_fsync(self, p, d)
-    }
-    fn rename(&self, a: &str, b: &str) -> Result<(), i32> {
-        Fs::rename(self, a, b)
-    }
-    fn unlink(&self, p: &str) -> Result<(), i32> {
-        Fs::unlink(self, p)
-    }
-    fn mkdir(&self, p: &str) -> Result<(), i32> {
-        Fs::mkdir(self, p)
-    }
-}
-
-impl<T: Fs + Sync + 'static> FsDyn for T {
-    fn fs(&self) -> &(dyn FsOps + Sync) {
-        self
-    }
-    fn sync(&self) -> Result<(), String> {
-        let wait = Duration::from_secs(20);
-        match self.block_on(async { tokio::time::timeout(wait, self.engine().sync_all()).await }) {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(failed))) => Err(format!("not committed: {failed:?}")),
-            Ok(Err(e)) => Err(format!("sync: {e}")),
-            Err(_) => Err("sync did not finish".into()),
-        }
-    }
-}
-
 /// One cell: a fresh bucket and mount, the fault on while `op` runs (with a stat of a
 /// known entry meanwhile, which must answer), then cleared, then the Hub checked.
 fn run_cell(hub: &Hub, n: usize, fe: Frontend, class: RouteClass, kind: &FaultKind, op: Op) -> Outcome {
     let id = format!("alice/m{n}");
     let big = seed(hub, &id);
-    let m = open(hub, fe, &id, op);
-    let fs = m.fs();
+    let fs = open(hub, fe, &id, op);
+    let fs = fs.as_ref();
     // Warm what the operation does not itself test: the root listed, keep.txt known.
     if fs.stat("keep.txt").is_err() || fs.readdir("").is_err() {
         return Outcome::Broken("the mount did not answer before the fault".into());
@@ -469,7 +407,7 @@ fn run_cell(hub: &Hub, n: usize, fe: Frontend, class: RouteClass, kind: &FaultKi
         });
     }
     if op.writes() {
-        if let Err(why) = m.sync() {
+        if let Err(why) = fs.sync() {
             if result.is_ok() {
                 return Outcome::Broken(format!("acknowledged, then {why}"));
             }

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::spawn::{spawn_mounted, Guard};
-use common::{bytes, mount, Hub, WRITE_TOKEN};
+use common::{bytes, mount, write_and_close, Hub, WRITE_TOKEN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
@@ -103,20 +103,6 @@ fn a_stream_cut_off_by_a_sigkill_is_never_committed() {
     assert!(hub.bucket_files("alice/b").is_empty(), "a partial stream was committed");
 }
 
-/// Writes `data` to a new `path` and closes it, answering what close(2) answered (std's
-/// `File` drops its close error).
-fn write_and_close(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(data)?;
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
-    // SAFETY: the fd was just taken from the file, closed once.
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[test]
 fn sigkill_at_20_random_points_of_a_write_workload_loses_nothing_acknowledged_and_tears_nothing() {
     let hub = Hub::start();
@@ -171,7 +157,11 @@ fn sigkill_at_20_random_points_of_a_write_workload_loses_nothing_acknowledged_an
     // The next mount commits what the journal holds.
     let dir = cache.path().display().to_string();
     let m = mount(&hub, &["bucket", "alice/k", "--hf-token", WRITE_TOKEN, "--advanced-writes", "--cache-dir", &dir]);
-    m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
+    // Up to the batch window (30 s) and then some: a path can wait that long after such a
+    // crash (seen, not yet explained; see the issue 13 note).
+    if let Err(e) = m.block_on(m.engine().wait_committed(Duration::from_secs(90))) {
+        panic!("{e}: {:?}", m.block_on(m.engine().write_status()));
+    }
     let acked = attempts.values().flatten().filter(|(_, ok)| *ok).count();
     assert!(acked >= 20, "the workload acknowledged too little to mean anything: {acked}");
     for (name, versions) in &attempts {

@@ -7,14 +7,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::spawn::{spawn_mounted, Guard};
-use common::{bytes, Hub, WRITE_TOKEN};
+use common::{bytes, write_and_close, Hub, WRITE_TOKEN};
 use hf_hub_emulator::{FaultKind, FaultSpec, RouteClass};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hf-mount-fuse");
@@ -29,18 +28,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
-}
-
-fn write_and_close(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(data)?;
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
-    // SAFETY: the fd was just taken from the file, closed once.
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[derive(Default)]

@@ -264,6 +264,20 @@ pub fn sh(cmd: &str) -> (bool, String, String) {
 }
 
 /// Reads `len` bytes at `off` with pread.
+/// Writes `data` to a new `path` and closes it, answering what close(2) answered (std's
+/// `File` drops its close error, which is where a mount reports a failed commit).
+pub fn write_and_close(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(data)?;
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+    // SAFETY: the fd was just taken from the file, and is closed once.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub fn pread(f: &std::fs::File, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let mut buf = vec![0u8; len];
