@@ -544,7 +544,13 @@ impl HubClient {
             failed: Vec<serde_json::Value>,
         }
         let text = resp.bytes().await.map_err(|e| HubError::Network(url.clone(), e.to_string()))?;
-        let answer: Answer = serde_json::from_slice(&text).unwrap_or(Answer { failed: Vec::new() });
+        // An answer that cannot be read does not say the lines were applied: the batch is
+        // sent again (it is idempotent) rather than taken as done (which lost writes).
+        let answer: Answer = if text.trim_ascii().is_empty() {
+            Answer { failed: Vec::new() }
+        } else {
+            serde_json::from_slice(&text).map_err(|e| HubError::Decode(url.clone(), format!("batch answer: {e}")))?
+        };
         if !answer.failed.is_empty() {
             let first = answer.failed[0].to_string();
             return Err(HubError::Status(422, url, format!("{} line(s) refused, first: {first}", answer.failed.len())));

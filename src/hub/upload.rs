@@ -87,15 +87,16 @@ pub struct XetUploader {
     /// xet-core's shard cache and session directories (persistent with the cache dir).
     dir: PathBuf,
     ctx: OnceCell<XetContext>,
-    /// `(casUrl, accessToken, exp)` last fetched.
-    creds: Mutex<Option<(String, String, u64)>>,
+    /// `(casUrl, accessToken, exp)` last fetched; forgotten when a session made with them
+    /// fails (they may be bad: a refused or garbled token is not kept until it expires).
+    creds: Arc<Mutex<Option<(String, String, u64)>>>,
     /// A session being made ahead of the next streamed file (see `next_session`).
     spare: Mutex<Option<tokio::task::JoinHandle<Result<UploadSession, UploadError>>>>,
 }
 
 impl XetUploader {
     pub fn new(hub: Arc<HubClient>, source: Source, dir: PathBuf) -> Self {
-        Self { hub, source, dir, ctx: OnceCell::new(), creds: Mutex::new(None), spare: Mutex::new(None) }
+        Self { hub, source, dir, ctx: OnceCell::new(), creds: Arc::default(), spare: Mutex::new(None) }
     }
 
     /// A session for the next streamed file, made ahead of need: xet-core's set-up takes
@@ -149,7 +150,7 @@ impl XetUploader {
             };
             let config = TranslatorConfig::new(ctx, session).map_err(|e| UploadError::xet("config", e))?;
             let inner = FileUploadSession::new(Arc::new(config)).await.map_err(|e| UploadError::xet("session", e))?;
-            Ok(UploadSession { inner, deadline })
+            Ok(UploadSession { inner, deadline, creds: self.creds.clone() })
         };
         tokio::time::timeout(deadline, open).await.map_err(|_| UploadError::Timeout("session".into(), deadline))?
     }
@@ -159,6 +160,8 @@ impl XetUploader {
 pub struct UploadSession {
     inner: Arc<FileUploadSession>,
     deadline: Duration,
+    /// The uploader's credentials, forgotten if this session fails.
+    creds: Arc<Mutex<Option<(String, String, u64)>>>,
 }
 
 /// A file being fed into a session.
@@ -191,10 +194,14 @@ impl UploadSession {
     /// finished file of the session is readable on the CAS.
     pub async fn finalize(self) -> Result<(), UploadError> {
         let d = self.deadline;
-        match tokio::time::timeout(d, self.inner.finalize()).await {
+        let r = match tokio::time::timeout(d, self.inner.finalize()).await {
             Ok(r) => r.map(|_| ()).map_err(|e| UploadError::xet("finalize", e)),
             Err(_) => Err(UploadError::Timeout("finalize".into(), d)),
+        };
+        if r.is_err() {
+            *self.creds.lock() = None;
         }
+        r
     }
 }
 
