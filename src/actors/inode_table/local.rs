@@ -343,8 +343,19 @@ impl InodeState {
         if let Some(rx) = &n.filling {
             return Ok(OpenWrite::Wait(rx.clone()));
         }
+        let only_writer = n.write.writers == 0;
         n.write.writers += 1;
+        let mut let_go = None;
         let answer = match (content, truncate) {
+            // The staging file may hold the last acknowledged state (the journal names it): a
+            // truncating open writes a fresh one, so a crash half-way through the new bytes
+            // cannot tear what was acknowledged. The old one goes once the journal is done
+            // with it. (With other writers open on it, they share it: cut in place.)
+            (Content::Local { staging, .. }, true) if only_writer => {
+                n.kind = NodeKind::File(Content::Local { staging: fresh, size: 0 });
+                let_go = Some(staging);
+                OpenWrite::Ready { staging: fresh, truncate: true }
+            }
             (Content::Local { staging, .. }, true) => {
                 n.kind = NodeKind::File(Content::Local { staging, size: 0 });
                 OpenWrite::Ready { staging, truncate: true }
@@ -371,6 +382,7 @@ impl InodeState {
             (n.meta.mtime, n.meta.ctime) = (now, now);
             self.bump(ino);
         }
+        self.released.extend(let_go);
         self.view(ino).map(|_| answer)
     }
 
