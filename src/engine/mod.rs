@@ -52,7 +52,7 @@ const WHOLE_FILE_MAX_BYTES: u64 = 16 << 20;
 /// Xet files up to this size are fetched whole on first read, so their bytes are checked
 /// against the file's Xet hash (xet-core checks none on download); larger files are read by
 /// range and rely on the transport (TLS) for integrity.
-const XET_WHOLE_FILE_MAX_BYTES: u64 = 8 << 20;
+const XET_WHOLE_FILE_MAX_BYTES: u64 = 4 << 20;
 /// After a revalidation fails, cached attributes are served without asking for this long.
 const REVALIDATION_PAUSE: Duration = Duration::from_secs(1);
 /// Kernel invalidations queued at most; past it they are dropped (the TTL still expires
