@@ -67,6 +67,57 @@ fn advanced_writes_closed_before_a_sigkill_are_committed_by_the_next_mount() {
     assert_eq!(hub.bucket_bytes("alice/b", "c.bin"), Some(bytes(1, 300_000)));
 }
 
+/// Opens that keep the bytes (`r+`, `>>`) of a file closed but not committed yet write a copy:
+/// the journal's record of the last close keeps naming bytes nothing writes to, so a crash
+/// in the middle of the next writer's writes cannot tear what was acknowledged.
+#[test]
+fn a_write_in_place_cut_off_by_a_sigkill_leaves_the_acknowledged_bytes_whole() {
+    use std::io::{Seek, SeekFrom, Write};
+    let hub = Hub::start();
+    hub.seed_bucket("alice/b", &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let mnt = tempfile::tempdir().unwrap();
+    let child = spawn_mounted(
+        Command::new(BIN)
+            .args(["bucket", "alice/b"])
+            .arg(mnt.path())
+            .args(["--hf-token", WRITE_TOKEN, "--advanced-writes", "--flush-debounce-ms", "60000", "--cache-dir"])
+            .arg(cache.path())
+            .env("HF_ENDPOINT", hub.endpoint()),
+    );
+    let guard = Guard::new(child, Some(mnt.path()));
+    let p = |r: &str| mnt.path().join(r);
+    let (first, second) = (bytes(3, 1 << 20), bytes(4, 300_000));
+    write_and_close(&p("over.bin"), &first).unwrap();
+    write_and_close(&p("log.txt"), b"line 1\n").unwrap();
+    // Overwritten in place and appended to, neither closed nor synced: never acknowledged.
+    let mut over = std::fs::OpenOptions::new().read(true).write(true).open(p("over.bin")).unwrap();
+    over.seek(SeekFrom::Start(4096)).unwrap();
+    over.write_all(&vec![0xEE; 512 << 10]).unwrap();
+    let mut log = std::fs::OpenOptions::new().append(true).open(p("log.txt")).unwrap();
+    log.write_all(b"line 2, never closed\n").unwrap();
+    // A third file is closed after its in-place write: that version is the acknowledged one.
+    write_and_close(&p("done.bin"), &first).unwrap();
+    let mut done = std::fs::OpenOptions::new().write(true).open(p("done.bin")).unwrap();
+    done.write_all(&second).unwrap();
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(done);
+    // SAFETY: the fd was just taken from the file, and is closed once.
+    assert_eq!(unsafe { libc::close(fd) }, 0, "close of done.bin");
+    let mut want_done = first.clone();
+    want_done[..second.len()].copy_from_slice(&second);
+    // (No writeback cache: each write has reached the mount's staging file when it returns.)
+    assert!(hub.bucket_files("alice/b").is_empty(), "nothing committed before the kill");
+    kill_mount(guard);
+    drop((over, log));
+    let _ = Command::new("fusermount3").arg("-uz").arg(mnt.path()).stderr(std::process::Stdio::null()).status();
+    let dir = cache.path().display().to_string();
+    let m = mount(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--advanced-writes", "--cache-dir", &dir]);
+    m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
+    assert!(hub.bucket_bytes("alice/b", "done.bin") == Some(want_done), "done.bin: not its last closed version");
+    assert_eq!(hub.bucket_bytes("alice/b", "log.txt").as_deref(), Some(&b"line 1\n"[..]));
+    assert!(hub.bucket_bytes("alice/b", "over.bin") == Some(first), "over.bin: torn by a write never acknowledged");
+}
+
 #[test]
 fn a_stream_cut_off_by_a_sigkill_is_never_committed() {
     let hub = Hub::start();

@@ -19,7 +19,7 @@ use crate::actors::call_with_timeout;
 use crate::actors::flusher::cycle::{add_line, remote_file, Commit};
 use crate::actors::flusher::journal::{PutRec, Record};
 use crate::actors::flusher::FlushMsg;
-use crate::actors::inode_table::{Content, InodeMsg, NodeKind, NodeView, OpenWrite, Owner};
+use crate::actors::inode_table::{Content, FillFrom, InodeMsg, NodeKind, NodeView, OpenWrite, Owner};
 use crate::actors::prefetch::{Fh, PrefetchMsg, WriteHandle, WriteMode};
 use crate::error::{FsError, FsResult};
 use crate::hub::{RemoteFile, StreamingUpload};
@@ -170,8 +170,11 @@ impl Engine {
                     }
                     return Ok(staging);
                 }
-                OpenWrite::Fill { file, staging, done } => {
-                    let filled = self.fill(&view.path, &file, staging).await;
+                OpenWrite::Fill { from, staging, done } => {
+                    let filled = match from {
+                        FillFrom::Remote(file) => self.fill(&view.path, &file, staging).await,
+                        FillFrom::Staging { id, size } => w.staging.copy(id, staging, size).await,
+                    };
                     let ok = filled.is_ok();
                     let _ = self.inode(|reply| InodeMsg::FillDone { ino, staging, ok, reply }).await;
                     let _ = done.send(Some(filled.clone().map_err(|e| e.to_string())));

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 
 use super::node::{Content, Meta, NodeKind, NodeView, Status};
 use super::state::InodeState;
-use super::{AtPath, Moved, OpenWrite, Removed, Renamed, Restore, ANY_GEN};
+use super::{AtPath, FillFrom, Moved, OpenWrite, Removed, Renamed, Restore, ANY_GEN};
 use crate::error::{FsError, FsResult};
 use crate::hub::RemoteFile;
 use crate::types::{FileKind, Ino, SetAttr, StagingId, PATH_MAX_BYTES, ROOT_INO};
@@ -360,6 +360,15 @@ impl InodeState {
                 n.kind = NodeKind::File(Content::Local { staging, size: 0 });
                 OpenWrite::Ready { staging, truncate: true }
             }
+            // Likewise a write in place: the lone writer of an acknowledged, uncommitted file
+            // writes a copy of it (the journal's record keeps naming the original until this
+            // writer's close or fsync names the copy). Committed bytes (`Clean`) are on the Hub
+            // already: a crash loses only what was never acknowledged.
+            (Content::Local { staging, size }, false) if only_writer && n.write.status != Status::Clean => {
+                let (tx, rx) = tokio::sync::watch::channel(None);
+                n.filling = Some(rx);
+                OpenWrite::Fill { from: FillFrom::Staging { id: staging, size }, staging: fresh, done: tx }
+            }
             (Content::Local { staging, .. }, false) => OpenWrite::Ready { staging, truncate: false },
             (Content::Remote(_), true) => {
                 n.kind = NodeKind::File(Content::Local { staging: fresh, size: 0 });
@@ -372,7 +381,7 @@ impl InodeState {
             (Content::Remote(f), false) => {
                 let (tx, rx) = tokio::sync::watch::channel(None);
                 n.filling = Some(rx);
-                OpenWrite::Fill { file: f, staging: fresh, done: tx }
+                OpenWrite::Fill { from: FillFrom::Remote(f), staging: fresh, done: tx }
             }
         };
         if matches!(answer, OpenWrite::Ready { truncate: true, .. }) {
@@ -396,7 +405,10 @@ impl InodeState {
             return Ok(());
         }
         let size = n.size();
-        n.kind = NodeKind::File(Content::Local { staging, size });
+        let before = std::mem::replace(&mut n.kind, NodeKind::File(Content::Local { staging, size }));
+        if let NodeKind::File(Content::Local { staging: copied, .. }) = before {
+            self.released.push(copied);
+        }
         Ok(())
     }
 

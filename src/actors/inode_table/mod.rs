@@ -98,11 +98,20 @@ pub struct Renamed {
 pub enum OpenWrite {
     /// Write to `staging` (cut to zero first when `truncate`).
     Ready { staging: StagingId, truncate: bool },
-    /// Fill `staging` with the remote bytes of `file` first, then report `FillDone` (the
-    /// sender tells other openers waiting on it).
-    Fill { file: Arc<RemoteFile>, staging: StagingId, done: tokio::sync::watch::Sender<Option<Result<(), String>>> },
+    /// Fill `staging` from `from` first, then report `FillDone` (the sender tells other
+    /// openers waiting on it).
+    Fill { from: FillFrom, staging: StagingId, done: tokio::sync::watch::Sender<Option<Result<(), String>>> },
     /// Another opener is filling it: wait, then open again.
     Wait(tokio::sync::watch::Receiver<Option<Result<(), String>>>),
+}
+
+/// Where the bytes of a staging file being filled for writing come from.
+pub enum FillFrom {
+    /// The Hub's bytes of this identity.
+    Remote(Arc<RemoteFile>),
+    /// The first `size` bytes of another staging file: one the journal names as the last
+    /// acknowledged state, which an in-place write could tear if the mount crashed midway.
+    Staging { id: StagingId, size: u64 },
 }
 
 /// What is at a path, for the flusher.
