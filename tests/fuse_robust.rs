@@ -191,7 +191,7 @@ fn stalled_cas_fails_reads_in_time_while_metadata_answers_and_recovers() {
 }
 
 #[test]
-fn a_call_whose_actor_fails_mid_change_is_answered_eio_and_not_applied_twice() {
+fn a_call_whose_actor_fails_mid_change_is_answered_eio_and_neither_applied_nor_sent_again() {
     let hub = Hub::start();
     let m = mount(&hub, &["repo", "alice/tiny"]);
     let e = m.engine();
@@ -202,14 +202,53 @@ fn a_call_whose_actor_fails_mid_change_is_answered_eio_and_not_applied_twice() {
     m.block_on(e.fail_inode_table_after(FailAfter::Lookup)).unwrap();
     let err = m.block_on(e.lookup(1, b"config.json")).unwrap_err();
     assert_eq!(err.errno(), libc::EIO, "{err}");
-    // Sent again after the panic, the counted lookup would hold two references (the kernel
-    // would give back one: the inode never unloads; with `Forget` the reverse, ESTALE).
-    assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 1, "the crashed lookup was applied once");
+    // The kernel was answered EIO, so it holds no reference: the counted lookup's change was
+    // rolled back with the panic. (Sent again after it, it would have been answered and
+    // counted; kept, the reference would never be given back and the inode never unload.)
+    assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 0, "the crashed lookup's change was undone");
     assert!(m.block_on(e.restarts()).unwrap() >= 1);
     // The next incarnation answers, and the mount works.
     assert_eq!(m.block_on(e.lookup(1, b"config.json")).unwrap().ino, ino);
-    assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 2);
+    assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 1);
     assert!(std::fs::read(m.p("config.json")).is_ok());
+}
+
+/// A rename over another file that panics half-way (both old names gone, the new one not made)
+/// leaves the table as it was: the next incarnation of the inode table starts from consistent
+/// state, both files are where they were with their bytes, and the Hub gets the same.
+#[test]
+fn a_rename_whose_actor_fails_half_way_leaves_both_files_as_they_were() {
+    use common::WRITE_TOKEN;
+    let hub = Hub::start();
+    hub.seed_bucket("alice/b", &[("a.txt", b"aaa".to_vec()), ("d/b.txt", b"bbb".to_vec())]);
+    let m = mount(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--advanced-writes"]);
+    let e = m.engine();
+    let names = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(m.p(dir)).unwrap().map(|d| d.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("d"), ["b.txt"]);
+    std::fs::write(m.p("new.txt"), b"new").unwrap();
+    m.block_on(e.fail_inode_table_after(FailAfter::Rename)).unwrap();
+    let err = std::fs::rename(m.p("a.txt"), m.p("d/b.txt")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(m.block_on(e.restarts()).unwrap() >= 1);
+    // Listings come from the table: a half-made rename would list neither name.
+    assert_eq!(names(""), ["a.txt", "d", "new.txt"]);
+    assert_eq!(names("d"), ["b.txt"]);
+    assert!(m.block_on(e.lookup_holding(1, b"a.txt", Hold::None)).is_ok(), "a.txt is gone from the table");
+    assert_eq!(std::fs::read(m.p("a.txt")).unwrap(), b"aaa");
+    assert_eq!(std::fs::read(m.p("d/b.txt")).unwrap(), b"bbb");
+    // The table works on: the same rename again, then everything reaches the Hub as shown.
+    std::fs::rename(m.p("a.txt"), m.p("d/b.txt")).unwrap();
+    assert_eq!(std::fs::read(m.p("d/b.txt")).unwrap(), b"aaa");
+    assert_eq!(names(""), ["d", "new.txt"]);
+    m.block_on(e.wait_committed(Duration::from_secs(30))).unwrap();
+    let files = hub.bucket_files("alice/b");
+    assert_eq!(files.keys().map(String::as_str).collect::<Vec<_>>(), ["d/b.txt", "new.txt"]);
+    assert_eq!(hub.bucket_bytes("alice/b", "d/b.txt").as_deref(), Some(&b"aaa"[..]));
 }
 
 #[test]

@@ -261,6 +261,7 @@ impl InodeState {
         }
         let old_base = self.child_path(parent, name);
         self.detach(parent, name);
+        self.maybe_fail(super::FailAfter::Rename);
         {
             let n = self.node_mut(ino)?;
             if (n.parent, n.name.as_str()) == (parent, name) {

@@ -131,8 +131,8 @@ impl InodeState {
             // A directory became a file or back: its children mean nothing now.
             let (parent, name) = (n.parent, n.name.clone());
             if is_dir {
-                n.children.clear();
                 n.subdirs = 0;
+                self.nodes.clear_children(ino);
             }
             if let Some(p) = self.nodes.get_mut(&parent) {
                 if is_dir {

@@ -16,6 +16,7 @@ mod local;
 mod merge;
 mod node;
 mod state;
+mod undo;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -362,7 +363,9 @@ pub enum InodeMsg {
     },
 }
 
-/// Operations the test hook can fail in the middle of (state changed, not answered).
+/// Operations the test hook can fail in the middle of: `Lookup` after its state change,
+/// before the answer; `Rename` half-way (the target's name and the source's gone, the new
+/// name not made yet).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailAfter {
     Lookup,
@@ -382,7 +385,17 @@ supervised_actor!(InodeTable, InodeMsg, InodeArgs, "actor.inode_table");
 /// The actor's message handling: synchronous (work that waits runs in spawned tasks).
 fn on_message(_: ActorRef<InodeMsg>, msg: InodeMsg, state: &mut InodeArgs) -> Result<(), ActorProcessingErr> {
     let mut st = state.0.lock();
-    handle(&mut st, msg);
+    // A handler that panics part-way leaves the table as it was before the message; the
+    // panic then goes on to the supervisor, which starts the next incarnation on it.
+    st.begin();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&mut st, msg))) {
+        Ok(()) => st.commit(),
+        Err(panic) => {
+            st.rollback();
+            drop(st);
+            std::panic::resume_unwind(panic);
+        }
+    }
     if !st.released.is_empty() {
         let released = std::mem::take(&mut st.released);
         if let Some(gc) = &state.1 {
@@ -496,7 +509,6 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
         }
         InodeMsg::Rename { parent, name, new_parent, new_name, noreplace, reply } => {
             let answer = st.rename(parent, &name, new_parent, &new_name, noreplace);
-            st.maybe_fail(FailAfter::Rename);
             let _ = reply.send(answer);
         }
         InodeMsg::OpenWrite { ino, truncate, fresh, reply } => {

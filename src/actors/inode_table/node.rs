@@ -127,6 +127,7 @@ impl Defaults {
     }
 }
 
+#[derive(Clone)]
 pub(super) struct Node {
     pub parent: Ino,
     pub name: String,

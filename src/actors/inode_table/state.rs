@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use super::node::{Defaults, Meta, Node, NodeKind, NodeView};
+use super::undo::{Logged, Nodes};
 use crate::error::{FsError, FsResult};
 use crate::types::{Ino, StagingId, ROOT_INO};
 
@@ -16,7 +17,7 @@ const NEGATIVE_CACHE_MAX_ENTRIES: usize = 4096;
 
 /// The table; survives actor restarts (the supervisor keeps it).
 pub struct InodeState {
-    pub(super) nodes: HashMap<Ino, Node>,
+    pub(super) nodes: Nodes,
     next_ino: Ino,
     negative: HashMap<(Ino, String), Instant>,
     negative_ttl: Duration,
@@ -29,9 +30,9 @@ pub struct InodeState {
     tick: u64,
     /// Mount paths deleted here whose deletion is not committed yet: hidden from listings
     /// and lookups, so a listing or HEAD answered before the commit cannot bring them back.
-    pub(super) tombstones: BTreeSet<String>,
+    pub(super) tombstones: Logged<BTreeSet<String>>,
     /// Local attributes journaled by an earlier mount, applied when their node appears.
-    pub(super) meta_overlay: HashMap<String, Meta>,
+    pub(super) meta_overlay: Logged<HashMap<String, Meta>>,
     pub(super) defaults: Defaults,
     /// Counts local changes and commits; stamps `Node::touched`.
     pub(super) epoch: u64,
@@ -39,6 +40,19 @@ pub struct InodeState {
     pub(super) released: Vec<StagingId>,
     /// Test hook: the operation after whose state change (before its answer) the actor panics.
     pub(super) fail_after: Option<super::FailAfter>,
+    /// While a message is handled: the counters as they were before it (see `begin`).
+    before: Option<Counters>,
+}
+
+/// The table's counters, saved at `begin`.
+#[derive(Clone, Copy)]
+struct Counters {
+    next_ino: Ino,
+    epoch: u64,
+    tick: u64,
+    retry_above: usize,
+    retry_at: Option<Instant>,
+    released: usize,
 }
 
 impl InodeState {
@@ -46,7 +60,7 @@ impl InodeState {
         let mut root = Node::new(ROOT_INO, "", NodeKind::Dir, defaults.meta(&NodeKind::Dir, None));
         root.lookups = 1;
         Self {
-            nodes: HashMap::from([(ROOT_INO, root)]),
+            nodes: Nodes::new(HashMap::from([(ROOT_INO, root)])),
             next_ino: ROOT_INO + 1,
             negative: HashMap::new(),
             negative_ttl,
@@ -54,13 +68,52 @@ impl InodeState {
             retry_above: 0,
             retry_at: None,
             tick: 0,
-            tombstones: BTreeSet::new(),
-            meta_overlay: HashMap::new(),
+            tombstones: Logged::default(),
+            meta_overlay: Logged::default(),
             defaults,
             epoch: 0,
             released: Vec::new(),
             fail_after: None,
+            before: None,
         }
+    }
+
+    /// Starts logging changes: a message is about to be handled.
+    pub(super) fn begin(&mut self) {
+        self.before = Some(Counters {
+            next_ino: self.next_ino,
+            epoch: self.epoch,
+            tick: self.tick,
+            retry_above: self.retry_above,
+            retry_at: self.retry_at,
+            released: self.released.len(),
+        });
+        self.nodes.begin();
+        self.tombstones.begin();
+        self.meta_overlay.begin();
+    }
+
+    /// The message was handled: its changes stand.
+    pub(super) fn commit(&mut self) {
+        self.before = None;
+        self.nodes.commit();
+        self.tombstones.commit();
+        self.meta_overlay.commit();
+    }
+
+    /// The message's handler failed part-way: every change it made is undone. (Inode numbers
+    /// are not reused: one handed out by the failed change is simply never used. The negative
+    /// cache is emptied: it only saves requests.)
+    pub(super) fn rollback(&mut self) {
+        if let Some(c) = self.before.take() {
+            (self.next_ino, self.epoch, self.tick) = (c.next_ino.max(self.next_ino), c.epoch, c.tick);
+            (self.retry_above, self.retry_at) = (c.retry_above, c.retry_at);
+            self.released.truncate(c.released);
+        }
+        self.nodes.rollback();
+        self.tombstones.rollback();
+        self.meta_overlay.rollback();
+        self.negative.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -167,8 +220,8 @@ impl InodeState {
     /// Names `ino` as `name` in `parent`.
     pub(super) fn attach(&mut self, parent: Ino, name: &str, ino: Ino) {
         let is_dir = self.nodes.get(&ino).is_some_and(Node::is_dir);
-        if let Some(p) = self.nodes.get_mut(&parent) {
-            if p.children.insert(name.to_string(), ino).is_none() && is_dir {
+        if self.nodes.set_child(parent, name, ino) == Some(None) && is_dir {
+            if let Some(p) = self.nodes.get_mut(&parent) {
                 p.subdirs += 1;
             }
         }
@@ -176,7 +229,7 @@ impl InodeState {
 
     /// Removes the name `name` from `parent`; returns the inode it named.
     pub(super) fn detach(&mut self, parent: Ino, name: &str) -> Option<Ino> {
-        let ino = self.nodes.get_mut(&parent)?.children.remove(name)?;
+        let ino = self.nodes.remove_child(parent, name)?;
         if self.nodes.get(&ino).is_some_and(Node::is_dir) {
             if let Some(p) = self.nodes.get_mut(&parent) {
                 p.subdirs = p.subdirs.saturating_sub(1);

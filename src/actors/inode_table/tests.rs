@@ -194,3 +194,76 @@ fn unlink_and_rename_leave_tombstones_until_the_deletes_commit() {
     assert!(matches!(st.rename(ROOT_INO, "top", b.parent, "b", true), Err(crate::error::FsError::Exists)));
     assert!(matches!(st.rmdir(ROOT_INO, "e"), Err(crate::error::FsError::NotEmpty)));
 }
+
+/// Everything a message can change, as text: the nodes (all but their `Instant`s), their
+/// children, the tombstones, the journaled attributes and the counters.
+fn fingerprint(st: &InodeState) -> String {
+    let mut inos: Vec<&Ino> = st.nodes.keys().collect();
+    inos.sort();
+    let mut out = String::new();
+    for ino in inos {
+        let n = &st.nodes[ino];
+        out += &format!(
+            "{ino}: {} {:?} {:?} {:?} {:?} {:?} {} {} {} {} {} {} {} {:?} {:?}\n",
+            n.parent,
+            n.name,
+            n.links,
+            n.kind,
+            n.meta,
+            n.write,
+            n.version,
+            n.touched,
+            n.local_dir,
+            n.lookups,
+            n.opens,
+            n.subdirs,
+            n.removed,
+            n.listed_at.is_some(),
+            n.children,
+        );
+    }
+    out + &format!(
+        "{:?} {:?} {:?} {}\n",
+        *st.tombstones,
+        st.meta_overlay.keys().collect::<Vec<_>>(),
+        st.released,
+        st.epoch
+    )
+}
+
+#[test]
+fn a_message_that_fails_part_way_is_undone_whole() {
+    let mut st = table(1000);
+    list(&mut st, ROOT_INO, vec![dir_entry("d"), file("top", "1"), file("other", "1")]);
+    let d = found(&mut st, ROOT_INO, "d");
+    list(&mut st, d.ino, vec![file("d/a", "1"), file("d/b", "2"), dir_entry("d/sub")]);
+    let sub = found(&mut st, d.ino, "sub");
+    list(&mut st, sub.ino, vec![file("d/sub/x", "1")]);
+    let made = st.create(d.ino, "made", OWNER, 7).unwrap();
+    st.unlink(ROOT_INO, "other").unwrap();
+    let before = fingerprint(&st);
+    // Every kind of change in one "message": new, renamed (over another), unlinked, removed
+    // directories, listings applied (a directory becoming a file), links, counts.
+    st.begin();
+    found(&mut st, d.ino, "a");
+    st.create(ROOT_INO, "new", OWNER, 8).unwrap();
+    st.mkdir(ROOT_INO, "nd", OWNER).unwrap();
+    st.rename(d.ino, "a", ROOT_INO, "top", false).unwrap();
+    st.rename(ROOT_INO, "d", ROOT_INO, "e", false).unwrap();
+    st.unlink(d.ino, "b").unwrap();
+    st.link(made.ino, ROOT_INO, "made-too").unwrap();
+    st.open_write(made.ino, true, 9).unwrap();
+    list(&mut st, ROOT_INO, vec![file("e", "1"), file("gone", "1")]);
+    st.deleted("other");
+    st.rmdir(ROOT_INO, "nd").unwrap();
+    assert_ne!(fingerprint(&st), before);
+    st.rollback();
+    assert_eq!(fingerprint(&st), before);
+    // And the table works on from there: a new inode number, never one handed out meanwhile.
+    st.begin();
+    let again = st.create(ROOT_INO, "new", OWNER, 10).unwrap();
+    st.commit();
+    assert!(again.ino > made.ino + 2, "an inode number was reused: {}", again.ino);
+    assert_eq!(st.path_of(again.ino), "new");
+    assert_eq!(found(&mut st, d.ino, "a").ino, st.at_path("d/a").unwrap());
+}
