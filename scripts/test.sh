@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite, after setting up what a fresh machine lacks:
 # Debian packages (fuse3 for fusermount3, libnfs-utils for the outside NFS client,
-# rsync, sqlite3, git, python3-venv), the user pjdfstest switches to, pjdfstest and
+# rsync, sqlite3, git, python3-venv, e2fsprogs for a cache disk that turns read-only), the user pjdfstest switches to, pjdfstest and
 # fsx from crates.io, and a Python venv with the real huggingface_hub client.
 # Then `cargo test` over the workspace (arguments are passed on).
 set -euo pipefail
@@ -14,6 +14,7 @@ command -v nfs-ls >/dev/null || missing+=(libnfs-utils)
 command -v rsync >/dev/null || missing+=(rsync)
 command -v sqlite3 >/dev/null || missing+=(sqlite3)
 command -v git >/dev/null || missing+=(git)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -94,11 +94,18 @@ impl FsError {
             FsError::TooBig(_) => libc::EFBIG,
             FsError::TimedOut(..) | FsError::Io(_) => libc::EIO,
             FsError::Failed { source, .. } => {
-                match source.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) {
-                    // Local disk trouble keeps its meaning (a full cache disk is ENOSPC, not EIO).
-                    Some(libc::ENOSPC) | Some(libc::EDQUOT) => libc::ENOSPC,
-                    _ => libc::EIO,
+                // Local disk trouble keeps its meaning, however deep in the causes: a full cache
+                // disk is ENOSPC, one turned read-only (an ext4 error) EROFS, not EIO.
+                let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+                while let Some(e) = cause {
+                    match e.downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) {
+                        Some(libc::ENOSPC) | Some(libc::EDQUOT) => return libc::ENOSPC,
+                        Some(libc::EROFS) => return libc::EROFS,
+                        Some(_) => return libc::EIO,
+                        None => cause = e.source(),
+                    }
                 }
+                libc::EIO
             }
             FsError::Again(_) => libc::EAGAIN,
             FsError::NotSupported => libc::ENOTSUP,
@@ -133,6 +140,13 @@ mod tests {
         assert_eq!(FsError::NameTooLong(300).errno(), libc::ENAMETOOLONG);
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(FsError::io("staging write", full).errno(), libc::ENOSPC);
+        #[derive(Debug, thiserror::Error)]
+        #[error("journal: {0}")]
+        struct Wrapped(#[source] std::io::Error);
+        let ro = Wrapped(std::io::Error::from_raw_os_error(libc::EROFS));
+        assert_eq!(FsError::io("journal write", ro).errno(), libc::EROFS);
+        let reset = Wrapped(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(FsError::io("upload", reset).errno(), libc::EIO);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Disk faults under a real FUSE mount: the cache dir on a small tmpfs that fills up, and a
-//! journal corrupted between two mounts.
+//! Disk faults under a real FUSE mount: the cache dir on a small tmpfs that fills up, on an
+//! ext4 disk that turns read-only mid-run (an error, `errors=remount-ro`), and a journal
+//! corrupted between two mounts.
 
 mod common;
 
@@ -128,4 +129,91 @@ fn a_corrupt_journal_record_is_skipped_loudly_and_the_rest_replayed() {
         }
     }
     drop(guard);
+}
+
+/// An ext4 image on a loop device, mounted `errors=remount-ro` as many hosts mount their
+/// disks: `fail` makes the kernel meet an error on it, and it turns read-only under
+/// everything open on it, as a failing disk does. Unmounted on drop (pass or fail).
+struct Ext4Disk {
+    image: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Ext4Disk {
+    fn new(mib: u64) -> Self {
+        let (image, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let img = image.path().join("disk.ext4");
+        std::fs::File::create(&img).unwrap().set_len(mib << 20).unwrap();
+        let made = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfs.ext4 failed (e2fsprogs; scripts/test.sh installs it)");
+        let ok = Command::new("mount")
+            .args(["-o", "loop,errors=remount-ro"])
+            .arg(&img)
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot mount a loop device (these tests run as root, as CI does)");
+        Self { image, dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An error as ext4 reports one (through its sysfs test knob): the disk is read-only now.
+    fn fail(&self) {
+        let out = Command::new("findmnt").args(["-n", "-o", "SOURCE"]).arg(self.dir.path()).output().unwrap();
+        let dev = String::from_utf8(out.stdout).unwrap();
+        let dev = dev.trim().rsplit('/').next().unwrap().to_string();
+        std::fs::write(format!("/sys/fs/ext4/{dev}/trigger_fs_error"), "test: the disk failed").unwrap();
+        let probe = std::fs::write(self.dir.path().join("probe"), b"x");
+        assert_eq!(probe.unwrap_err().raw_os_error(), Some(libc::EROFS), "the disk did not turn read-only");
+    }
+}
+
+impl Drop for Ext4Disk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = &self.image;
+    }
+}
+
+#[test]
+fn a_cache_disk_turned_read_only_keeps_reads_working_fails_writers_with_erofs_and_loses_nothing() {
+    let hub = Hub::start();
+    let (cached, cold) = (bytes(7, 3 << 20), bytes(8, 3 << 20));
+    hub.seed_bucket("alice/ro", &[("cached.bin", cached.clone()), ("cold.bin", cold.clone())]);
+    let disk = Ext4Disk::new(96);
+    let dir = disk.path().display().to_string();
+    let args = ["bucket", "alice/ro", "--hf-token", WRITE_TOKEN, "--advanced-writes", "--cache-dir", &dir];
+    let m = mount(&hub, &[&args[..], &["--flush-debounce-ms", "2000"]].concat());
+    assert!(std::fs::read(m.p("cached.bin")).unwrap() == cached);
+    write_and_close(&m.p("acked.txt"), b"acknowledged before the disk failed").unwrap();
+    let mut open = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(m.p("open.bin")).unwrap();
+    std::io::Write::write_all(&mut open, b"written before").unwrap();
+    disk.fail();
+    // Reads carry on, byte-exact: from the blocks on the disk, and around the cache for the rest.
+    assert!(std::fs::read(m.p("cached.bin")).unwrap() == cached, "cached bytes");
+    assert!(std::fs::read(m.p("cold.bin")).unwrap() == cold, "uncached bytes");
+    // Writers are told the mount cannot take writes now; nothing half-written is acknowledged.
+    let e = errno(write_and_close(&m.p("after.txt"), b"written after"));
+    assert_eq!(e, libc::EROFS, "a new file: errno {e}");
+    std::io::Write::write_all(&mut open, b" and after").ok();
+    let fd = std::os::fd::IntoRawFd::into_raw_fd(open);
+    // SAFETY: the fd was just taken from the file, and is closed once.
+    let closed = unsafe { libc::close(fd) };
+    assert_eq!(
+        (closed, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EROFS)),
+        "a file open across the failure"
+    );
+    // The mount answers on, and what was acknowledged reaches the Hub.
+    assert!(m.p("acked.txt").exists());
+    common::wait_until(Duration::from_secs(30), "acked.txt committed", || {
+        hub.bucket_bytes("alice/ro", "acked.txt").as_deref() == Some(&b"acknowledged before the disk failed"[..])
+    });
+    assert_eq!(hub.bucket_bytes("alice/ro", "after.txt"), None);
+    assert_eq!(hub.bucket_bytes("alice/ro", "open.bin"), None, "a file never closed whole was committed");
+    assert!(std::fs::read(m.p("cold.bin")).unwrap() == cold);
 }

@@ -6,6 +6,7 @@
 //! after it, never before.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -84,8 +85,12 @@ fn now_unix() -> u64 {
 pub struct XetUploader {
     hub: Arc<HubClient>,
     source: Source,
-    /// xet-core's shard cache and session directories (persistent with the cache dir).
+    /// xet-core's shard cache and session directories (persistent with the cache dir)…
     dir: PathBuf,
+    /// …or, while that cannot be written (a full or read-only cache disk), a temporary one.
+    fallback: Mutex<Option<tempfile::TempDir>>,
+    /// A session failed: the directory is probed before the next one is made.
+    suspect: Arc<AtomicBool>,
     ctx: OnceCell<XetContext>,
     /// `(casUrl, accessToken, exp)` last fetched; forgotten when a session made with them
     /// fails (they may be bad: a refused or garbled token is not kept until it expires).
@@ -96,7 +101,16 @@ pub struct XetUploader {
 
 impl XetUploader {
     pub fn new(hub: Arc<HubClient>, source: Source, dir: PathBuf) -> Self {
-        Self { hub, source, dir, ctx: OnceCell::new(), creds: Arc::default(), spare: Mutex::new(None) }
+        Self {
+            hub,
+            source,
+            dir,
+            fallback: Mutex::new(None),
+            suspect: Arc::default(),
+            ctx: OnceCell::new(),
+            creds: Arc::default(),
+            spare: Mutex::new(None),
+        }
     }
 
     /// A session for the next streamed file, made ahead of need: xet-core's set-up takes
@@ -126,8 +140,46 @@ impl XetUploader {
         Ok(c)
     }
 
+    /// Where xet-core keeps a new session's shards: the cache dir, unless a session failed
+    /// and the cache dir cannot be written now; then a temporary directory, until it can.
+    /// (A cache disk turned read-only must not stop what was acknowledged from committing:
+    /// the staging files and the journal are still readable.)
+    fn shard_dir(&self) -> PathBuf {
+        let mut fallback = self.fallback.lock();
+        if self.suspect.swap(false, Ordering::AcqRel) {
+            match probe_writable(&self.dir) {
+                Ok(()) => {
+                    if fallback.take().is_some() {
+                        tracing::info!(dir = %self.dir.display(), "upload shards are kept in the cache dir again");
+                    }
+                }
+                Err(e) if fallback.is_none() => match tempfile::Builder::new().prefix("hf-mount-xet-").tempdir() {
+                    Ok(t) => {
+                        tracing::warn!(
+                            dir = %self.dir.display(),
+                            "the cache dir cannot be written ({e}): upload shards go to {} meanwhile",
+                            t.path().display()
+                        );
+                        *fallback = Some(t);
+                    }
+                    Err(t) => tracing::warn!("the cache dir cannot be written ({e}), nor a temporary dir ({t})"),
+                },
+                Err(_) => {}
+            }
+        }
+        fallback.as_ref().map(|t| t.path().to_path_buf()).unwrap_or_else(|| self.dir.clone())
+    }
+
     /// A new upload session: files added to it become readable together at `finalize`.
     pub async fn session(&self) -> Result<UploadSession, UploadError> {
+        let r = self.open_session().await;
+        if r.is_err() {
+            self.suspect.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    async fn open_session(&self) -> Result<UploadSession, UploadError> {
         let deadline = self.hub.deadline();
         let open = async {
             let ctx = self
@@ -146,11 +198,11 @@ impl XetUploader {
                 custom_headers: None,
                 repo_paths: vec![String::new()],
                 session_id: None,
-                cache_root: Some(self.dir.clone()),
+                cache_root: Some(self.shard_dir()),
             };
             let config = TranslatorConfig::new(ctx, session).map_err(|e| UploadError::xet("config", e))?;
             let inner = FileUploadSession::new(Arc::new(config)).await.map_err(|e| UploadError::xet("session", e))?;
-            Ok(UploadSession { inner, deadline, creds: self.creds.clone() })
+            Ok(UploadSession { inner, deadline, creds: self.creds.clone(), suspect: self.suspect.clone() })
         };
         tokio::time::timeout(deadline, open).await.map_err(|_| UploadError::Timeout("session".into(), deadline))?
     }
@@ -162,6 +214,16 @@ pub struct UploadSession {
     deadline: Duration,
     /// The uploader's credentials, forgotten if this session fails.
     creds: Arc<Mutex<Option<(String, String, u64)>>>,
+    /// The uploader's flag that its shard directory may not be writable.
+    suspect: Arc<AtomicBool>,
+}
+
+/// Whether `dir` takes a file now (made and removed again).
+fn probe_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut probe.as_file(), &[0u8; 64 << 10])?;
+    probe.close()
 }
 
 /// A file being fed into a session.
@@ -200,6 +262,7 @@ impl UploadSession {
         };
         if r.is_err() {
             *self.creds.lock() = None;
+            self.suspect.store(true, Ordering::Release);
         }
         r
     }
