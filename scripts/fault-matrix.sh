@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The full fault matrix (tests/fault_matrix.rs): every route class × fault kind × operation,
-# on FUSE and NFS (about 1,400 cells, an hour on 2 cores), then the table in README.md
+# on FUSE and NFS (1,512 cells, about 35 minutes on 2 cores), then the table in README.md
 # between the fault-matrix markers is rewritten. CI runs a sample of the cells
 # (`cargo test --test fault_matrix`).
 #

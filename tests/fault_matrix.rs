@@ -96,6 +96,8 @@ fn kinds() -> Vec<(&'static str, FaultKind)> {
         ("body cut short", FaultKind::Truncate { keep_bytes: 100 }),
         ("corrupt body", FaultKind::Corrupt),
         ("malformed JSON", FaultKind::Replace { status: 200, body: "{\"oops\": [".into(), headers: Vec::new() }),
+        // Once, at the first request of the class (see `run_cell`).
+        ("restart 500 ms", FaultKind::Restart { down_ms: 500 }),
     ]
 }
 
@@ -369,7 +371,12 @@ fn run_cell(hub: &Hub, n: usize, fe: Frontend, class: RouteClass, kind: &FaultKi
         return Outcome::Broken("the warm-up read failed".into());
     }
     let payload = common::bytes(n as u64, 200_000);
-    let rule = hub.emulator().faults().add(FaultSpec::new(class, kind.clone())).unwrap();
+    // A restart is one event (the emulator down for a moment, then back), not a state.
+    let spec = match kind {
+        FaultKind::Restart { .. } => FaultSpec::new(class, kind.clone()).times(1),
+        _ => FaultSpec::new(class, kind.clone()),
+    };
+    let rule = hub.emulator().faults().add(spec).unwrap();
     let t = Instant::now();
     // The other request: a stat of a name the mount knows, answered meanwhile (it may
     // revalidate; a revalidation that fails serves the cached attributes).

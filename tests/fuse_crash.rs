@@ -22,21 +22,26 @@ fn kill_mount(mut guard: Guard) {
     // What a killed daemon leaves behind: a dead mount, unmounted lazily (the guard does it).
 }
 
+/// An advanced-mode mount of `alice/b` in a process of its own that commits nothing for a
+/// minute (all it is told stays pending in the journal).
+fn spawn_advanced_idle(hub: &Hub, mnt: &std::path::Path, cache: &std::path::Path) -> Guard {
+    let child = spawn_mounted(
+        Command::new(BIN)
+            .args(["bucket", "alice/b"])
+            .arg(mnt)
+            .args(["--hf-token", WRITE_TOKEN, "--advanced-writes", "--flush-debounce-ms", "60000", "--cache-dir"])
+            .arg(cache)
+            .env("HF_ENDPOINT", hub.endpoint()),
+    );
+    Guard::new(child, Some(mnt))
+}
+
 #[test]
 fn advanced_writes_closed_before_a_sigkill_are_committed_by_the_next_mount() {
     let hub = Hub::start();
     hub.seed_bucket("alice/b", &[("old.txt", b"old".to_vec()), ("gone.txt", b"gone".to_vec())]);
-    let cache = tempfile::tempdir().unwrap();
-    let mnt = tempfile::tempdir().unwrap();
-    let child = spawn_mounted(
-        Command::new(BIN)
-            .args(["bucket", "alice/b"])
-            .arg(mnt.path())
-            .args(["--hf-token", WRITE_TOKEN, "--advanced-writes", "--flush-debounce-ms", "60000", "--cache-dir"])
-            .arg(cache.path())
-            .env("HF_ENDPOINT", hub.endpoint()),
-    );
-    let guard = Guard::new(child, Some(mnt.path()));
+    let (cache, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let guard = spawn_advanced_idle(&hub, mnt.path(), cache.path());
     let p = |r: &str| mnt.path().join(r);
     std::fs::write(p("a.bin"), bytes(1, 300_000)).unwrap();
     std::fs::write(p("b.txt"), b"bee").unwrap();
@@ -75,17 +80,8 @@ fn a_write_in_place_cut_off_by_a_sigkill_leaves_the_acknowledged_bytes_whole() {
     use std::io::{Seek, SeekFrom, Write};
     let hub = Hub::start();
     hub.seed_bucket("alice/b", &[]);
-    let cache = tempfile::tempdir().unwrap();
-    let mnt = tempfile::tempdir().unwrap();
-    let child = spawn_mounted(
-        Command::new(BIN)
-            .args(["bucket", "alice/b"])
-            .arg(mnt.path())
-            .args(["--hf-token", WRITE_TOKEN, "--advanced-writes", "--flush-debounce-ms", "60000", "--cache-dir"])
-            .arg(cache.path())
-            .env("HF_ENDPOINT", hub.endpoint()),
-    );
-    let guard = Guard::new(child, Some(mnt.path()));
+    let (cache, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let guard = spawn_advanced_idle(&hub, mnt.path(), cache.path());
     let p = |r: &str| mnt.path().join(r);
     let (first, second) = (bytes(3, 1 << 20), bytes(4, 300_000));
     write_and_close(&p("over.bin"), &first).unwrap();

@@ -3,7 +3,7 @@
 //! rule draws from its own seeded generator, so a test that sends the same
 //! requests in the same order sees the same faults.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::http::ConnControl;
+use crate::http::{ConnControl, Server};
 
 /// Groups of routes a fault can target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -101,6 +101,10 @@ pub enum FaultKind {
         #[serde(default)]
         headers: Vec<(String, String)>,
     },
+    /// Restart the whole emulator, as its process would be: every connection dropped (this
+    /// request is never answered, uploads in flight are lost), connections refused for
+    /// `down_ms`, then served again on the same address with everything stored kept.
+    Restart { down_ms: u64 },
 }
 
 /// A fault rule as set through the API.
@@ -177,9 +181,16 @@ pub struct Traffic {
 pub struct Faults {
     table: Arc<Mutex<Table>>,
     traffic: Arc<Mutex<std::collections::BTreeMap<RouteClass, Traffic>>>,
+    /// The server a `Restart` fault restarts (weak: the server holds these faults).
+    server: Arc<Mutex<Weak<Server>>>,
 }
 
 impl Faults {
+    /// The server `Restart` faults restart.
+    pub fn serve_on(&self, server: &Arc<Server>) {
+        *self.server.lock() = Arc::downgrade(server);
+    }
+
     /// Counts one request of `class` with a body of `body_bytes`.
     pub fn count(&self, class: RouteClass, body_bytes: u64) {
         let mut t = self.traffic.lock();
@@ -311,6 +322,18 @@ pub async fn apply(State(faults): State<Faults>, req: Request, next: Next) -> Re
             if let Some(ctl) = req.extensions().get::<ConnControl>() {
                 ctl.reset();
             }
+            std::future::pending().await
+        }
+        FaultKind::Restart { down_ms } => {
+            match faults.server.lock().upgrade() {
+                Some(server) => {
+                    tokio::spawn(async move { server.restart(Duration::from_millis(down_ms)).await });
+                }
+                None => {
+                    return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "no server to restart").into_response()
+                }
+            }
+            // The restart drops this connection with the others.
             std::future::pending().await
         }
         FaultKind::ExpiredToken => ApiError::unauthorized("Token has expired").into_response(),

@@ -31,7 +31,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use xet_runtime::core::XetContext;
 
 pub use auth::TokenSpec;
@@ -68,7 +67,7 @@ pub struct Emulator {
     state: Shared,
     ctx: XetContext,
     addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
+    server: Arc<http::Server>,
     data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
@@ -107,10 +106,10 @@ impl Emulator {
         let listener = TcpListener::bind((config.host.as_str(), config.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
-        let addr = listener.local_addr()?;
-        let (shutdown, rx) = watch::channel(false);
-        tokio::spawn(http::serve(listener, routes::router(state.clone()), rx));
-        Ok(Self { state, ctx, addr, shutdown, data_dir, _temp: temp })
+        let server = http::Server::start(listener, routes::router(state.clone()))?;
+        state.faults.serve_on(&server);
+        let addr = server.addr();
+        Ok(Self { state, ctx, addr, server, data_dir, _temp: temp })
     }
 
     /// `http://host:port`, the value for `HF_ENDPOINT`.
@@ -151,9 +150,17 @@ impl Emulator {
         seed::seed_bucket(&self.state, &self.ctx, &self.endpoint(), id, folder, private).await
     }
 
+    /// Restarts as the emulator's process would be restarted: every connection dropped,
+    /// connections refused for `down`, then served again on the same address, with
+    /// everything stored kept (what was being uploaded when it went down is lost).
+    /// Returns once it serves again. (The `restart` fault does the same from a request.)
+    pub async fn restart(&self, down: std::time::Duration) {
+        self.server.restart(down).await
+    }
+
     /// Stops serving: every connection, stalled ones included, is dropped.
     pub async fn stop(self) {
-        let _ = self.shutdown.send(true);
+        self.server.stop();
         self.state.cas.stop();
         // Let the accept loop and connection tasks observe the signal.
         tokio::task::yield_now().await;
@@ -162,7 +169,7 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.server.stop();
         self.state.cas.stop();
     }
 }

@@ -10,7 +10,7 @@
 //! never commits a state no one was told was written.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -334,6 +334,10 @@ impl Engine {
     /// Commits a write handle's changes; `at_close`: the writer waits for the answer.
     async fn commit_handle(&self, fh: Fh, ino: Ino, wh: &WriteHandle, at_close: bool) -> FsResult<()> {
         let w = self.writes()?;
+        let started = Instant::now();
+        // A close waits for its commit up to 8 of the mount's deadlines, all told.
+        let commit_deadline = self.inner.remote.hub.deadline() * 8;
+        let mut stream_failed = None;
         if let Some(s) = &wh.stream {
             let mut s = s.lock().await;
             if !s.ended() {
@@ -346,13 +350,14 @@ impl Engine {
                     let _ = self.reg().get()?.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
                     return Ok(());
                 }
-                // Keep the bytes (the staging copy is whole): staged, retried by the flusher.
-                let e = r.unwrap_err();
-                self.journal_staged(ino).await?;
-                return Err(e);
+                // The staging copy is whole: it is committed as the default mode commits a
+                // staged file (the flusher retries, the writer waits within the commit
+                // deadline), so a Hub that fails for a moment (a 503, a restart) does not
+                // fail the close. If that fails too, the stream's error is the answer.
+                stream_failed = r.err();
             }
         }
-        if !wh.dirty() {
+        if !wh.dirty() && stream_failed.is_none() {
             return Ok(());
         }
         let (paths, failure) = self.journal_staged(ino).await?;
@@ -370,18 +375,25 @@ impl Engine {
             if let Some(f) = self.reg().get()?.flusher {
                 let _ = f.send_message(FlushMsg::FlushNow { paths, reply: crate::actors::Reply::unwatched() });
             }
-            return Ok(());
+            return stream_failed.map_or(Ok(()), Err);
+        }
+        let left = commit_deadline.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return stream_failed.map_or(Ok(()), Err);
         }
         let r = call_with_timeout(
             self.reg(),
             |r| r.flusher.clone().expect("writable"),
             |reply| FlushMsg::FlushNow { paths: paths.clone(), reply },
-            self.net_timeout() * 8,
+            left,
         )
         .await
         .and_then(|r| r);
         if let Err(e) = &r {
             tracing::error!(path, "commit at close failed (kept locally, retried in the background): {e}");
+            if let Some(first) = stream_failed {
+                return Err(first);
+            }
         }
         r
     }
