@@ -323,6 +323,32 @@ fn creating_in_a_listed_directory_costs_no_hub_request() {
     assert_eq!(hub.traffic(RouteClass::HubMetadata).requests, before, "creates asked the Hub");
 }
 
+/// Once a directory's listing is older than the metadata TTL, a new name in it is not asked
+/// about on its own (a HEAD, then whether it is a directory: two requests a create): the
+/// directory is listed again, once, and the creates after it are answered from that listing.
+#[test]
+fn creating_in_a_directory_listed_longer_ago_than_the_ttl_lists_it_once_not_per_name() {
+    let hub = Hub::start();
+    hub.seed_bucket("alice/b", &[("dir/existing.txt", b"e".to_vec())]);
+    let args = ["--advanced-writes", "--flush-debounce-ms", "60000", "--metadata-ttl-ms", "1000"];
+    let m = mount_rw(&hub, "alice/b", &args);
+    std::fs::create_dir(m.p("made")).unwrap();
+    std::fs::read_dir(m.p("dir")).unwrap().count();
+    // Let both listings (the made directory's is known empty) age past the TTL.
+    std::thread::sleep(Duration::from_millis(1300));
+    let before = hub.traffic(RouteClass::HubMetadata).requests;
+    for i in 0..50 {
+        std::fs::write(m.p(&format!("dir/new{i}.txt")), b"n").unwrap();
+        std::fs::write(m.p(&format!("made/new{i}.txt")), b"n").unwrap();
+    }
+    let asked = hub.traffic(RouteClass::HubMetadata).requests - before;
+    assert!(asked <= 4, "100 creates asked the Hub {asked} times (two listings expected)");
+    // The listing is the Hub's word: what it holds is still found, what it lacks is not.
+    assert_eq!(std::fs::read(m.p("dir/existing.txt")).unwrap(), b"e");
+    assert!(!m.p("dir/absent.txt").exists());
+    assert_eq!(std::fs::read_dir(m.p("made")).unwrap().count(), 50);
+}
+
 #[test]
 fn unmount_drains_pending_uploads_and_fsync_reports_commit_failures() {
     let hub = Hub::start();

@@ -60,12 +60,24 @@ impl Engine {
     /// The node `name` in `parent`, resolved remotely when the parent is not listed.
     pub(super) async fn lookup_view(&self, parent: Ino, name: &str, hold: Hold) -> FsResult<NodeView> {
         let max_age = self.inner.cfg.metadata_ttl;
-        let answer =
-            self.inode(|reply| InodeMsg::Lookup { parent, name: name.to_string(), hold, max_age, reply }).await??;
-        match answer {
-            Lookup::Found(view) => Ok(*view),
-            Lookup::Missing => Err(FsError::NotFound),
-            Lookup::Unknown { path, epoch } => self.resolve_remote(parent, name, path, epoch, hold).await,
+        let mut relisted = false;
+        loop {
+            let answer =
+                self.inode(|reply| InodeMsg::Lookup { parent, name: name.to_string(), hold, max_age, reply }).await??;
+            return match answer {
+                Lookup::Found(view) => Ok(*view),
+                Lookup::Missing => Err(FsError::NotFound),
+                Lookup::Unknown { path, epoch } => self.resolve_remote(parent, name, path, epoch, hold).await,
+                Lookup::Relist { .. } if !relisted => {
+                    // Listed again (coalesced with any other listing of it), then answered
+                    // from the fresh listing.
+                    self.list(parent).await?;
+                    relisted = true;
+                    continue;
+                }
+                // Stale again right after its listing (a listing slower than the TTL).
+                Lookup::Relist { path, epoch } => self.resolve_remote(parent, name, path, epoch, hold).await,
+            };
         }
     }
 

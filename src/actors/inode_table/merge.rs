@@ -23,6 +23,13 @@ fn kind_of(remote: &RemoteKind) -> NodeKind {
     }
 }
 
+/// A lookup that misses in a stale listing of at most this many entries lists the directory
+/// again (a request per page of 1,000, once per TTL) instead of resolving the name alone.
+const RELIST_MAX_CHILDREN: usize = 5000;
+/// …when listings are trusted this long at least (with `--metadata-ttl-minimal`, a HEAD of the
+/// one name costs less than listing its directory on every lookup).
+const RELIST_MIN_TTL: Duration = Duration::from_secs(1);
+
 impl InodeState {
     pub(super) fn lookup(
         &mut self,
@@ -45,6 +52,11 @@ impl InodeState {
             let path = self.child_path(parent, name);
             if self.tombstoned(&path) {
                 return Ok(Lookup::Missing);
+            }
+            let p = self.dir(parent)?;
+            let ttl_allows = max_age.is_some_and(|age| age >= RELIST_MIN_TTL);
+            if ttl_allows && p.listed_at.is_some() && p.children.len() <= RELIST_MAX_CHILDREN {
+                return Ok(Lookup::Relist { path, epoch: self.epoch });
             }
             return Ok(Lookup::Unknown { path, epoch: self.epoch });
         };

@@ -49,6 +49,15 @@ pub enum Lookup {
         path: String,
         epoch: u64,
     },
+    /// The parent's listing is stale and small: list it again (one request), then look up
+    /// again, rather than asking the Hub about this name alone (two requests: a HEAD, then
+    /// whether it is a directory). A writer creating files one by one in a directory it made
+    /// a while ago would otherwise pay both for every new name. (`path`, `epoch`: as for
+    /// `Unknown`, should the name still be unknown after the listing.)
+    Relist {
+        path: String,
+        epoch: u64,
+    },
 }
 
 /// The answer to a directory read.
