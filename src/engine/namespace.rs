@@ -284,7 +284,7 @@ impl Engine {
                 }
             }
             if size != view.attr.size || view.content().and_then(|c| c.staging()).is_some() {
-                let staging = self.make_local(&view, size == 0).await?;
+                let staging = self.make_local(&view, size == 0, true).await?;
                 let cut = async {
                     self.writes()?.staging.set_len(staging, size).await?;
                     self.inode(|reply| InodeMsg::Resized { ino, size, reply }).await?

@@ -39,7 +39,7 @@ impl Engine {
             if view.content().is_none() {
                 return Err(FsError::Invalid("not a regular file".into()));
             }
-            let staging = self.make_local(&view, false).await?;
+            let staging = self.make_local(&view, false, false).await?;
             let written = async {
                 self.inode(|reply| InodeMsg::BeginWrite { ino, reply }).await??;
                 let put = w.staging.write_at(staging, offset, data).await;

@@ -108,7 +108,7 @@ impl Engine {
         if view.attr.is_dir() {
             return Err(FsError::IsDir);
         }
-        let staging = self.make_local(&view, mode.truncate).await?;
+        let staging = self.make_local(&view, mode.truncate, true).await?;
         let stream = (!w.advanced && mode.truncate)
             .then(|| Arc::new(tokio::sync::Mutex::new(StreamingUpload::start(w.uploader.clone(), view.path.clone()))));
         let handle = WriteHandle {
@@ -148,15 +148,15 @@ impl Engine {
     }
 
     /// Makes a file's bytes local for writing (counting one more writer): its staging file,
-    /// filled from the Hub's bytes unless `truncate`. The fill runs in this caller's task;
-    /// other operations on the mount carry on meanwhile.
-    pub(super) async fn make_local(&self, view: &NodeView, truncate: bool) -> FsResult<StagingId> {
+    /// filled from the Hub's bytes unless `truncate` (`cow`: see `InodeMsg::OpenWrite`). The
+    /// fill runs in this caller's task; other operations on the mount carry on meanwhile.
+    pub(super) async fn make_local(&self, view: &NodeView, truncate: bool, cow: bool) -> FsResult<StagingId> {
         let w = self.writes()?;
         let ino = view.ino;
         let deadline = self.net_timeout() * 4;
         loop {
             let fresh = w.staging.reserve();
-            let opened = self.inode(|reply| InodeMsg::OpenWrite { ino, truncate, fresh, reply }).await?;
+            let opened = self.inode(|reply| InodeMsg::OpenWrite { ino, truncate, fresh, cow, reply }).await?;
             match &opened {
                 Ok(OpenWrite::Ready { staging, .. } | OpenWrite::Fill { staging, .. }) if *staging == fresh => {}
                 _ => w.staging.unreserve(fresh),

@@ -332,7 +332,7 @@ impl InodeState {
     }
 
     /// Opens a file for writing (counted as a writer until `close_write`).
-    pub(super) fn open_write(&mut self, ino: Ino, truncate: bool, fresh: StagingId) -> FsResult<OpenWrite> {
+    pub(super) fn open_write(&mut self, ino: Ino, truncate: bool, fresh: StagingId, cow: bool) -> FsResult<OpenWrite> {
         let n = self.node_mut(ino)?;
         let content = match &n.kind {
             NodeKind::File(c) => c.clone(),
@@ -365,7 +365,7 @@ impl InodeState {
             // writes a copy of it (the journal's record keeps naming the original until this
             // writer's close or fsync names the copy). Committed bytes (`Clean`) are on the Hub
             // already: a crash loses only what was never acknowledged.
-            (Content::Local { staging, size }, false) if only_writer && n.write.status != Status::Clean => {
+            (Content::Local { staging, size }, false) if cow && only_writer && n.write.status != Status::Clean => {
                 let (tx, rx) = tokio::sync::watch::channel(None);
                 n.filling = Some(rx);
                 OpenWrite::Fill { from: FillFrom::Staging { id: staging, size }, staging: fresh, done: tx }

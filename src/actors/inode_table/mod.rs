@@ -295,6 +295,11 @@ pub enum InodeMsg {
         ino: Ino,
         truncate: bool,
         fresh: StagingId,
+        /// Keep the acknowledged staging file untouched (a descriptor opened for writing):
+        /// write a copy. NFS WRITEs leave it off: each is journaled as it is answered, and a
+        /// client resends a WRITE it got no answer to, so none tears what was acknowledged,
+        /// while a copy per WRITE would copy the whole file each time.
+        cow: bool,
         reply: Reply<FsResult<OpenWrite>>,
     },
     FillDone {
@@ -520,8 +525,8 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
             let answer = st.rename(parent, &name, new_parent, &new_name, noreplace);
             let _ = reply.send(answer);
         }
-        InodeMsg::OpenWrite { ino, truncate, fresh, reply } => {
-            let _ = reply.send(st.open_write(ino, truncate, fresh));
+        InodeMsg::OpenWrite { ino, truncate, fresh, cow, reply } => {
+            let _ = reply.send(st.open_write(ino, truncate, fresh, cow));
         }
         InodeMsg::FillDone { ino, staging, ok, reply } => {
             let _ = reply.send(st.fill_done(ino, staging, ok));

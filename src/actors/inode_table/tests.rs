@@ -252,7 +252,7 @@ fn a_message_that_fails_part_way_is_undone_whole() {
     st.rename(ROOT_INO, "d", ROOT_INO, "e", false).unwrap();
     st.unlink(d.ino, "b").unwrap();
     st.link(made.ino, ROOT_INO, "made-too").unwrap();
-    st.open_write(made.ino, true, 9).unwrap();
+    st.open_write(made.ino, true, 9, true).unwrap();
     list(&mut st, ROOT_INO, vec![file("e", "1"), file("gone", "1")]);
     st.deleted("other");
     st.rmdir(ROOT_INO, "nd").unwrap();
@@ -266,4 +266,22 @@ fn a_message_that_fails_part_way_is_undone_whole() {
     assert!(again.ino > made.ino + 2, "an inode number was reused: {}", again.ino);
     assert_eq!(st.path_of(again.ino), "new");
     assert_eq!(found(&mut st, d.ino, "a").ino, st.at_path("d/a").unwrap());
+}
+
+#[test]
+fn a_writer_of_an_acknowledged_file_writes_a_copy_and_a_stateless_write_does_not() {
+    let mut st = table(1000);
+    let f = st.create(ROOT_INO, "f", OWNER, 7).unwrap();
+    st.close_write(f.ino).unwrap(); // closed, not committed: the journal names staging 7
+                                    // NFS: in place (each WRITE journaled as answered; a copy per WRITE would copy the file).
+    assert!(matches!(st.open_write(f.ino, false, 8, false).unwrap(), OpenWrite::Ready { staging: 7, truncate: false }));
+    st.close_write(f.ino).unwrap();
+    // A descriptor: a copy of 7 into the fresh 9, which the node names once filled.
+    match st.open_write(f.ino, false, 9, true).unwrap() {
+        OpenWrite::Fill { from: FillFrom::Staging { id: 7, .. }, staging: 9, .. } => {}
+        _ => panic!("no copy"),
+    }
+    st.fill_done(f.ino, 9, true).unwrap();
+    assert_eq!(st.nodes[&f.ino].kind.clone(), NodeKind::File(Content::Local { staging: 9, size: 0 }));
+    assert_eq!(st.released, vec![7], "the acknowledged copy goes once the journal is done with it");
 }
