@@ -200,14 +200,7 @@ fn a_cache_disk_turned_read_only_keeps_reads_working_fails_writers_with_erofs_an
     let e = errno(write_and_close(&m.p("after.txt"), b"written after"));
     assert_eq!(e, libc::EROFS, "a new file: errno {e}");
     std::io::Write::write_all(&mut open, b" and after").ok();
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(open);
-    // SAFETY: the fd was just taken from the file, and is closed once.
-    let closed = unsafe { libc::close(fd) };
-    assert_eq!(
-        (closed, std::io::Error::last_os_error().raw_os_error()),
-        (-1, Some(libc::EROFS)),
-        "a file open across the failure"
-    );
+    assert_eq!(errno(common::close_checked(open)), libc::EROFS, "a file open across the failure");
     // The mount answers on, and what was acknowledged reaches the Hub.
     assert!(m.p("acked.txt").exists());
     common::wait_until(Duration::from_secs(30), "acked.txt committed", || {

@@ -96,9 +96,7 @@ fn a_write_in_place_cut_off_by_a_sigkill_leaves_the_acknowledged_bytes_whole() {
     write_and_close(&p("done.bin"), &first).unwrap();
     let mut done = std::fs::OpenOptions::new().write(true).open(p("done.bin")).unwrap();
     done.write_all(&second).unwrap();
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(done);
-    // SAFETY: the fd was just taken from the file, and is closed once.
-    assert_eq!(unsafe { libc::close(fd) }, 0, "close of done.bin");
+    common::close_checked(done).expect("close of done.bin");
     let mut want_done = first.clone();
     want_done[..second.len()].copy_from_slice(&second);
     // (No writeback cache: each write has reached the mount's staging file when it returns.)

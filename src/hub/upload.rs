@@ -144,10 +144,14 @@ impl XetUploader {
     /// and the cache dir cannot be written now; then a temporary directory, until it can.
     /// (A cache disk turned read-only must not stop what was acknowledged from committing:
     /// the staging files and the journal are still readable.)
-    fn shard_dir(&self) -> PathBuf {
-        let mut fallback = self.fallback.lock();
+    async fn shard_dir(&self) -> PathBuf {
         if self.suspect.swap(false, Ordering::AcqRel) {
-            match probe_writable(&self.dir) {
+            let dir = self.dir.clone();
+            let probed = tokio::task::spawn_blocking(move || probe_writable(&dir))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let mut fallback = self.fallback.lock();
+            match probed {
                 Ok(()) => {
                     if fallback.take().is_some() {
                         tracing::info!(dir = %self.dir.display(), "upload shards are kept in the cache dir again");
@@ -167,7 +171,7 @@ impl XetUploader {
                 Err(_) => {}
             }
         }
-        fallback.as_ref().map(|t| t.path().to_path_buf()).unwrap_or_else(|| self.dir.clone())
+        self.fallback.lock().as_ref().map(|t| t.path().to_path_buf()).unwrap_or_else(|| self.dir.clone())
     }
 
     /// A new upload session: files added to it become readable together at `finalize`.
@@ -198,7 +202,7 @@ impl XetUploader {
                 custom_headers: None,
                 repo_paths: vec![String::new()],
                 session_id: None,
-                cache_root: Some(self.shard_dir()),
+                cache_root: Some(self.shard_dir().await),
             };
             let config = TranslatorConfig::new(ctx, session).map_err(|e| UploadError::xet("config", e))?;
             let inner = FileUploadSession::new(Arc::new(config)).await.map_err(|e| UploadError::xet("session", e))?;

@@ -270,6 +270,11 @@ pub fn write_and_close(path: &std::path::Path, data: &[u8]) -> std::io::Result<(
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
     f.write_all(data)?;
+    close_checked(f)
+}
+
+/// Closes `f`, answering what `close(2)` said (dropping a `File` ignores it).
+pub fn close_checked(f: std::fs::File) -> std::io::Result<()> {
     let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
     // SAFETY: the fd was just taken from the file, and is closed once.
     if unsafe { libc::close(fd) } != 0 {
