@@ -206,7 +206,9 @@ fn a_call_whose_actor_fails_mid_change_is_answered_eio_and_neither_applied_nor_s
     // rolled back with the panic. (Sent again after it, it would have been answered and
     // counted; kept, the reference would never be given back and the inode never unload.)
     assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 0, "the crashed lookup's change was undone");
-    assert!(m.block_on(e.restarts()).unwrap() >= 1);
+    // The supervisor restarts the table just after the panic's answer: wait for it.
+    let restarted = || m.block_on(e.restarts()).is_ok_and(|n| n >= 1);
+    assert!(wait_until(Duration::from_secs(5), restarted), "the inode table was not restarted");
     // The next incarnation answers, and the mount works.
     assert_eq!(m.block_on(e.lookup(1, b"config.json")).unwrap().ino, ino);
     assert_eq!(m.block_on(e.kernel_references(ino)).unwrap(), 1);
@@ -234,7 +236,9 @@ fn a_rename_whose_actor_fails_half_way_leaves_both_files_as_they_were() {
     m.block_on(e.fail_inode_table_after(FailAfter::Rename)).unwrap();
     let err = std::fs::rename(m.p("a.txt"), m.p("d/b.txt")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
-    assert!(m.block_on(e.restarts()).unwrap() >= 1);
+    // The supervisor restarts the table just after the panic's answer: wait for it.
+    let restarted = || m.block_on(e.restarts()).is_ok_and(|n| n >= 1);
+    assert!(wait_until(Duration::from_secs(5), restarted), "the inode table was not restarted");
     // Listings come from the table: a half-made rename would list neither name.
     assert_eq!(names(""), ["a.txt", "d", "new.txt"]);
     assert_eq!(names("d"), ["b.txt"]);
