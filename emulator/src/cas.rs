@@ -207,6 +207,9 @@ impl Cas {
         }
         let body =
             resp.bytes().await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("CAS backend: {e}")))?;
+        if status.is_server_error() {
+            tracing::warn!(%status, path = inner_path, "CAS backend failed: {}", String::from_utf8_lossy(&body));
+        }
         let is_reconstruction =
             inner_path.starts_with("/v1/reconstructions") || inner_path.starts_with("/v2/reconstructions");
         let body =

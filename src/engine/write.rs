@@ -513,11 +513,29 @@ impl Engine {
         }
     }
 
-    /// Waits at most `limit` for everything pending to be committed (tests, benchmarks).
+    /// Waits at most `limit` for everything pending to be committed (tests, benchmarks). A
+    /// commit that fails is tried again (as the flusher would, at once) until `limit`; the
+    /// last failure is the answer then.
     pub async fn wait_committed(&self, limit: Duration) -> FsResult<()> {
-        match tokio::time::timeout(limit, self.sync_all()).await {
-            Ok(r) => r?.map_err(|f| FsError::Io(format!("{} path(s) failed, first {}: {}", f.len(), f[0].0, f[0].1))),
-            Err(_) => Err(FsError::TimedOut(limit, "pending commits".into())),
+        let until = Instant::now() + limit;
+        let mut last = None;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.sync_all()).await {
+                Ok(Ok(Ok(()))) => return Ok(()),
+                Ok(Ok(Err(f))) => {
+                    tracing::warn!("{} path(s) not committed yet, first {}: {}", f.len(), f[0].0, f[0].1);
+                    last = Some(FsError::Io(format!("{} path(s) failed, first {}: {}", f.len(), f[0].0, f[0].1)));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(last.unwrap_or_else(|| FsError::TimedOut(limit, "pending commits".into()))),
+            }
+            // Not at once: the Hub that failed gets a moment (and a retry is not a busy loop).
+            let pause = Duration::from_millis(200).min(until.saturating_duration_since(Instant::now()));
+            if pause.is_zero() {
+                return Err(last.expect("set above"));
+            }
+            tokio::time::sleep(pause).await;
         }
     }
 }

@@ -87,6 +87,14 @@ impl Hub {
             // process's own directory under cargo's temporary dir for tests.
             std::env::set_var("HF_MOUNT_CACHE_DIR", test_cache_dir());
         }
+        // Warnings of the emulator (a CAS backend failure says why) and of in-process mounts go
+        // to the test's captured output, shown when it fails; `HF_MOUNT_TEST_LOG=<filter>` sets
+        // another filter.
+        let filter = std::env::var("HF_MOUNT_TEST_LOG").unwrap_or_else(|_| "hf_hub_emulator=warn,hf_mount=warn".into());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let hub = rt
             .block_on(Emulator::start_temp_with(|c: EmulatorConfig| {
