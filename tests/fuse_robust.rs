@@ -261,6 +261,7 @@ fn an_actor_that_keeps_failing_stops_the_mount_cleanly_instead_of_restarting_for
     let m = mount(&hub, &["repo", "alice/tiny"]);
     let e = m.engine();
     let ino = m.block_on(e.lookup_holding(1, b"config.json", Hold::None)).unwrap().ino;
+    assert!(e.getattr_now(ino).is_some(), "a fresh node's getattr is answered at once");
     // Each armed lookup panics the inode table once: past the limit, the supervisor gives up.
     for _ in 0..=hf_mount::actors::RESTART_LIMIT {
         m.block_on(e.fail_inode_table_after(FailAfter::Lookup)).unwrap();
@@ -269,7 +270,9 @@ fn an_actor_that_keeps_failing_stops_the_mount_cleanly_instead_of_restarting_for
     let why = m.block_on(async { tokio::time::timeout(Duration::from_secs(5), e.failed()).await });
     let why = why.expect("the mount is declared failed");
     assert!(why.contains("InodeTable") && why.contains("failed 11 times"), "{why}");
-    // From then on every request answers EIO at once: nothing restarts, nothing loops.
+    // From then on every request answers EIO at once: nothing restarts, nothing loops (and
+    // nothing is answered from the table without asking, as a working mount's getattr is).
+    assert!(e.getattr_now(ino).is_none(), "a failed mount's getattr is answered from the table");
     let t = Instant::now();
     assert_eq!(m.block_on(e.getattr(ino)).unwrap_err().errno(), libc::EIO);
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
@@ -500,4 +503,23 @@ fn an_emulator_restart_in_the_middle_of_an_upload_loses_nothing() {
     });
     assert_eq!(hits(rule), 2);
     a.block_on(a.engine().wait_committed(Duration::from_secs(30))).unwrap();
+}
+
+#[test]
+fn a_getattr_is_answered_at_once_only_while_the_node_is_fresh() {
+    let hub = Hub::start();
+    let m = mount(&hub, &["repo", "alice/tiny", "--metadata-ttl-ms", "300"]);
+    let e = m.engine();
+    let ino = m.block_on(e.lookup_holding(1, b"config.json", Hold::None)).unwrap().ino;
+    let size = m.block_on(e.getattr(ino)).unwrap().size;
+    assert_eq!(e.getattr_now(ino).map(|a| a.size), Some(size));
+    assert!(e.getattr_now(ino + 1_000_000).is_none(), "an unknown inode goes to the engine (ESTALE)");
+    // Past the TTL the Hub is asked again: the quick answer steps aside until then.
+    let t = Instant::now();
+    while e.getattr_now(ino).is_some() {
+        assert!(t.elapsed() < Duration::from_secs(5), "still answered at once past the TTL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(m.block_on(e.getattr(ino)).unwrap().size, size);
+    assert!(e.getattr_now(ino).is_some(), "revalidated: fresh again");
 }

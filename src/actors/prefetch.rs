@@ -119,6 +119,25 @@ impl Default for HandleState {
     }
 }
 
+/// A read-only look at the open handles, for the engine's write path: a write, a flush and
+/// an fsync each need their handle's write side, and a message round trip for it was a tenth
+/// of a small file's time. Nothing changes through it (changes stay messages to the actor);
+/// what it answers can lag a change still in the actor's mailbox (`MarkWrote`,
+/// `MarkCommitted`), so callers that must see those ask the actor (see `Engine::write_info`).
+#[derive(Clone)]
+pub struct HandleView(Arc<Mutex<HandleState>>);
+
+impl HandleView {
+    pub fn new(state: Arc<Mutex<HandleState>>) -> Self {
+        Self(state)
+    }
+
+    /// A file handle's inode and write side (`None`: no such handle).
+    pub fn write_info(&self, fh: Fh) -> Option<(Ino, Option<WriteHandle>)> {
+        self.0.lock().files.get(&fh).map(|h| (h.ino, h.write.clone()))
+    }
+}
+
 /// What a read needs: the bytes asked, and what to fetch ahead in the background.
 #[derive(Debug, Clone)]
 pub struct ReadPlan {

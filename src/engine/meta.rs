@@ -24,6 +24,21 @@ impl Engine {
         self.inode(|reply| InodeMsg::Get { ino, reply }).await?
     }
 
+    /// A node's view read from the table without a message (see `InodeView`): only where the
+    /// caller's own earlier changes were calls, already applied.
+    pub(super) fn view_now(&self, ino: Ino) -> FsResult<NodeView> {
+        self.inner.inodes.view(ino)
+    }
+
+    /// `getattr` answered at once, without a task or a message, when nothing needs the Hub
+    /// (the node is known and fresh) and the mount is working; `None`: call `getattr`.
+    pub fn getattr_now(&self, ino: Ino) -> Option<Attr> {
+        if self.inner.failure.reason().is_some() {
+            return None;
+        }
+        self.inner.inodes.fresh_attr(ino, self.inner.cfg.metadata_ttl)
+    }
+
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let view = self.view(ino).await?;
         let view = if self.stale(&view) { self.revalidate(view).await? } else { view };

@@ -27,8 +27,8 @@ use crate::actors::chunk_cache::{CacheConfig, CacheMsg, CacheState, CacheStats, 
 use crate::actors::flusher::journal::{Journal, Overlay, Record};
 use crate::actors::flusher::staging::Staging;
 use crate::actors::flusher::{FlushConfig, FlushMsg, FlusherState};
-use crate::actors::inode_table::{Content, Defaults, InodeMsg, InodeState, Meta, NodeView, Restore};
-use crate::actors::prefetch::HandleState;
+use crate::actors::inode_table::{Content, Defaults, InodeMsg, InodeState, InodeView, Meta, NodeView, Restore};
+use crate::actors::prefetch::{HandleState, HandleView};
 use crate::actors::revalidator::RevalidatorMsg;
 use crate::actors::{
     call, call_with_timeout, new_registry, ActorKind, EngineArgs, Registry, Remote, Supervisor, SupervisorMsg,
@@ -147,6 +147,10 @@ struct Inner {
     failure: Arc<crate::actors::Failure>,
     /// Until when revalidations are skipped after one failed (the Hub is in trouble).
     revalidation_paused: Mutex<Option<Instant>>,
+    /// The prefetch actor's open handles, read without a message (see `HandleView`).
+    handles: HandleView,
+    /// The inode table, read without a message (see `InodeView`).
+    inodes: InodeView,
 }
 
 /// A number that differs at every start of an engine (and is never 0).
@@ -229,10 +233,14 @@ impl Engine {
             }
         };
         let failure = Arc::new(crate::actors::Failure::default());
+        let handles = Arc::new(Mutex::new(HandleState::default()));
+        let handle_view = HandleView::new(handles.clone());
+        let inodes = Arc::new(Mutex::new(InodeState::new(cfg.negative_ttl, cfg.max_inodes, defaults)));
+        let inode_view = InodeView::new(inodes.clone());
         let args = EngineArgs {
             remote: remote.clone(),
-            inodes: Arc::new(Mutex::new(InodeState::new(cfg.negative_ttl, cfg.max_inodes, defaults))),
-            handles: Arc::new(Mutex::new(HandleState::default())),
+            inodes,
+            handles,
             cache: Arc::new(Mutex::new(cache)),
             invalidations: tx.clone(),
             poll_interval: cfg.poll_interval,
@@ -280,6 +288,8 @@ impl Engine {
                 carried: Mutex::new(HashMap::new()),
                 failure,
                 revalidation_paused: Mutex::new(None),
+                handles: handle_view,
+                inodes: inode_view,
             }),
         };
         if let Some(handles) = carried_handles {

@@ -10,7 +10,7 @@ use super::write::{file_records, meta_records, put_record};
 use super::{check_name, meta_record, Engine};
 use crate::actors::flusher::journal::Record;
 use crate::actors::inode_table::{InodeMsg, NodeKind, Owner, Removed};
-use crate::actors::prefetch::{Fh, PrefetchMsg, WriteMode};
+use crate::actors::prefetch::{Fh, WriteMode};
 use crate::error::{FsError, FsResult};
 use crate::types::{Attr, FileKind, Hold, Ino, SetAttr, ROOT_INO};
 
@@ -269,7 +269,7 @@ impl Engine {
                 return Err(FsError::TooBig(format!("{size} bytes")));
             }
             if let Some(fh) = fh {
-                let (_, wh) = self.prefetch_write_info(fh).await?;
+                let (_, wh) = self.write_info(fh, false).await?;
                 if let Some(wh) = wh.filter(|w| w.mode == WriteMode::Stream) {
                     // A stream can grow (preallocation: zeros, overwritten in order or sent at
                     // close), never be cut below what it already sent.
@@ -301,10 +301,6 @@ impl Engine {
             self.journal(meta_records(&view)).await?;
         }
         Ok(view.attr)
-    }
-
-    async fn prefetch_write_info(&self, fh: Fh) -> FsResult<(Ino, Option<crate::actors::prefetch::WriteHandle>)> {
-        crate::actors::call(self.reg(), |r| r.prefetch.clone(), |reply| PrefetchMsg::WriteInfo { fh, reply }).await?
     }
 
     /// What `statfs` reports: a large, empty file system for writable mounts (the Hub's

@@ -69,6 +69,21 @@ impl Engine {
         crate::actors::call(self.reg(), |r| r.prefetch.clone(), build).await
     }
 
+    /// A file handle's inode and write side. Read from the handle table without a message
+    /// when that answer cannot be stale in a way that matters: a handle is read-only or
+    /// writable for life, and its flags only lag a message still queued to the actor. With
+    /// `dirty`, a handle that looks clean is asked of the actor, which has then seen every
+    /// `MarkWrote` sent before (its mailbox keeps order); one that looks dirty may only have
+    /// a `MarkCommitted` queued, and journaling it again is harmless.
+    pub(super) async fn write_info(&self, fh: Fh, dirty: bool) -> FsResult<(Ino, Option<WriteHandle>)> {
+        match self.inner.handles.write_info(fh) {
+            Some((ino, None)) => return Ok((ino, None)),
+            Some((ino, Some(wh))) if !dirty || wh.dirty() => return Ok((ino, Some(wh))),
+            _ => {}
+        }
+        self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await?
+    }
+
     /// Opens a file; `flags` as for open(2), `pid` the opener (commits at close are its).
     /// The answer says whether the kernel may keep its cached pages.
     pub async fn open(&self, ino: Ino, flags: i32, pid: u32) -> FsResult<(Fh, bool)> {
@@ -259,7 +274,7 @@ impl Engine {
     /// Writes `data` at `offset` through a handle open for writing.
     pub async fn write(&self, fh: Fh, offset: u64, data: Bytes) -> FsResult<u32> {
         self.writes()?;
-        let (ino, wh) = self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await??;
+        let (ino, wh) = self.write_info(fh, false).await?;
         let wh = wh.ok_or_else(|| FsError::Invalid("not open for writing".into()))?;
         let end = offset
             .checked_add(data.len() as u64)
@@ -322,7 +337,7 @@ impl Engine {
     /// journaled, committed by the flusher). A flush from another process than the opener, or
     /// with nothing written, leaves the commit to the last release.
     pub async fn flush(&self, fh: Fh, pid: u32) -> FsResult<()> {
-        let Ok(Ok((ino, Some(wh)))) = self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await else {
+        let Ok((ino, Some(wh))) = self.write_info(fh, true).await else {
             return Ok(());
         };
         if wh.pid != pid {
@@ -402,7 +417,8 @@ impl Engine {
     /// acknowledged, so a crash after this commits it. Returns its paths (the first is its
     /// own) and the last failure to commit it, if any.
     async fn journal_staged(&self, ino: Ino) -> FsResult<(Vec<String>, Option<FsError>)> {
-        let view = self.view(ino).await?;
+        // Read without a message: the writes it records were calls (`Wrote`), already applied.
+        let view = self.view_now(ino)?;
         let failure = self.journal_and_failure(file_records(&view)).await?;
         Ok((std::iter::once(view.path).chain(view.other_paths).collect(), failure))
     }
@@ -473,7 +489,7 @@ impl Engine {
     /// is not waited for. A commit that failed for this file is reported here.
     pub async fn fsync(&self, fh: Fh) -> FsResult<()> {
         let w = self.writes()?;
-        let (ino, wh) = self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await??;
+        let (ino, wh) = self.write_info(fh, true).await?;
         let Some(wh) = wh else { return Ok(()) };
         w.staging.sync(wh.staging).await?;
         let view = self.view(ino).await?;

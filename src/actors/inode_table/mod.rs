@@ -37,6 +37,35 @@ use crate::error::FsResult;
 use crate::hub::{RemoteEntry, RemoteFile, RemoteKind};
 use crate::types::{Hold, Ino, Invalidation, SetAttr, StagingId};
 
+/// A read-only look at the inode table, for answers that change nothing: a node's view or
+/// its attributes, without a message round trip (a small file's requests spent a quarter of
+/// their time on those hops). The actor still makes every change, each under the table's
+/// lock, so what this reads is the table between two messages, never half of one; it does
+/// not wait for messages still queued, so a caller that must see the effect of one it only
+/// told (`send_message`) asks the actor instead.
+#[derive(Clone)]
+pub struct InodeView(Arc<Mutex<InodeState>>);
+
+impl InodeView {
+    pub fn new(state: Arc<Mutex<InodeState>>) -> Self {
+        Self(state)
+    }
+
+    /// A node's view, as `InodeMsg::Get` answers it.
+    pub fn view(&self, ino: Ino) -> FsResult<NodeView> {
+        self.0.lock().view(ino)
+    }
+
+    /// A node's attributes, unless the node is unknown or would be revalidated (remote
+    /// attributes checked longer ago than `ttl`).
+    pub fn fresh_attr(&self, ino: Ino, ttl: Option<Duration>) -> Option<crate::types::Attr> {
+        let st = self.0.lock();
+        let n = st.node(ino).ok()?;
+        let stale = n.revalidatable() && ttl.is_some_and(|ttl| n.checked_at.elapsed() >= ttl);
+        (!stale).then(|| n.attr(ino))
+    }
+}
+
 /// The answer to a child lookup.
 #[derive(Debug)]
 pub enum Lookup {

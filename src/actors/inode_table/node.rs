@@ -216,6 +216,11 @@ impl Node {
         }
     }
 
+    /// A file the Hub alone describes: its attributes are checked again once older than the TTL.
+    pub fn revalidatable(&self) -> bool {
+        !self.has_local_state() && matches!(self.kind, NodeKind::File(_))
+    }
+
     /// Carries local state that nothing on the Hub could rebuild: never unloaded, never
     /// replaced by a listing.
     pub fn has_local_state(&self) -> bool {

@@ -210,7 +210,7 @@ impl InodeState {
             remote: n.remote.clone(),
             write: n.write,
             version: n.version,
-            revalidatable: !n.has_local_state() && matches!(n.kind, NodeKind::File(_)),
+            revalidatable: n.revalidatable(),
             checked_at: n.checked_at,
             epoch: self.epoch,
             lookups: n.lookups,

@@ -180,6 +180,16 @@ impl Filesystem for HfFuse {
     // batch_forget: fuser's default calls `forget` for each node (its ForgetOne type is not public).
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        // Known and fresh: answered here, without a task (the hop to the runtime and back was
+        // two thirds of a getattr's time); anything else goes to the engine.
+        let start = std::time::Instant::now();
+        let span = super::request_span("fuse", "getattr", ino.0);
+        if let Some(a) = span.in_scope(|| self.engine.getattr_now(ino.0)) {
+            reply.attr(&self.ttl(), &file_attr(&a));
+            super::request_done("getattr", start);
+            return;
+        }
+        drop(span);
         self.spawn("getattr", ino.0, move |engine, ctx| async move {
             match engine.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ctx.ttl, &file_attr(&a)),
@@ -496,12 +506,15 @@ impl Filesystem for HfFuse {
         });
     }
 
+    // Extended attributes are not kept. ENOSYS makes the kernel stop asking and answer
+    // EOPNOTSUPP itself from then on: otherwise every write asks for `security.capability`
+    // (a round trip per write, a seventh of a small file's requests).
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
     fn setxattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
