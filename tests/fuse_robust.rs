@@ -523,3 +523,29 @@ fn a_getattr_is_answered_at_once_only_while_the_node_is_fresh() {
     assert_eq!(m.block_on(e.getattr(ino)).unwrap().size, size);
     assert!(e.getattr_now(ino).is_some(), "revalidated: fresh again");
 }
+
+#[test]
+fn a_lookup_answers_enoent_at_once_only_for_a_name_a_fresh_listing_lacks() {
+    use common::WRITE_TOKEN;
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    // A TTL of a second at least: a stale listing is listed again (not a HEAD per name).
+    let m = mount(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--metadata-ttl-ms", "1000"]);
+    let e = m.engine();
+    std::fs::create_dir(m.p("d")).unwrap();
+    let d = std::fs::metadata(m.p("d")).unwrap().ino();
+    assert!(e.lookup_missing_now(d, b"x.txt"), "a new directory has no x.txt");
+    std::fs::write(m.p("d/x.txt"), b"x").unwrap();
+    assert!(!e.lookup_missing_now(d, b"x.txt"), "x.txt exists now");
+    assert!(!e.lookup_missing_now(d, b"a/b"), "a bad name goes to the engine (EINVAL)");
+    assert!(!e.lookup_missing_now(d + 1_000_000, b"y"), "an unknown parent goes to the engine");
+    // Past the TTL the listing is not trusted alone: the engine asks (lists again).
+    let t = Instant::now();
+    while e.lookup_missing_now(d, b"y.txt") {
+        assert!(t.elapsed() < Duration::from_secs(5), "still answered at once past the TTL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(m.block_on(e.lookup(d, b"y.txt")).unwrap_err().errno(), libc::ENOENT);
+    assert!(e.lookup_missing_now(d, b"y.txt"), "listed again: fresh");
+    assert!(m.p("d/x.txt").exists() && !m.p("d/y.txt").exists());
+}

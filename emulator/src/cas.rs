@@ -107,6 +107,17 @@ impl Cas {
         self.fetch_url_ttl_secs.store(ttl.as_secs(), Ordering::Relaxed);
     }
 
+    /// Test hook: every request to xet-core's server waits a while in `range` first (`None`:
+    /// not any more), as a slow CAS does.
+    pub fn set_backend_delay(&self, range: Option<std::ops::Range<Duration>>) {
+        DirectAccessClient::set_api_delay_range(self.client.as_ref(), range);
+    }
+
+    /// The shards the CAS holds.
+    pub async fn shard_count(&self) -> ApiResult<usize> {
+        Ok(self.client.list_shard_entries().await.map_err(|e| ApiError::internal(e.to_string()))?.len())
+    }
+
     /// Mints a CAS access token; returns it with its expiry (unix seconds).
     pub fn issue_token(&self, write: bool) -> (String, u64) {
         use sha2::{Digest, Sha256};
@@ -197,16 +208,25 @@ impl Cas {
                 req = req.header(name, v);
             }
         }
-        let resp = req.send().await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("CAS backend: {e}")))?;
-        let status = resp.status();
-        let mut out_headers = HeaderMap::new();
-        for name in [header::CONTENT_TYPE, header::CONTENT_RANGE] {
-            if let Some(v) = resp.headers().get(&name) {
-                out_headers.insert(name, v.clone());
+        // The backend's request runs in a task of its own, to its end, even when our client goes
+        // away (a mount killed mid-upload): cancelled half-way, `LocalServer`'s shard upload can
+        // leave its shard index failed for good, so that every later shard upload answers 500
+        // ("Task lock error: … previously reported error"), as a SIGKILL test once met.
+        let backend = tokio::spawn(async move {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let mut out_headers = HeaderMap::new();
+            for name in [header::CONTENT_TYPE, header::CONTENT_RANGE] {
+                if let Some(v) = resp.headers().get(&name) {
+                    out_headers.insert(name, v.clone());
+                }
             }
-        }
-        let body =
-            resp.bytes().await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("CAS backend: {e}")))?;
+            Ok::<_, reqwest::Error>((status, out_headers, resp.bytes().await?))
+        });
+        let (status, out_headers, body) = backend
+            .await
+            .map_err(|e| ApiError::internal(format!("CAS backend task: {e}")))?
+            .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("CAS backend: {e}")))?;
         if status.is_server_error() {
             tracing::warn!(%status, path = inner_path, "CAS backend failed: {}", String::from_utf8_lossy(&body));
         }

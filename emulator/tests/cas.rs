@@ -173,3 +173,28 @@ async fn uploads_through_the_front_need_a_write_token() {
     assert_ne!(up.status(), 403);
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_goes_away_mid_upload_does_not_cancel_the_cas_backend() {
+    use std::time::{Duration, Instant};
+    let (hub, _fx) = start_seeded().await;
+    let e = hub.endpoint();
+    let v: Value = get_json(&format!("{e}/api/models/alice/tiny/xet-write-token/main"), Some(WRITE_TOKEN)).await;
+    let (cas, token) = (v["casUrl"].as_str().unwrap(), v["accessToken"].as_str().unwrap());
+    let before = hub.cas().shard_count().await.unwrap();
+    // A valid shard (empty), sent by a client that gives up while the backend is still busy.
+    let shard = xet_core_structures::metadata_shard::shard_in_memory::MDBInMemoryShard::default().to_bytes().unwrap();
+    hub.cas().set_backend_delay(Some(Duration::from_millis(600)..Duration::from_millis(601)));
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(150)).no_proxy().build().unwrap();
+    let sent = impatient.post(format!("{cas}/v1/shards")).bearer_auth(token).body(shard).send().await;
+    assert!(sent.is_err_and(|e| e.is_timeout()), "the client was meant to give up first");
+    // The backend finishes the upload all the same (cancelled half-way, xet-core's server can
+    // leave its shard index failed for good: every later shard upload would answer 500).
+    let t = Instant::now();
+    while hub.cas().shard_count().await.unwrap() == before {
+        assert!(t.elapsed() < Duration::from_secs(10), "the upload was cancelled with its client");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.cas().set_backend_delay(None);
+    hub.stop().await;
+}

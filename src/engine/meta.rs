@@ -39,6 +39,17 @@ impl Engine {
         self.inner.inodes.fresh_attr(ino, self.inner.cfg.metadata_ttl)
     }
 
+    /// Whether a lookup of `raw` in `parent` answers ENOENT without asking anyone: the parent's
+    /// listing is fresh and has no such name (a create's lookup, most often). `false`: call
+    /// `lookup`, which also answers every error.
+    pub fn lookup_missing_now(&self, parent: Ino, raw: &[u8]) -> bool {
+        if self.inner.failure.reason().is_some() {
+            return false;
+        }
+        let Ok(name) = check_name(raw) else { return false };
+        self.inner.inodes.known_missing(parent, name, self.inner.cfg.metadata_ttl)
+    }
+
     pub async fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         let view = self.view(ino).await?;
         let view = if self.stale(&view) { self.revalidate(view).await? } else { view };

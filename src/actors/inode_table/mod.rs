@@ -64,6 +64,16 @@ impl InodeView {
         let stale = n.revalidatable() && ttl.is_some_and(|ttl| n.checked_at.elapsed() >= ttl);
         (!stale).then(|| n.attr(ino))
     }
+
+    /// Whether `parent`'s listing is fresh (listed within `max_age`) and has no `name`: the
+    /// lookup would answer "missing" without asking the Hub. (It does not mark the parent
+    /// used, as the actor's lookup does; the create that usually follows does.)
+    pub fn known_missing(&self, parent: Ino, name: &str, max_age: Option<Duration>) -> bool {
+        let st = self.0.lock();
+        let Ok(p) = st.dir(parent) else { return false };
+        let fresh = p.listed_at.is_some_and(|at| max_age.is_none_or(|age| at.elapsed() < age));
+        fresh && !p.children.contains_key(name)
+    }
 }
 
 /// The answer to a child lookup.

@@ -72,6 +72,19 @@ impl HfFuse {
         self.opts.ttl.unwrap_or(IMMUTABLE_TTL)
     }
 
+    /// Answers a request on this FUSE thread when `f` can (from the engine's tables, without
+    /// a task or a message: nothing that waits), inside a span for it like any other; `None`:
+    /// it goes to `spawn`.
+    fn now<T>(&self, op: &'static str, ino: u64, f: impl FnOnce(&Engine, Ctx) -> Option<T>) -> Option<T> {
+        let start = std::time::Instant::now();
+        let ctx = Ctx { op, ino, ttl: self.ttl() };
+        let answer = super::request_span("fuse", op, ino).in_scope(|| f(&self.engine, ctx));
+        if answer.is_some() {
+            super::request_done(op, start);
+        }
+        answer
+    }
+
     /// Runs `f` on the engine's runtime inside a span for this request.
     fn spawn<F>(&self, op: &'static str, ino: u64, f: impl FnOnce(Engine, Ctx) -> F)
     where
@@ -168,6 +181,13 @@ impl Filesystem for HfFuse {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name_bytes(name);
+        // A name a fresh listing does not have (a create's lookup): ENOENT from here.
+        let missing = self.now("lookup", parent.0, |engine, ctx| {
+            engine.lookup_missing_now(parent.0, &name).then(|| ctx.fail(&FsError::NotFound))
+        });
+        if let Some(errno) = missing {
+            return reply.error(errno);
+        }
         self.spawn("lookup", parent.0, move |engine, ctx| async move {
             entry(ctx, reply, engine.lookup(parent.0, &name).await)
         });
@@ -180,16 +200,11 @@ impl Filesystem for HfFuse {
     // batch_forget: fuser's default calls `forget` for each node (its ForgetOne type is not public).
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        // Known and fresh: answered here, without a task (the hop to the runtime and back was
-        // two thirds of a getattr's time); anything else goes to the engine.
-        let start = std::time::Instant::now();
-        let span = super::request_span("fuse", "getattr", ino.0);
-        if let Some(a) = span.in_scope(|| self.engine.getattr_now(ino.0)) {
-            reply.attr(&self.ttl(), &file_attr(&a));
-            super::request_done("getattr", start);
-            return;
+        // Known and fresh: answered here (the hop to the runtime and back was two thirds of a
+        // getattr's time); anything else goes to the engine.
+        if let Some(a) = self.now("getattr", ino.0, |engine, _| engine.getattr_now(ino.0)) {
+            return reply.attr(&self.ttl(), &file_attr(&a));
         }
-        drop(span);
         self.spawn("getattr", ino.0, move |engine, ctx| async move {
             match engine.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ctx.ttl, &file_attr(&a)),
