@@ -86,6 +86,49 @@ fn streaming_writes_are_committed_when_close_returns() {
 }
 
 #[test]
+fn every_streamed_close_returns_committed_while_other_handles_keep_the_mount_busy() {
+    let hub = Hub::start();
+    hub.seed_bucket("alice/b", &[("busy.bin", bytes(5, 4 << 20))]);
+    let m = mount_rw(&hub, "alice/b", &[]);
+    // Readers keep the handle table's actor busy (a read plan per read), so a write's mark
+    // may still be queued when its close arrives: the close must commit all the same. (They
+    // stop before the mount goes, even when an assertion fails: a reader left blocked on an
+    // unmounted in-process mount would hang the test.)
+    struct Readers(std::sync::Arc<std::sync::atomic::AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+    impl Drop for Readers {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.1.drain(..).for_each(|r| {
+                let _ = r.join();
+            });
+        }
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _readers = Readers(
+        stop.clone(),
+        (0..3)
+            .map(|r| {
+                let (path, stop) = (m.p("busy.bin"), stop.clone());
+                std::thread::spawn(move || {
+                    let f = std::fs::File::open(path).unwrap();
+                    let mut buf = vec![0u8; 4096];
+                    let mut at = r * 4096;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        f.read_at(&mut buf, at % (4 << 20)).unwrap();
+                        at += 3 * 4096;
+                    }
+                })
+            })
+            .collect(),
+    );
+    for i in 0..150 {
+        let want = bytes(100 + i, 1000 + i as usize);
+        std::fs::write(m.p(&format!("f{i}.bin")), &want).unwrap();
+        assert_hub(&hub, "alice/b", &format!("f{i}.bin"), &want);
+    }
+}
+
+#[test]
 fn a_close_from_another_process_leaves_the_commit_to_the_last_release() {
     let hub = Hub::start();
     hub.create_bucket("alice/b");

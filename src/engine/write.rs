@@ -72,13 +72,14 @@ impl Engine {
     /// A file handle's inode and write side. Read from the handle table without a message
     /// when that answer cannot be stale in a way that matters: a handle is read-only or
     /// writable for life, and its flags only lag a message still queued to the actor. With
-    /// `dirty`, a handle that looks clean is asked of the actor, which has then seen every
-    /// `MarkWrote` sent before (its mailbox keeps order); one that looks dirty may only have
-    /// a `MarkCommitted` queued, and journaling it again is harmless.
-    pub(super) async fn write_info(&self, fh: Fh, dirty: bool) -> FsResult<(Ino, Option<WriteHandle>)> {
+    /// `flags` (a close or an fsync, which act on them), a handle not marked written is asked
+    /// of the actor, which has then seen every `MarkWrote` sent before (its mailbox keeps
+    /// order): a `wrote` read too early made a close skip its commit. One marked written may
+    /// only have a `MarkCommitted` queued, and committing it again is harmless.
+    pub(super) async fn write_info(&self, fh: Fh, flags: bool) -> FsResult<(Ino, Option<WriteHandle>)> {
         match self.inner.handles.write_info(fh) {
             Some((ino, None)) => return Ok((ino, None)),
-            Some((ino, Some(wh))) if !dirty || wh.dirty() => return Ok((ino, Some(wh))),
+            Some((ino, Some(wh))) if !flags || wh.wrote => return Ok((ino, Some(wh))),
             _ => {}
         }
         self.prefetch(|reply| PrefetchMsg::WriteInfo { fh, reply }).await?
