@@ -541,8 +541,9 @@ impl Engine {
             match tokio::time::timeout(left, self.sync_all()).await {
                 Ok(Ok(Ok(()))) => return Ok(()),
                 Ok(Ok(Err(f))) => {
-                    tracing::warn!("{} path(s) not committed yet, first {}: {}", f.len(), f[0].0, f[0].1);
-                    last = Some(FsError::Io(format!("{} path(s) failed, first {}: {}", f.len(), f[0].0, f[0].1)));
+                    let why = format!("{} path(s) failed, first {}: {}", f.len(), f[0].0, f[0].1);
+                    tracing::warn!("not committed yet: {why}");
+                    last = Some(FsError::Io(why));
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(last.unwrap_or_else(|| FsError::TimedOut(limit, "pending commits".into()))),

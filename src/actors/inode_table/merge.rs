@@ -39,7 +39,7 @@ impl InodeState {
         max_age: Option<Duration>,
     ) -> FsResult<Lookup> {
         let p = self.dir(parent)?;
-        let fresh = p.listed_at.is_some_and(|at| max_age.is_none_or(|age| at.elapsed() < age));
+        let fresh = p.listed_within(max_age);
         let found = match p.children.get(name).copied() {
             Some(ino) => Some(ino),
             None if fresh => return Ok(Lookup::Missing),
@@ -66,7 +66,7 @@ impl InodeState {
 
     pub(super) fn children_of(&mut self, ino: Ino, max_age: Option<Duration>) -> FsResult<Children> {
         let n = self.dir(ino)?;
-        let fresh = n.listed_at.is_some_and(|at| max_age.is_none_or(|age| at.elapsed() < age));
+        let fresh = n.listed_within(max_age);
         if !fresh {
             return Ok(Children::NeedsListing { path: self.path_of(ino), epoch: self.epoch });
         }

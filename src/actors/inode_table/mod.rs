@@ -71,8 +71,7 @@ impl InodeView {
     pub fn known_missing(&self, parent: Ino, name: &str, max_age: Option<Duration>) -> bool {
         let st = self.0.lock();
         let Ok(p) = st.dir(parent) else { return false };
-        let fresh = p.listed_at.is_some_and(|at| max_age.is_none_or(|age| at.elapsed() < age));
-        fresh && !p.children.contains_key(name)
+        p.listed_within(max_age) && !p.children.contains_key(name)
     }
 }
 

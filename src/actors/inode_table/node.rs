@@ -216,6 +216,11 @@ impl Node {
         }
     }
 
+    /// A directory listed within `max_age` (`None`: listings never go stale).
+    pub fn listed_within(&self, max_age: Option<std::time::Duration>) -> bool {
+        self.listed_at.is_some_and(|at| max_age.is_none_or(|age| at.elapsed() < age))
+    }
+
     /// A file the Hub alone describes: its attributes are checked again once older than the TTL.
     pub fn revalidatable(&self) -> bool {
         !self.has_local_state() && matches!(self.kind, NodeKind::File(_))
