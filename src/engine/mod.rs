@@ -433,7 +433,7 @@ impl Engine {
     }
 
     fn stale(&self, view: &NodeView) -> bool {
-        view.revalidatable && self.inner.cfg.metadata_ttl.is_some_and(|ttl| view.checked_at.elapsed() >= ttl)
+        view.stale(self.inner.cfg.metadata_ttl)
     }
 
     pub async fn cache_stats(&self) -> FsResult<CacheStats> {

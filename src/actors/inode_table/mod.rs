@@ -61,8 +61,7 @@ impl InodeView {
     pub fn fresh_attr(&self, ino: Ino, ttl: Option<Duration>) -> Option<crate::types::Attr> {
         let st = self.0.lock();
         let n = st.node(ino).ok()?;
-        let stale = n.revalidatable() && ttl.is_some_and(|ttl| n.checked_at.elapsed() >= ttl);
-        (!stale).then(|| n.attr(ino))
+        (!n.stale(ttl)).then(|| n.attr(ino))
     }
 
     /// Whether `parent`'s listing is fresh (listed within `max_age`) and has no `name`: the

@@ -226,6 +226,11 @@ impl Node {
         !self.has_local_state() && matches!(self.kind, NodeKind::File(_))
     }
 
+    /// Its attributes are due to be checked with the Hub again (see `stale`).
+    pub fn stale(&self, ttl: Option<std::time::Duration>) -> bool {
+        stale(self.revalidatable(), self.checked_at, ttl)
+    }
+
     /// Carries local state that nothing on the Hub could rebuild: never unloaded, never
     /// replaced by a listing.
     pub fn has_local_state(&self) -> bool {
@@ -301,6 +306,18 @@ pub struct NodeView {
     pub epoch: u64,
     /// References the kernel holds (FUSE lookups not yet forgotten).
     pub lookups: u64,
+}
+
+/// Whether attributes the Hub alone describes, checked at `checked_at`, have passed `ttl`.
+fn stale(revalidatable: bool, checked_at: Instant, ttl: Option<std::time::Duration>) -> bool {
+    revalidatable && ttl.is_some_and(|ttl| checked_at.elapsed() >= ttl)
+}
+
+impl NodeView {
+    /// Its attributes are due to be checked with the Hub again.
+    pub fn stale(&self, ttl: Option<std::time::Duration>) -> bool {
+        stale(self.revalidatable, self.checked_at, ttl)
+    }
 }
 
 impl NodeView {

@@ -272,8 +272,9 @@ fn a_message_that_fails_part_way_is_undone_whole() {
 fn a_writer_of_an_acknowledged_file_writes_a_copy_and_a_stateless_write_does_not() {
     let mut st = table(1000);
     let f = st.create(ROOT_INO, "f", OWNER, 7).unwrap();
-    st.close_write(f.ino).unwrap(); // closed, not committed: the journal names staging 7
-                                    // NFS: in place (each WRITE journaled as answered; a copy per WRITE would copy the file).
+    // Closed, not committed: the journal names staging 7.
+    st.close_write(f.ino).unwrap();
+    // NFS: in place (each WRITE journaled as answered; a copy per WRITE would copy the file).
     assert!(matches!(st.open_write(f.ino, false, 8, false).unwrap(), OpenWrite::Ready { staging: 7, truncate: false }));
     st.close_write(f.ino).unwrap();
     // A descriptor: a copy of 7 into the fresh 9, which the node names once filled.
