@@ -176,7 +176,7 @@ impl Engine {
             run_results.push(((a, b), task));
         }
 
-        let mut disk = DiskReads::start(&slots);
+        let mut disk = DiskReads::start(self, (path, file, whole), &keys, &slots, collect);
         let deadline = self.net_timeout();
         let mut parts: Vec<Block> = Vec::with_capacity(slots.len());
         let mut run_data: Option<((u64, u64), Vec<Block>)> = None;
@@ -189,10 +189,7 @@ impl Engine {
                 Slot::Mem(b) => b,
                 Slot::Failed(e) => return Err(e),
                 // Read-ahead brings disk blocks into memory too, so the reads behind it find them there.
-                Slot::Disk(_) => {
-                    let got = disk.block(i).await;
-                    self.disk_block(path, file, &keys[i], got, whole).await?
-                }
+                Slot::Disk(_) => disk.block(i).await?,
                 Slot::Wait(mut rx) => {
                     let waited = tokio::time::timeout(deadline, async {
                         loop {
@@ -251,8 +248,38 @@ impl Engine {
         result
     }
 
-    /// A block read back from disk (`None`: it failed its check, or could not be read) is kept
-    /// in memory; one that failed is dropped from the cache and fetched again.
+    /// Reads a run of claimed disk blocks (slots `loc.slot..` of one segment file) in one read
+    /// and answers each claim: a block read back fine is kept in memory too, one that failed
+    /// its check (or could not be read) is dropped from the cache and fetched again. Runs in a
+    /// task of its own, so a reader that goes away leaves no claim unanswered.
+    async fn read_disk_run(
+        &self,
+        path: &str,
+        file: &Arc<RemoteFile>,
+        loc: DiskLoc,
+        (keys, whole, claim): (Vec<BlockKey>, bool, Claim),
+    ) -> Vec<FsResult<Block>> {
+        let n = keys.len() as u64;
+        let permit = self.inner.disk_reads.clone().acquire_owned().await;
+        let read = tokio::task::spawn_blocking(move || read_run(&loc.path, loc.slot, n)).await;
+        drop(permit);
+        let got: Vec<Option<Block>> = match read.map_err(std::io::Error::other).and_then(|r| r) {
+            Ok(blocks) => blocks.into_iter().map(|b| b.map(|(buf, at, len)| Block::new(buf, at, len))).collect(),
+            Err(e) => {
+                tracing::warn!("cache read failed: {e}");
+                Vec::new() // every block of the run is fetched again
+            }
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            out.push(self.disk_block(path, file, key, got.get(i).cloned().flatten(), whole, claim.reader()).await);
+        }
+        claim.answered(); // each block's Promote or Fill answered it
+        out
+    }
+
+    /// Answers the claim on a block read back from disk (`None`: it failed its check, or could
+    /// not be read): kept in memory, or dropped from the cache and fetched again.
     async fn disk_block(
         &self,
         path: &str,
@@ -260,90 +287,116 @@ impl Engine {
         key: &BlockKey,
         got: Option<Block>,
         whole: bool,
+        reader: bool,
     ) -> FsResult<Block> {
         let cache = self.reg().get()?.cache;
-        match got {
-            Some(block) => {
-                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), block: block.clone() });
-                Ok(block)
-            }
-            None => {
-                let _ = cache.send_message(CacheMsg::Corrupt { key: key.clone() });
-                let start = key.index * BLOCK_BYTES;
-                let end = (start + BLOCK_BYTES).min(file.size);
-                let (s, e) = if whole { (0, file.size) } else { (start, end) };
-                let pieces = self.inner.remote.read(path, file, s, e).await?;
-                if whole {
-                    verify_git_blob(path, file, &pieces)?;
-                }
-                let data = Bytes::from(pieces.concat());
-                if data.len() as u64 != e - s {
-                    return Err(FsError::Io(format!("{path}: short fetch of {s}..{e}")));
-                }
-                let blk = Block::new(data, (start - s) as usize, (end - start) as usize);
-                let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), block: blk.clone() });
-                Ok(blk)
-            }
+        if let Some(block) = got {
+            let _ = cache.send_message(CacheMsg::Promote { key: key.clone(), block: block.clone() });
+            return Ok(block);
         }
+        let _ = cache.send_message(CacheMsg::Corrupt { key: key.clone() });
+        let start = key.index * BLOCK_BYTES;
+        let end = (start + BLOCK_BYTES).min(file.size);
+        let (s, e) = if whole { (0, file.size) } else { (start, end) };
+        let fetched = async {
+            let pieces = self.inner.remote.read(path, file, s, e).await?;
+            if whole {
+                verify_git_blob(path, file, &pieces)?;
+            }
+            let data = Bytes::from(pieces.concat());
+            if data.len() as u64 != e - s {
+                return Err(FsError::Io(format!("{path}: short fetch of {s}..{e}")));
+            }
+            Ok(Block::new(data, (start - s) as usize, (end - start) as usize))
+        }
+        .await;
+        // As a fetched block: its waiters get it, and it goes back to disk.
+        let _ = cache.send_message(CacheMsg::Fill { key: key.clone(), result: fetched.clone(), reader });
+        fetched
     }
 }
 
-/// The disk blocks of one lookup, read in runs (consecutive slots of one segment file are one
-/// read), every run started at once on the blocking pool, each awaited when first needed.
+/// The disk blocks of one lookup, claimed by it (others asking meanwhile wait for these reads
+/// rather than read the same blocks again), read in runs of consecutive slots of one segment
+/// file, at most `DISK_RUN_MAX_BLOCKS` each (a reader catching up with read-ahead waits for a
+/// short read, not a whole segment's), every run started at once, each awaited when first needed.
 struct DiskReads {
     /// Per slot of the lookup: its run and its place in it.
     of: Vec<Option<(usize, usize)>>,
     runs: Vec<DiskRun>,
 }
 
-type RunRead = std::io::Result<Vec<Option<(Bytes, usize, usize)>>>;
+/// Disk reads of one run at most: 2 MiB, short enough to arrive well before a reader needs the
+/// next, long enough for the device's full speed with a few in flight.
+const DISK_RUN_MAX_BLOCKS: u64 = 8;
 
 enum DiskRun {
-    Reading(tokio::task::JoinHandle<RunRead>),
-    Read(Vec<Option<Block>>),
+    Reading(tokio::task::JoinHandle<Vec<FsResult<Block>>>),
+    Read(Vec<FsResult<Block>>),
 }
 
 impl DiskReads {
-    fn start(slots: &[Slot]) -> Self {
+    /// Starts the reads of the `Slot::Disk` slots among `slots` (blocks `keys`) of `file`.
+    fn start(
+        engine: &Engine,
+        (path, file, whole): (&str, &Arc<RemoteFile>, bool),
+        keys: &[BlockKey],
+        slots: &[Slot],
+        reader: bool,
+    ) -> Self {
         let mut of = vec![None; slots.len()];
-        let mut runs: Vec<(DiskLoc, u64)> = Vec::new();
+        let mut runs: Vec<(DiskLoc, Vec<BlockKey>)> = Vec::new();
         for (i, s) in slots.iter().enumerate() {
             let Slot::Disk(loc) = s else { continue };
             let last = runs.len().wrapping_sub(1);
             match runs.last_mut() {
-                Some((start, n)) if start.path == loc.path && start.slot + *n == loc.slot && of[i - 1].is_some() => {
-                    of[i] = Some((last, *n as usize));
-                    *n += 1;
+                Some((start, ks))
+                    if start.path == loc.path
+                        && start.slot + ks.len() as u64 == loc.slot
+                        && of[i - 1].is_some()
+                        && (ks.len() as u64) < DISK_RUN_MAX_BLOCKS =>
+                {
+                    of[i] = Some((last, ks.len()));
+                    ks.push(keys[i].clone());
                 }
                 _ => {
                     of[i] = Some((runs.len(), 0));
-                    runs.push((loc.clone(), 1));
+                    runs.push((loc.clone(), vec![keys[i].clone()]));
                 }
             }
         }
         let runs = runs
             .into_iter()
-            .map(|(loc, n)| DiskRun::Reading(tokio::task::spawn_blocking(move || read_run(&loc.path, loc.slot, n))))
+            .map(|(loc, keys)| {
+                let registry = engine.reg().clone();
+                let send = move |m| {
+                    if let Ok(refs) = registry.get() {
+                        let _ = refs.cache.send_message(m);
+                    }
+                };
+                let claim = Claim::new(send, keys.clone(), reader);
+                let (me, path, file) = (engine.clone(), path.to_string(), file.clone());
+                DiskRun::Reading(tokio::spawn(
+                    async move { me.read_disk_run(&path, &file, loc, (keys, whole, claim)).await }
+                        .instrument(tracing::Span::current()),
+                ))
+            })
             .collect();
         Self { of, runs }
     }
 
-    /// Slot `i`'s block, `None` when it is missing or failed its check.
-    async fn block(&mut self, i: usize) -> Option<Block> {
-        let (run, at) = self.of[i]?;
+    /// Slot `i`'s block (read back, or fetched again when its disk copy failed).
+    async fn block(&mut self, i: usize) -> FsResult<Block> {
+        let (run, at) = self.of[i].ok_or_else(|| FsError::Io("not a disk slot".into()))?;
         if let DiskRun::Reading(task) = &mut self.runs[run] {
-            let read = match task.await.map_err(std::io::Error::other).and_then(|r| r) {
-                Ok(blocks) => blocks.into_iter().map(|b| b.map(|(buf, at, len)| Block::new(buf, at, len))).collect(),
-                Err(e) => {
-                    tracing::warn!("cache read failed: {e}");
-                    Vec::new() // every block of the run is fetched again
-                }
-            };
+            let read = task.await.unwrap_or_else(|e| vec![Err(FsError::Io(format!("cache read: {e}")))]);
             self.runs[run] = DiskRun::Read(read);
         }
         match &self.runs[run] {
-            DiskRun::Read(blocks) => blocks.get(at).cloned().flatten(),
-            DiskRun::Reading(_) => None,
+            DiskRun::Read(blocks) => {
+                blocks.get(at).cloned().unwrap_or_else(|| Err(FsError::Io("cache read came back short".into())))
+            }
+            DiskRun::Reading(_) => unreachable!("awaited above"),
         }
     }
 }

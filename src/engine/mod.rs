@@ -45,6 +45,12 @@ pub use write::MAX_FILE_BYTES;
 /// Read-ahead bytes being fetched at once, mount-wide, in MiB: each stream's window bounds
 /// its own share, this bounds them all (read-ahead past it waits for room).
 const READAHEAD_BUDGET_MIB: u32 = 256;
+/// Cache disk reads (runs of up to 2 MiB) in flight at once: enough for the device's full
+/// speed, few enough that the next block a reader needs is not sharing it with a whole window.
+const DISK_READS_IN_FLIGHT: usize = 4;
+/// How long unmount waits for queued disk-cache writes (at most the write-behind budget, a
+/// fraction of a second on a local disk).
+const CACHE_SETTLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// One remote request fetches at most this many blocks; longer runs are split and fetched in parallel.
 const FETCH_MAX_BLOCKS: u64 = (16 << 20) / BLOCK_BYTES;
 /// Plain (non-Xet) files up to this size are fetched and verified whole.
@@ -138,6 +144,8 @@ struct Inner {
     invalidations: Mutex<Option<Receiver<Invalidation>>>,
     invalidations_tx: Sender<Invalidation>,
     readaheads: Arc<Semaphore>,
+    /// Cache disk reads in flight at most (FIFO: runs are read in the order they were asked).
+    disk_reads: Arc<Semaphore>,
     writes: Option<Writes>,
     /// Differs at every start: stateless protocols put it in their handles and verifiers.
     boot: u64,
@@ -283,6 +291,7 @@ impl Engine {
                 invalidations: Mutex::new(Some(rx)),
                 invalidations_tx: tx,
                 readaheads: Arc::new(Semaphore::new(READAHEAD_BUDGET_MIB as usize)),
+                disk_reads: Arc::new(Semaphore::new(DISK_READS_IN_FLIGHT)),
                 writes,
                 boot: boot_number(),
                 carried: Mutex::new(HashMap::new()),
@@ -540,7 +549,29 @@ impl Engine {
                 }
             }
         }
+        self.settle_cache_writes().await;
         self.shutdown();
+    }
+
+    /// Waits (briefly) for the blocks queued for the disk cache to be written, so the next
+    /// mount finds what this one read; what is still queued at the deadline is left out.
+    async fn settle_cache_writes(&self) {
+        let deadline = tokio::time::Instant::now() + CACHE_SETTLE_TIMEOUT;
+        loop {
+            match self.cache_stats().await {
+                Ok(s) if s.disk_write_pending_bytes > 0 && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Ok(s) if s.disk_write_pending_bytes > 0 => {
+                    tracing::info!(
+                        "{} MiB of cache blocks not written before unmount (fetched again when next read)",
+                        s.disk_write_pending_bytes >> 20
+                    );
+                    return;
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Stops the actors (the mount is going away).
