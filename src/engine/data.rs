@@ -20,6 +20,18 @@ use crate::hub::RemoteFile;
 use crate::types::Ino;
 
 impl Engine {
+    /// A claim on `keys` (claimed in the cache's slot lookup) that answers the cache however
+    /// the holder ends; `reader`: a reader's claim, not read-ahead's.
+    fn claim(&self, keys: Vec<BlockKey>, reader: bool) -> Claim {
+        let registry = self.reg().clone();
+        let send = move |m| {
+            if let Ok(refs) = registry.get() {
+                let _ = refs.cache.send_message(m);
+            }
+        };
+        Claim::new(send, keys, reader)
+    }
+
     /// Reads `size` bytes at `offset` of an open file; short only at end of file.
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Bytes> {
         let plan =
@@ -160,14 +172,8 @@ impl Engine {
         });
         for (a, b) in runs {
             // The claim travels with the task: however it ends, the blocks are answered.
-            let registry = self.reg().clone();
             let keys = (a..=b).map(|index| BlockKey { content: content.clone(), index }).collect();
-            let send = move |m| {
-                if let Ok(refs) = registry.get() {
-                    let _ = refs.cache.send_message(m);
-                }
-            };
-            let claim = Claim::new(send, keys, collect);
+            let claim = self.claim(keys, collect);
             let (me, path, file) = (self.clone(), path.to_string(), file.clone());
             let task = tokio::spawn(
                 async move { me.fetch_run(&path, &file, (a, b), whole, claim).await }
@@ -368,13 +374,7 @@ impl DiskReads {
         let runs = runs
             .into_iter()
             .map(|(loc, keys)| {
-                let registry = engine.reg().clone();
-                let send = move |m| {
-                    if let Ok(refs) = registry.get() {
-                        let _ = refs.cache.send_message(m);
-                    }
-                };
-                let claim = Claim::new(send, keys.clone(), reader);
+                let claim = engine.claim(keys.clone(), reader);
                 let (me, path, file) = (engine.clone(), path.to_string(), file.clone());
                 DiskRun::Reading(tokio::spawn(
                     async move { me.read_disk_run(&path, &file, loc, (keys, whole, claim)).await }

@@ -100,28 +100,25 @@ unsafe impl Send for AlignedBuf {}
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    /// `cap` (a multiple of `DIRECT_ALIGN`) zeroed bytes, all of them visible.
-    fn zeroed(cap: usize) -> Self {
+    /// `cap` bytes (rounded up to `DIRECT_ALIGN`): zeroed and all visible when `zero`, else
+    /// left uninitialised with none visible yet (a read fills them and sets `len`).
+    fn new(cap: usize, zero: bool) -> Self {
         let cap = cap.max(DIRECT_ALIGN).next_multiple_of(DIRECT_ALIGN);
         let layout = std::alloc::Layout::from_size_align(cap, DIRECT_ALIGN).expect("valid layout");
         // SAFETY: a non-zero size; the null result is handled.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = unsafe {
+            if zero {
+                std::alloc::alloc_zeroed(layout)
+            } else {
+                std::alloc::alloc(layout)
+            }
+        };
         let ptr = std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Self { ptr, cap, len: cap }
-    }
-
-    /// `cap` (rounded up to `DIRECT_ALIGN`) bytes left uninitialised, none visible yet.
-    fn uninit(cap: usize) -> Self {
-        let cap = cap.max(DIRECT_ALIGN).next_multiple_of(DIRECT_ALIGN);
-        let layout = std::alloc::Layout::from_size_align(cap, DIRECT_ALIGN).expect("valid layout");
-        // SAFETY: a non-zero size; the null result is handled.
-        let ptr = unsafe { std::alloc::alloc(layout) };
-        let ptr = std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Self { ptr, cap, len: 0 }
+        Self { ptr, cap, len: if zero { cap } else { 0 } }
     }
 
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `len <= cap` bytes, initialised (zeroed at allocation, then only written).
+        // SAFETY: `len <= cap` bytes, initialised (zeroed at allocation or read into, then only written).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
@@ -136,7 +133,7 @@ impl AsRef<[u8]> for AlignedBuf {
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         let layout = std::alloc::Layout::from_size_align(self.cap, DIRECT_ALIGN).expect("valid layout");
-        // SAFETY: allocated in `zeroed` with this layout.
+        // SAFETY: allocated in `new` with this layout.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) }
     }
 }
@@ -162,7 +159,7 @@ fn open_data(path: &Path, write: bool, direct: bool) -> std::io::Result<(std::fs
 thread_local! {
     /// The writer's staging buffer (direct writes need aligned memory), kept between writes.
     static WRITE_BUF: std::cell::RefCell<AlignedBuf> =
-        std::cell::RefCell::new(AlignedBuf::zeroed(BLOCK_BYTES as usize));
+        std::cell::RefCell::new(AlignedBuf::new(BLOCK_BYTES as usize, true));
 }
 
 /// Writes the data of consecutive slots from `first` (every block but the last a whole
@@ -176,7 +173,7 @@ fn write_data(path: &Path, first: u64, blocks: &[&[u8]], direct: bool) -> std::i
         let written = WRITE_BUF.with_borrow_mut(|buf| {
             let padded = total.next_multiple_of(DIRECT_ALIGN);
             if buf.cap < padded {
-                *buf = AlignedBuf::zeroed(padded);
+                *buf = AlignedBuf::new(padded, true);
             }
             buf.len = padded;
             let out = buf.as_mut_slice();
@@ -214,27 +211,17 @@ fn read_data(path: &Path, offset: u64, len: usize, direct: bool) -> std::io::Res
         (&mut f).take(len as u64).read_to_end(&mut data)?;
         return Ok(Bytes::from(data));
     }
-    let mut buf = AlignedBuf::uninit(len);
-    let mut got = 0;
-    while got < buf.cap {
-        // Into the uninitialised rest of the buffer; only what was read is ever visible.
-        let (fd, at) = (f.as_raw_fd(), offset + got as u64);
-        // SAFETY: `buf.cap - got` writable bytes from `got`, owned by `buf`.
-        let n = unsafe { libc::pread(fd, buf.ptr.as_ptr().add(got).cast(), buf.cap - got, at as libc::off_t) };
-        match n {
-            0 => break,
-            n if n > 0 => got += n as usize,
-            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if refused(&e) && got == 0 {
-                    disable_direct_io();
-                    return read_data(path, offset, len, false);
-                }
-                return Err(e);
-            }
+    let mut buf = AlignedBuf::new(len, false);
+    // Into the uninitialised buffer; only what was read is ever visible.
+    // SAFETY: `buf.cap` writable bytes, owned by `buf`.
+    let got = match unsafe { read_full_raw(&f, buf.ptr.as_ptr(), buf.cap, offset) } {
+        Ok(got) => got,
+        Err(e) if refused(&e) => {
+            disable_direct_io();
+            return read_data(path, offset, len, false);
         }
-    }
+        Err(e) => return Err(e),
+    };
     buf.len = got.min(len);
     Ok(Bytes::from_owner(buf))
 }
@@ -359,13 +346,30 @@ fn read_run_as(
 
 /// Reads into `buf` at `offset` until it is full or the file ends; returns the bytes read.
 fn read_full_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    // SAFETY: `buf` is `buf.len()` writable bytes.
+    unsafe { read_full_raw(f, buf.as_mut_ptr(), buf.len(), offset) }
+}
+
+/// Reads up to `cap` bytes into `ptr` at `offset` until they are all read or the file ends;
+/// returns the bytes read.
+///
+/// # Safety
+/// `ptr` must be valid for `cap` bytes of writes (they need not be initialised).
+unsafe fn read_full_raw(f: &std::fs::File, ptr: *mut u8, cap: usize, offset: u64) -> std::io::Result<usize> {
     let mut got = 0;
-    while got < buf.len() {
-        match f.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    while got < cap {
+        // SAFETY: `cap - got` writable bytes from `got`, by the caller's promise.
+        let n =
+            unsafe { libc::pread(f.as_raw_fd(), ptr.add(got).cast(), cap - got, (offset + got as u64) as libc::off_t) };
+        match n {
+            0 => break,
+            n if n > 0 => got += n as usize,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
     }
     Ok(got)
