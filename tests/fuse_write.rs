@@ -429,3 +429,52 @@ fn unmount_drains_pending_uploads_and_fsync_reports_commit_failures() {
     m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
     assert_hub(&hub, "alice/b", "refused.txt", b"rr");
 }
+
+#[test]
+fn a_small_streamed_file_costs_its_xorb_and_shard_uploads_and_leaves_no_session_behind() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let m = mount_rw(&hub, "alice/b", &[]);
+    std::fs::write(m.p("warm.txt"), b"warm").unwrap();
+    let cas = || hub.traffic(RouteClass::CasUpload).requests;
+    // A file below 1 MiB: its xorb's grant and commit, and its shard; no global dedup query
+    // (a round trip that could save at most the file itself).
+    let before = cas();
+    for i in 0..5 {
+        let b = bytes(100 + i, 4096);
+        std::fs::write(m.p(&format!("small{i}.bin")), &b).unwrap();
+        assert_hub(&hub, "alice/b", &format!("small{i}.bin"), &b);
+    }
+    assert_eq!(cas() - before, 5 * 3, "CAS upload requests for 5 small files");
+    // A larger file still asks the Hub for chunks it already has.
+    let before = cas();
+    let big = bytes(9, 3 << 20);
+    std::fs::write(m.p("big.bin"), &big).unwrap();
+    assert_hub(&hub, "alice/b", "big.bin", &big);
+    assert!(cas() - before > 3, "a 3 MiB file made no dedup query");
+    // The small files' sessions removed their scratch directories: one is left, the session
+    // made ahead for the next file, and it goes with the mount.
+    let sessions = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        walk(dir)
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("small-session-"))
+            .collect()
+    };
+    let mut m = m;
+    let cache = m.cache.take().unwrap();
+    assert!(sessions(cache.path()).len() <= 1, "session directories left: {:?}", sessions(cache.path()));
+    drop(m);
+    assert_eq!(sessions(cache.path()), Vec::<std::path::PathBuf>::new(), "after unmount");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

@@ -25,6 +25,27 @@ use crate::error::FsError;
 /// Credentials are fetched again when they expire within this margin.
 const CREDENTIALS_MARGIN: Duration = Duration::from_secs(60);
 
+/// A streamed file that ends below this size is uploaded without asking the CAS whether its
+/// first chunk is stored already (xet-core's global dedup query): sending the bytes costs
+/// less than that round trip, which the file's `close` would wait for.
+const SMALL_STREAM_BYTES: usize = 1 << 20;
+
+/// The name prefix of a small file's session directory (see [`Dedup::Local`]).
+const SMALL_SESSION_PREFIX: &str = "small-session-";
+
+/// How a session looks for data already on the CAS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup {
+    /// Against this mount's shard cache and, for each file's first chunk and a sample of
+    /// the rest, the CAS's global dedup index (xet-core's default).
+    Global,
+    /// Nowhere: for one small file, in a directory of its own (removed after `finalize`),
+    /// so making the session does not read every shard this mount ever uploaded (xet-core
+    /// registers each file of the shard cache when a session starts, and each small file
+    /// adds one).
+    Local,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UploadError {
     #[error("CAS write credentials: {0}")]
@@ -81,6 +102,9 @@ fn now_unix() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
+/// A session being made in the background.
+type SessionMaking = tokio::task::JoinHandle<Result<UploadSession, UploadError>>;
+
 /// The uploading side of one mount.
 pub struct XetUploader {
     hub: Arc<HubClient>,
@@ -91,16 +115,26 @@ pub struct XetUploader {
     fallback: Mutex<Option<tempfile::TempDir>>,
     /// A session failed: the directory is probed before the next one is made.
     suspect: Arc<AtomicBool>,
-    ctx: OnceCell<XetContext>,
+    /// xet-core's contexts (one runtime): global dedup queries on, and off.
+    ctx: OnceCell<(XetContext, XetContext)>,
     /// `(casUrl, accessToken, exp)` last fetched; forgotten when a session made with them
     /// fails (they may be bad: a refused or garbled token is not kept until it expires).
     creds: Arc<Mutex<Option<(String, String, u64)>>>,
-    /// A session being made ahead of the next streamed file (see `next_session`).
-    spare: Mutex<Option<tokio::task::JoinHandle<Result<UploadSession, UploadError>>>>,
+    /// Sessions being made ahead of the next streamed file, one per [`Dedup`] kind asked
+    /// for before (see `next_session`).
+    spare: Mutex<[Option<SessionMaking>; 2]>,
 }
 
 impl XetUploader {
     pub fn new(hub: Arc<HubClient>, source: Source, dir: PathBuf) -> Self {
+        // Small files' session directories left by an earlier process (killed, say) go first.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(SMALL_SESSION_PREFIX) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         Self {
             hub,
             source,
@@ -109,24 +143,25 @@ impl XetUploader {
             suspect: Arc::default(),
             ctx: OnceCell::new(),
             creds: Arc::default(),
-            spare: Mutex::new(None),
+            spare: Mutex::default(),
         }
     }
 
     /// A session for the next streamed file, made ahead of need: xet-core's set-up takes
     /// milliseconds (its shard directories are scanned), which a small file's close would
-    /// otherwise wait for. Each call takes the spare made by the previous one and starts the
-    /// next; a spare that failed is replaced by a fresh session.
-    pub async fn next_session(self: &Arc<Self>) -> Result<UploadSession, UploadError> {
-        let spare = self.spare.lock().take();
+    /// otherwise wait for. Each call takes the spare of its kind made by the previous one and
+    /// starts the next; a spare that failed is replaced by a fresh session.
+    pub async fn next_session(self: &Arc<Self>, dedup: Dedup) -> Result<UploadSession, UploadError> {
+        let slot = dedup as usize;
         let me = self.clone();
-        *self.spare.lock() = Some(tokio::spawn(async move { me.session().await }));
+        let next = tokio::spawn(async move { me.session_with(dedup).await });
+        let spare = self.spare.lock()[slot].replace(next);
         if let Some(task) = spare {
             if let Ok(Ok(s)) = task.await {
                 return Ok(s);
             }
         }
-        self.session().await
+        self.session_with(dedup).await
     }
 
     async fn credentials(&self) -> Result<(String, String, u64), UploadError> {
@@ -176,37 +211,62 @@ impl XetUploader {
 
     /// A new upload session: files added to it become readable together at `finalize`.
     pub async fn session(&self) -> Result<UploadSession, UploadError> {
-        let r = self.open_session().await;
+        self.session_with(Dedup::Global).await
+    }
+
+    async fn session_with(&self, dedup: Dedup) -> Result<UploadSession, UploadError> {
+        let r = self.open_session(dedup).await;
         if r.is_err() {
             self.suspect.store(true, Ordering::Release);
         }
         r
     }
 
-    async fn open_session(&self) -> Result<UploadSession, UploadError> {
+    async fn open_session(&self, dedup: Dedup) -> Result<UploadSession, UploadError> {
         let deadline = self.hub.deadline();
         let open = async {
-            let ctx = self
+            let (global, local) = self
                 .ctx
                 .get_or_try_init(|| async {
                     let config = super::xet::mount_config().map_err(|e| e.to_string())?;
-                    XetContext::with_config(config).map_err(|e| e.to_string())
+                    let local = config
+                        .clone()
+                        .with_config("deduplication.global_dedup_query_enabled", "false")
+                        .map_err(|e| e.to_string())?;
+                    let global = XetContext::with_config(config).map_err(|e| e.to_string())?;
+                    let local = XetContext::new(local, global.runtime.clone());
+                    Ok::<_, String>((global, local))
                 })
                 .await
                 .map_err(|e| UploadError::xet("context", xet_data::error::DataError::InternalError(e)))?;
+            let ctx = match dedup {
+                Dedup::Global => global,
+                Dedup::Local => local,
+            };
             let (cas_url, token, exp) = self.credentials().await?;
             let refresher = Arc::new(WriteRefresher { hub: self.hub.clone(), source: self.source.clone() });
+            let root = self.shard_dir().await;
+            let own_dir = match dedup {
+                Dedup::Global => None,
+                Dedup::Local => tempfile::Builder::new().prefix(SMALL_SESSION_PREFIX).tempdir_in(&root).ok(),
+            };
             let session = SessionContext {
                 endpoint: cas_url,
                 auth: AuthConfig::maybe_new(Some(token), Some(exp), Some(refresher)),
                 custom_headers: None,
                 repo_paths: vec![String::new()],
                 session_id: None,
-                cache_root: Some(self.shard_dir().await),
+                cache_root: Some(own_dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or(root)),
             };
             let config = TranslatorConfig::new(ctx, session).map_err(|e| UploadError::xet("config", e))?;
             let inner = FileUploadSession::new(Arc::new(config)).await.map_err(|e| UploadError::xet("session", e))?;
-            Ok(UploadSession { inner, deadline, creds: self.creds.clone(), suspect: self.suspect.clone() })
+            Ok(UploadSession {
+                inner,
+                deadline,
+                creds: self.creds.clone(),
+                suspect: self.suspect.clone(),
+                _own_dir: own_dir,
+            })
         };
         tokio::time::timeout(deadline, open).await.map_err(|_| UploadError::Timeout("session".into(), deadline))?
     }
@@ -220,6 +280,8 @@ pub struct UploadSession {
     creds: Arc<Mutex<Option<(String, String, u64)>>>,
     /// The uploader's flag that its shard directory may not be writable.
     suspect: Arc<AtomicBool>,
+    /// A small file's session directory, removed with the session.
+    _own_dir: Option<tempfile::TempDir>,
 }
 
 /// Whether `dir` takes a file now (made and removed again).
@@ -313,8 +375,23 @@ impl StreamingUpload {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(STREAM_QUEUE_DEPTH);
         let deadline = uploader.hub.deadline();
         let task = tokio::spawn(async move {
-            let session = uploader.next_session().await?;
-            let mut file = session.start(&name, None)?;
+            // The first bytes are held until the file proves large, or ends small (its size
+            // then known): which kind of session it takes (see `SMALL_STREAM_BYTES`).
+            let (mut head, mut held, mut ended) = (Vec::new(), 0, true);
+            while let Some(b) = rx.recv().await {
+                held += b.len();
+                head.push(b);
+                if held >= SMALL_STREAM_BYTES {
+                    ended = false;
+                    break;
+                }
+            }
+            let dedup = if ended { Dedup::Local } else { Dedup::Global };
+            let session = uploader.next_session(dedup).await?;
+            let mut file = session.start(&name, ended.then_some(held as u64))?;
+            for b in head {
+                file.add(b).await?;
+            }
             while let Some(b) = rx.recv().await {
                 file.add(b).await?;
             }

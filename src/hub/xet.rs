@@ -51,7 +51,10 @@ struct Session {
 /// adaptive controller still backs off on errors and slow round trips. A failed request is
 /// tried again after tens of milliseconds (xet-core's default waits 3 s, then more, so a
 /// few connection resets used up a read's whole deadline); [`XetAdapter::read`] retries a
-/// range xet-core gave up on, with growing waits, until the deadline.
+/// range xet-core gave up on, with growing waits, until the deadline. A session's last
+/// telemetry report is sent in the background rather than waited for (up to 2 s by default)
+/// at each `finalize`, which every streamed file's `close` waits for; the mount's process
+/// lives on, so the report is still delivered.
 pub(crate) fn mount_config() -> Result<xet_runtime::config::XetConfig, xet_runtime::config::ConfigError> {
     let mut config = xet_runtime::config::XetConfig::new();
     for (path, env, value) in [
@@ -60,6 +63,7 @@ pub(crate) fn mount_config() -> Result<xet_runtime::config::XetConfig, xet_runti
         ("client.retry_base_delay", "HF_XET_CLIENT_RETRY_BASE_DELAY", "25ms"),
         ("client.retry_max_attempts", "HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "8"),
         ("client.retry_max_duration", "HF_XET_CLIENT_RETRY_MAX_DURATION", "1s"),
+        ("telemetry.final_flush_timeout", "HF_XET_TELEMETRY_FINAL_FLUSH_TIMEOUT", "0ms"),
     ] {
         if std::env::var_os(env).is_none() {
             config = config.with_config(path, value)?;
