@@ -248,7 +248,16 @@ impl XetUploader {
             let root = self.shard_dir().await;
             let own_dir = match dedup {
                 Dedup::Global => None,
-                Dedup::Local => tempfile::Builder::new().prefix(SMALL_SESSION_PREFIX).tempdir_in(&root).ok(),
+                Dedup::Local => match tempfile::Builder::new().prefix(SMALL_SESSION_PREFIX).tempdir_in(&root) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        tracing::debug!(
+                            "small file's session directory in {}: {e}; the shared one is used",
+                            root.display()
+                        );
+                        None
+                    }
+                },
             };
             let session = SessionContext {
                 endpoint: cas_url,
