@@ -43,8 +43,21 @@ fn advanced_writes_closed_before_a_sigkill_are_committed_by_the_next_mount() {
     let (cache, mnt) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let guard = spawn_advanced_idle(&hub, mnt.path(), cache.path());
     let p = |r: &str| mnt.path().join(r);
-    std::fs::write(p("a.bin"), bytes(1, 300_000)).unwrap();
+    // Small files are held in memory, their bytes in the journal's records: no staging file.
+    std::fs::create_dir(p("small")).unwrap();
+    for i in 0..50 {
+        std::fs::write(p(&format!("small/{i}")), bytes(100 + i, 4096)).unwrap();
+    }
     std::fs::write(p("b.txt"), b"bee").unwrap();
+    std::fs::write(p("grown.bin"), bytes(7, 1000)).unwrap();
+    assert_eq!(staging_files(cache.path()), 0, "a small file made a staging file");
+    // One that grows past what is held after its close becomes a file, with its bytes.
+    let mut grown = std::fs::OpenOptions::new().append(true).open(p("grown.bin")).unwrap();
+    std::io::Write::write_all(&mut grown, &bytes(8, 100_000)).unwrap();
+    common::close_checked(grown).expect("close of grown.bin");
+    let mut want_grown = bytes(7, 1000);
+    want_grown.extend(bytes(8, 100_000));
+    std::fs::write(p("a.bin"), bytes(1, 300_000)).unwrap();
     std::fs::rename(p("a.bin"), p("c.bin")).unwrap();
     std::fs::rename(p("old.txt"), p("renamed.txt")).unwrap();
     std::fs::remove_file(p("gone.txt")).unwrap();
@@ -61,6 +74,10 @@ fn advanced_writes_closed_before_a_sigkill_are_committed_by_the_next_mount() {
     let m = mount(&hub, &["bucket", "alice/b", "--hf-token", WRITE_TOKEN, "--advanced-writes", "--cache-dir", &dir]);
     assert!(std::fs::read(m.p("c.bin")).unwrap() == bytes(1, 300_000));
     assert_eq!(std::fs::read(m.p("b.txt")).unwrap(), b"bee");
+    assert!(std::fs::read(m.p("grown.bin")).unwrap() == want_grown);
+    for i in 0..50 {
+        assert!(std::fs::read(m.p(&format!("small/{i}"))).unwrap() == bytes(100 + i, 4096), "small/{i}");
+    }
     assert_eq!(std::fs::read(m.p("renamed.txt")).unwrap(), b"old");
     assert!(!m.p("a.bin").exists() && !m.p("gone.txt").exists() && !m.p("old.txt").exists());
     assert!(m.p("empty").is_dir());
@@ -68,8 +85,21 @@ fn advanced_writes_closed_before_a_sigkill_are_committed_by_the_next_mount() {
     m.block_on(m.engine().wait_committed(COMMIT_WAIT)).unwrap();
     let files = hub.bucket_files("alice/b");
     let names: Vec<&str> = files.keys().map(String::as_str).collect();
-    assert_eq!(names, ["b.txt", "c.bin", "renamed.txt"]);
+    assert_eq!(names.len(), 54, "{names:?}");
+    assert!(names.starts_with(&["b.txt", "c.bin", "grown.bin", "renamed.txt"]));
     assert_eq!(hub.bucket_bytes("alice/b", "c.bin"), Some(bytes(1, 300_000)));
+    assert_eq!(hub.bucket_bytes("alice/b", "grown.bin"), Some(want_grown));
+    assert_eq!(hub.bucket_bytes("alice/b", "small/49"), Some(bytes(149, 4096)));
+}
+
+/// Files in the staging directories under a mount's cache dir.
+fn staging_files(cache: &std::path::Path) -> usize {
+    std::fs::read_dir(cache)
+        .unwrap()
+        .flatten()
+        .filter_map(|source| std::fs::read_dir(source.path().join("staging")).ok())
+        .map(|d| d.count())
+        .sum()
 }
 
 /// Opens that keep the bytes (`r+`, `>>`) of a file closed but not committed yet write a copy:

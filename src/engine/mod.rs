@@ -586,10 +586,8 @@ fn open_writes(
     remote: &Arc<Remote>,
     w: &WriteConfig,
 ) -> anyhow::Result<(WriteArgs, Writes, Overlay)> {
-    let staging = Arc::new(
-        Staging::open(&w.dir.join("staging"))
-            .map_err(|e| anyhow::anyhow!("staging directory {}: {e}", w.dir.join("staging").display()))?,
-    );
+    let staging = Staging::open(&w.dir.join("staging"))
+        .map_err(|e| anyhow::anyhow!("staging directory {}: {e}", w.dir.join("staging").display()))?;
     let (journal, replay) = Journal::open(&w.dir.join("journal")).map_err(|e| anyhow::anyhow!("{e}"))?;
     if replay.skipped > 0 {
         tracing::error!(
@@ -600,6 +598,12 @@ fn open_writes(
         );
     }
     let overlay = journal.overlay().clone();
+    // New staging numbers pass the ones the journal names (held ones have no file).
+    for put in overlay.puts.values() {
+        if let Some(id) = put.staging {
+            staging.note_used(id);
+        }
+    }
     // Staging files the journal does not refer to belong to writes never acknowledged.
     for id in staging.ids() {
         if !overlay.uses_staging(id) {
@@ -620,6 +624,10 @@ fn restore_of(o: &Overlay, staging: &Staging) -> Restore {
     for (path, put) in &o.puts {
         let meta = o.meta.get(path).map(meta_of);
         let content = match (&put.staging, &put.hash) {
+            (Some(id), _) if put.data.is_some() => {
+                staging.adopt(*id, put.data.as_deref().unwrap_or_default());
+                Content::Local { staging: *id, size: put.size }
+            }
             (Some(id), _) => {
                 // Only the acknowledged bytes: a write after the last close or fsync was not.
                 let len = std::fs::metadata(staging.path(*id)).map(|m| m.len()).unwrap_or(0);

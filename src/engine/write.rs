@@ -34,8 +34,12 @@ pub const MAX_FILE_BYTES: u64 = 16 << 40;
 pub(super) fn put_record(path: &str, content: &Content, mtime: std::time::SystemTime) -> Option<Record> {
     let mtime = super::nanos(mtime);
     let put = match content {
-        Content::Local { staging, size } => PutRec { staging: Some(*staging), hash: None, size: *size, mtime },
-        Content::Remote(f) => PutRec { staging: None, hash: Some(f.xet_hash.clone()?), size: f.size, mtime },
+        Content::Local { staging, size } => {
+            PutRec { staging: Some(*staging), hash: None, data: None, size: *size, mtime }
+        }
+        Content::Remote(f) => {
+            PutRec { staging: None, hash: Some(f.xet_hash.clone()?), data: None, size: f.size, mtime }
+        }
     };
     Some(Record::Put { path: path.to_string(), put })
 }
@@ -182,7 +186,7 @@ impl Engine {
                     if truncate {
                         w.staging.set_len(staging, 0).await?;
                     } else {
-                        w.staging.file(staging)?;
+                        w.staging.ensure(staging)?;
                     }
                     return Ok(staging);
                 }
@@ -238,7 +242,6 @@ impl Engine {
         let name = check_name(raw)?;
         self.refuse_junk(name)?;
         let staging = w.staging.reserve();
-        w.staging.file(staging)?;
         let owner = Owner { perm: (mode & 0o7777) as u16, uid, gid };
         let view =
             match self.inode(|reply| InodeMsg::Create { parent, name: name.to_string(), owner, staging, reply }).await?

@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::types::StagingId;
@@ -49,8 +50,33 @@ pub struct PutRec {
     /// …or are a Xet file the CAS has (a rename or link of committed content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// The bytes of a staging file held in memory (see `staging`): this record is what keeps
+    /// them across a crash. Base64 in the JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "base64_bytes")]
+    pub data: Option<Bytes>,
     pub size: u64,
     pub mtime: Nanos,
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else { return Ok(None) };
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(|b| Some(Bytes::from(b)))
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -415,7 +441,10 @@ mod tests {
     use super::*;
 
     fn put(path: &str, staging: u64) -> Record {
-        Record::Put { path: path.into(), put: PutRec { staging: Some(staging), hash: None, size: 3, mtime: 1 } }
+        Record::Put {
+            path: path.into(),
+            put: PutRec { staging: Some(staging), hash: None, data: None, size: 3, mtime: 1 },
+        }
     }
 
     #[test]

@@ -180,6 +180,20 @@ impl FlusherState {
     }
 
     fn record(&mut self, records: &[Record]) -> FsResult<()> {
+        // A file held in memory has no file on disk: its record carries the bytes.
+        let records: Vec<Record> = records
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if let Record::Put { put, .. } = &mut r {
+                    if let (Some(id), None) = (put.staging, &put.data) {
+                        put.data = self.staging.held(id, put.size);
+                    }
+                }
+                r
+            })
+            .collect();
+        let records = &records[..];
         self.journal.append(records).map_err(|e| FsError::io("journal write", e))?;
         let now = Instant::now();
         for r in records {
