@@ -504,6 +504,28 @@ impl Engine {
         self.flusher(|reply| FlushMsg::Fsync { path: Some(path.clone()), reply }).await?
     }
 
+    /// Whether a `close`'s flush has nothing to do, known from the handle table (a descriptor
+    /// not open for writing, or another process's close of a written one): a frontend answers
+    /// it without a task (the hop to the runtime and back was most of its time).
+    pub fn flush_is_idle_now(&self, fh: Fh, pid: u32) -> bool {
+        match self.inner.handles.write_info(fh) {
+            Some((_, None)) => true,
+            Some((_, Some(wh))) => wh.pid != pid,
+            None => false,
+        }
+    }
+
+    /// Lets a handle not open for writing go without waiting (its release commits nothing):
+    /// the messages are queued before this returns, so later requests find them handled.
+    /// `false`: a write handle, or none; [`Self::release`] it.
+    pub fn release_read_now(&self, fh: Fh) -> bool {
+        let Some((ino, None)) = self.inner.handles.write_info(fh) else { return false };
+        let Ok(refs) = self.reg().get() else { return false };
+        let _ = refs.prefetch.send_message(PrefetchMsg::ReleaseFile { fh, reply: crate::actors::Reply::unwatched() });
+        let _ = refs.inode.send_message(InodeMsg::Closed { ino });
+        true
+    }
+
     /// The last close of a handle: commits what a deferred flush left, then lets it go.
     pub async fn release(&self, fh: Fh) {
         let Ok(Some((ino, wh))) = self.prefetch(|reply| PrefetchMsg::ReleaseFile { fh, reply }).await else {

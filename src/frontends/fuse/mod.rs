@@ -397,6 +397,9 @@ impl Filesystem for HfFuse {
 
     fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock: fuser::LockOwner, reply: ReplyEmpty) {
         let pid = req.pid();
+        if self.now("flush", ino.0, |engine, _| engine.flush_is_idle_now(fh.0, pid).then_some(())).is_some() {
+            return reply.ok();
+        }
         self.spawn("flush", ino.0, move |engine, ctx| async move { empty(ctx, reply, engine.flush(fh.0, pid).await) });
     }
 
@@ -414,6 +417,9 @@ impl Filesystem for HfFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if self.now("release", ino.0, |engine, _| engine.release_read_now(fh.0).then_some(())).is_some() {
+            return reply.ok();
+        }
         self.spawn("release", ino.0, move |engine, _| async move {
             engine.release(fh.0).await;
             reply.ok()
