@@ -623,12 +623,12 @@ fn restore_of(o: &Overlay, staging: &Staging) -> Restore {
     let mut r = Restore::default();
     for (path, put) in &o.puts {
         let meta = o.meta.get(path).map(meta_of);
-        let content = match (&put.staging, &put.hash) {
-            (Some(id), _) if put.data.is_some() => {
-                staging.adopt(*id, put.data.as_deref().unwrap_or_default());
+        let content = match (&put.staging, &put.hash, &put.data) {
+            (Some(id), _, Some(held)) => {
+                staging.adopt(*id, held);
                 Content::Local { staging: *id, size: put.size }
             }
-            (Some(id), _) => {
+            (Some(id), _, None) => {
                 // Only the acknowledged bytes: a write after the last close or fsync was not.
                 let len = std::fs::metadata(staging.path(*id)).map(|m| m.len()).unwrap_or(0);
                 if len < put.size {
@@ -640,14 +640,14 @@ fn restore_of(o: &Overlay, staging: &Staging) -> Restore {
                 }
                 Content::Local { staging: *id, size: put.size }
             }
-            (None, Some(hash)) => Content::Remote(Arc::new(RemoteFile {
+            (None, Some(hash), _) => Content::Remote(Arc::new(RemoteFile {
                 size: put.size,
                 xet_hash: Some(hash.clone()),
                 etag: hash.clone(),
                 mtime: Some(from_nanos(put.mtime)),
                 commit: Default::default(),
             })),
-            (None, None) => continue,
+            (None, None, _) => continue,
         };
         r.files.push((path.clone(), content, meta, from_nanos(put.mtime)));
     }

@@ -179,20 +179,15 @@ impl FlusherState {
         }
     }
 
-    fn record(&mut self, records: &[Record]) -> FsResult<()> {
+    fn record(&mut self, mut records: Vec<Record>) -> FsResult<()> {
         // A file held in memory has no file on disk: its record carries the bytes.
-        let records: Vec<Record> = records
-            .iter()
-            .cloned()
-            .map(|mut r| {
-                if let Record::Put { put, .. } = &mut r {
-                    if let (Some(id), None) = (put.staging, &put.data) {
-                        put.data = self.staging.held(id, put.size);
-                    }
+        for r in &mut records {
+            if let Record::Put { put, .. } = r {
+                if let (Some(id), None) = (put.staging, &put.data) {
+                    put.data = self.staging.held(id, put.size);
                 }
-                r
-            })
-            .collect();
+            }
+        }
         let records = &records[..];
         self.journal.append(records).map_err(|e| FsError::io("journal write", e))?;
         let now = Instant::now();
@@ -385,7 +380,7 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
     match msg {
         FlushMsg::Record { records, reply } => {
             let failure = records.first().and_then(|r| st.failures.get(r.path()).cloned());
-            let _ = reply.send(st.record(&records).map(|_| failure));
+            let _ = reply.send(st.record(records).map(|_| failure));
         }
         FlushMsg::FlushNow { paths, reply } => {
             let mut left = BTreeSet::new();
@@ -510,7 +505,7 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
                             if let Some(inode) = &inode {
                                 let _ = inode.send_message(InodeMsg::Tombstone { path: c.path.clone() });
                             }
-                            if let Err(e) = st.record(&[Record::Delete { path: c.path.clone() }]) {
+                            if let Err(e) = st.record(vec![Record::Delete { path: c.path.clone() }]) {
                                 tracing::warn!(path = %c.path, "journal write failed: {e}");
                             }
                             // Part of what a waiting `sync` waits for.

@@ -43,7 +43,7 @@ const INLINE_WRITE_MAX: usize = 64 * 1024;
 const SPARE_LOW: usize = 8;
 const SPARE_AHEAD: usize = 32;
 /// A staging file is held in memory up to this size…
-pub const HELD_FILE_MAX: usize = 64 * 1024;
+const HELD_FILE_MAX: usize = 64 * 1024;
 /// …while the held files come to no more than this in all.
 const HELD_TOTAL_MAX: usize = 32 << 20;
 
@@ -82,6 +82,8 @@ pub struct Staging {
     released: Mutex<VecDeque<(Instant, StagingId)>>,
     spare: Mutex<Vec<StagingId>>,
     held: Mutex<Held>,
+    /// One held file becomes a file at a time (its file is made outside the lock of `held`).
+    spilling: Mutex<()>,
     /// Spares are being made ahead.
     refilling: AtomicBool,
     /// Itself, for making spares on the blocking pool.
@@ -110,6 +112,7 @@ impl Staging {
             released: Mutex::new(VecDeque::new()),
             spare: Mutex::new(Vec::new()),
             held: Mutex::new(Held::default()),
+            spilling: Mutex::new(()),
             refilling: AtomicBool::new(false),
         }))
     }
@@ -174,11 +177,17 @@ impl Staging {
         self.file(id).map(|_| ())
     }
 
-    /// Makes a held staging file a file on disk, with its bytes (under the lock of the held
-    /// files, so no write lands in between). Nothing to do for one that is a file.
-    fn spill(&self, h: &mut Held, id: StagingId) -> FsResult<()> {
-        let Some(bytes) = h.files.get(&id) else { return Ok(()) };
+    /// Makes a held staging file a file on disk, with its bytes. The file is made (a create or
+    /// a rename) without the lock of the held files; the bytes go in under it, so no write
+    /// lands in between. Nothing to do for one that is a file.
+    fn spill(&self, id: StagingId) -> FsResult<()> {
+        let _one = self.spilling.lock();
+        if !self.held.lock().files.contains_key(&id) {
+            return Ok(());
+        }
         let f = self.make_file(id)?;
+        let mut h = self.held.lock();
+        let Some(bytes) = h.files.get(&id) else { return Ok(()) };
         // Cut too: a file left under this number (replayed as held) may be longer.
         f.write_all_at(bytes, 0)
             .and_then(|_| f.set_len(bytes.len() as u64))
@@ -296,18 +305,19 @@ impl Staging {
     /// calling worker: the hop to the blocking pool and back cost more than the write itself
     /// (a third of a 4 KiB write's latency, measured).
     pub async fn write_at(&self, id: StagingId, offset: u64, data: Bytes) -> FsResult<()> {
-        {
+        let end = offset.saturating_add(data.len() as u64);
+        let spill = {
             let mut h = self.held.lock();
-            if h.files.contains_key(&id) {
-                let end = offset.saturating_add(data.len() as u64);
-                let len = h.files[&id].len() as u64;
-                if h.resize(id, end.max(len)) {
-                    let v = h.files.get_mut(&id).expect("held");
-                    v[offset as usize..end as usize].copy_from_slice(&data);
+            match h.files.get(&id).map(|v| v.len() as u64) {
+                Some(len) if h.resize(id, end.max(len)) => {
+                    h.files.get_mut(&id).expect("held")[offset as usize..end as usize].copy_from_slice(&data);
                     return Ok(());
                 }
-                self.spill(&mut h, id)?;
+                held => held.is_some(),
             }
+        };
+        if spill {
+            self.spill(id)?;
         }
         let f = self.file(id)?;
         if data.len() <= INLINE_WRITE_MAX {
@@ -344,20 +354,17 @@ impl Staging {
     }
 
     pub async fn set_len(&self, id: StagingId, len: u64) -> FsResult<()> {
-        {
-            let mut h = self.held.lock();
-            if h.resize(id, len) {
-                return Ok(());
-            }
-            self.spill(&mut h, id)?;
+        if self.held.lock().resize(id, len) {
+            return Ok(());
         }
+        self.spill(id)?;
         let f = self.file(id)?;
         blocking(move || f.set_len(len), format!("truncate of staging file {id}")).await
     }
 
     /// Makes the staging file's bytes durable (a held one becomes a file first).
     pub async fn sync(&self, id: StagingId) -> FsResult<()> {
-        self.spill(&mut self.held.lock(), id)?;
+        self.spill(id)?;
         let f = self.file(id)?;
         blocking(move || f.sync_data(), format!("fsync of staging file {id}")).await
     }
@@ -372,7 +379,7 @@ impl Staging {
             return self.set_len(to, len).await;
         }
         for id in [from, to] {
-            self.spill(&mut self.held.lock(), id)?;
+            self.spill(id)?;
         }
         let (src, dst) = (self.file(from)?, self.file(to)?);
         blocking(
