@@ -616,11 +616,14 @@ fn main() {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         sampler.join().unwrap();
         let took = t.elapsed();
+        // Every close has returned: what the mount keeps once its uploads are done.
+        let after = m.rss_kib();
         println!(
-            "  {writers} concurrent streaming writers x {per} MiB   {:.1} MB/s in all; RSS {:.0} MiB before, peak {:.0} MiB",
+            "  {writers} concurrent streaming writers x {per} MiB   {:.1} MB/s in all; RSS {:.0} MiB before, peak {:.0} MiB, {:.0} MiB after",
             mbps(writers * (per << 20), took),
             before as f64 / 1024.0,
-            peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0
+            peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
+            after as f64 / 1024.0
         );
     }
     if wanted("peer") {
