@@ -437,15 +437,15 @@ fn a_small_streamed_file_costs_its_xorb_and_shard_uploads_and_leaves_no_session_
     let m = mount_rw(&hub, "alice/b", &[]);
     std::fs::write(m.p("warm.txt"), b"warm").unwrap();
     let cas = || hub.traffic(RouteClass::CasUpload).requests;
-    // A file below 1 MiB: its xorb's grant and commit, and its shard; no global dedup query
-    // (a round trip that could save at most the file itself).
+    // A file below 1 MiB: its xorb in one request (no upload grant, no commit of it), and its
+    // shard; no global dedup query (a round trip that could save at most the file itself).
     let before = cas();
     for i in 0..5 {
         let b = bytes(100 + i, 4096);
         std::fs::write(m.p(&format!("small{i}.bin")), &b).unwrap();
         assert_hub(&hub, "alice/b", &format!("small{i}.bin"), &b);
     }
-    assert_eq!(cas() - before, 5 * 3, "CAS upload requests for 5 small files");
+    assert_eq!(cas() - before, 5 * 2, "CAS upload requests for 5 small files");
     // A larger file still asks the Hub for chunks it already has.
     let before = cas();
     let big = bytes(9, 3 << 20);

@@ -175,6 +175,23 @@ async fn uploads_through_the_front_need_a_write_token() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_xorb_upload_api_takes_a_whole_xorb() {
+    let (hub, _fx) = start_seeded().await;
+    let e = hub.endpoint();
+    let v: Value = get_json(&format!("{e}/api/models/alice/tiny/xet-write-token/main"), Some(WRITE_TOKEN)).await;
+    let (cas, token) = (v["casUrl"].as_str().unwrap(), v["accessToken"].as_str().unwrap());
+    // `POST /v1/xorbs` (the upload path of xet clients before 1.8, and of small files): 64 MiB
+    // of chunks and their headers reach xet-core's server, which judges them (this is not a
+    // xorb); the front refused every body past 2 MiB.
+    let body = vec![7u8; (64 << 20) + 4096];
+    let hash = "0".repeat(64);
+    let up = http().post(format!("{cas}/v1/xorbs/default/{hash}")).bearer_auth(token).body(body).send().await.unwrap();
+    assert_ne!(up.status(), 413, "the front refused a whole xorb");
+    assert!(!up.status().is_success(), "xet-core's server took garbage as a xorb");
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_goes_away_mid_upload_does_not_cancel_the_cas_backend() {
     use std::time::{Duration, Instant};
     let (hub, _fx) = start_seeded().await;

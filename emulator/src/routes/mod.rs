@@ -25,6 +25,9 @@ use percent_encoding::percent_decode_str;
 
 use crate::auth::{Caller, Tokens};
 use crate::cas::Cas;
+
+/// The largest request body the CAS routes take: a whole xorb (64 MiB of chunks, headers).
+const CAS_BODY_LIMIT_BYTES: usize = 80 << 20;
 use crate::error::{ApiError, ApiResult};
 use crate::faults::Faults;
 use crate::store::Store;
@@ -66,7 +69,8 @@ pub fn router(state: Shared) -> Router {
         .route("/api/buckets/{ns}/{name}/xet-write-token", get(buckets::write_token))
         .route("/api/{kind}/{*rest}", any(repos::repo_api))
         .route("/cas/xorb-data/{hash}", get(xorb_data))
-        .route("/cas/{*rest}", any(cas_proxy))
+        // Xorbs up to 64 MiB (and their headers) come through here on `POST /v1/xorbs`.
+        .route("/cas/{*rest}", any(cas_proxy).layer(axum::extract::DefaultBodyLimit::max(CAS_BODY_LIMIT_BYTES)))
         .fallback(resolve::resolve)
         .layer(axum::middleware::from_fn_with_state(faults, crate::faults::apply))
         .with_state(state)
