@@ -15,6 +15,12 @@ async fn cas_token(e: &str) -> (String, String) {
     (v["casUrl"].as_str().unwrap().into(), v["accessToken"].as_str().unwrap().into())
 }
 
+/// `(casUrl, accessToken)` from a write-token route.
+async fn cas_write_token(e: &str) -> (String, String) {
+    let v: Value = get_json(&format!("{e}/api/models/alice/tiny/xet-write-token/main"), Some(WRITE_TOKEN)).await;
+    (v["casUrl"].as_str().unwrap().into(), v["accessToken"].as_str().unwrap().into())
+}
+
 async fn xet_hash(e: &str) -> String {
     let h = http().head(format!("{e}/alice/tiny/resolve/main/model.safetensors")).send().await.unwrap();
     h.headers()["x-xet-hash"].to_str().unwrap().to_string()
@@ -178,14 +184,13 @@ async fn uploads_through_the_front_need_a_write_token() {
 async fn the_xorb_upload_api_takes_a_whole_xorb() {
     let (hub, _fx) = start_seeded().await;
     let e = hub.endpoint();
-    let v: Value = get_json(&format!("{e}/api/models/alice/tiny/xet-write-token/main"), Some(WRITE_TOKEN)).await;
-    let (cas, token) = (v["casUrl"].as_str().unwrap(), v["accessToken"].as_str().unwrap());
+    let (cas, token) = cas_write_token(&e).await;
     // `POST /v1/xorbs` (the upload path of xet clients before 1.8, and of small files): 64 MiB
     // of chunks and their headers reach xet-core's server, which judges them (this is not a
     // xorb); the front refused every body past 2 MiB.
     let body = vec![7u8; (64 << 20) + 4096];
     let hash = "0".repeat(64);
-    let up = http().post(format!("{cas}/v1/xorbs/default/{hash}")).bearer_auth(token).body(body).send().await.unwrap();
+    let up = http().post(format!("{cas}/v1/xorbs/default/{hash}")).bearer_auth(&token).body(body).send().await.unwrap();
     assert_ne!(up.status(), 413, "the front refused a whole xorb");
     assert!(!up.status().is_success(), "xet-core's server took garbage as a xorb");
     hub.stop().await;
@@ -196,14 +201,13 @@ async fn a_client_that_goes_away_mid_upload_does_not_cancel_the_cas_backend() {
     use std::time::{Duration, Instant};
     let (hub, _fx) = start_seeded().await;
     let e = hub.endpoint();
-    let v: Value = get_json(&format!("{e}/api/models/alice/tiny/xet-write-token/main"), Some(WRITE_TOKEN)).await;
-    let (cas, token) = (v["casUrl"].as_str().unwrap(), v["accessToken"].as_str().unwrap());
+    let (cas, token) = cas_write_token(&e).await;
     let before = hub.cas().shard_count().await.unwrap();
     // A valid shard (empty), sent by a client that gives up while the backend is still busy.
     let shard = xet_core_structures::metadata_shard::shard_in_memory::MDBInMemoryShard::default().to_bytes().unwrap();
     hub.cas().set_backend_delay(Some(Duration::from_millis(600)..Duration::from_millis(601)));
     let impatient = reqwest::Client::builder().timeout(Duration::from_millis(150)).no_proxy().build().unwrap();
-    let sent = impatient.post(format!("{cas}/v1/shards")).bearer_auth(token).body(shard).send().await;
+    let sent = impatient.post(format!("{cas}/v1/shards")).bearer_auth(&token).body(shard).send().await;
     assert!(sent.is_err_and(|e| e.is_timeout()), "the client was meant to give up first");
     // The backend finishes the upload all the same (cancelled half-way, xet-core's server can
     // leave its shard index failed for good: every later shard upload would answer 500).
