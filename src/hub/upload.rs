@@ -229,7 +229,7 @@ impl XetUploader {
                 .ctx
                 .get_or_try_init(|| async {
                     let config = super::xet::mount_config().map_err(|e| e.to_string())?;
-                    let mut local = config
+                    let local = config
                         .clone()
                         .with_config("deduplication.global_dedup_query_enabled", "false")
                         .map_err(|e| e.to_string())?;
@@ -237,10 +237,8 @@ impl XetUploader {
                     // than three (an upload grant, the upload to it, its commit): the xorb upload
                     // API every xet client before 1.8 uses, and 1.8's own fallback. The round
                     // trips, not the bytes, are what a small file's close waits for.
-                    if std::env::var_os("HF_XET_CLIENT_LEGACY_DIRECT_XORB_UPLOAD").is_none() {
-                        local =
-                            local.with_config("client.legacy_direct_xorb_upload", "true").map_err(|e| e.to_string())?;
-                    }
+                    let local = super::xet::with_defaults(local, &[("client.legacy_direct_xorb_upload", "true")])
+                        .map_err(|e| e.to_string())?;
                     let global = XetContext::with_config(config).map_err(|e| e.to_string())?;
                     let local = XetContext::new(local, global.runtime.clone());
                     Ok::<_, String>((global, local))

@@ -56,20 +56,36 @@ struct Session {
 /// at each `finalize`, which every streamed file's `close` waits for; the mount's process
 /// lives on, so the report is still delivered.
 pub(crate) fn mount_config() -> Result<xet_runtime::config::XetConfig, xet_runtime::config::ConfigError> {
-    let mut config = xet_runtime::config::XetConfig::new();
-    for (path, env, value) in [
-        ("client.ac_initial_download_concurrency", "HF_XET_CLIENT_AC_INITIAL_DOWNLOAD_CONCURRENCY", "16"),
-        ("client.ac_min_download_concurrency", "HF_XET_CLIENT_AC_MIN_DOWNLOAD_CONCURRENCY", "4"),
-        ("client.retry_base_delay", "HF_XET_CLIENT_RETRY_BASE_DELAY", "25ms"),
-        ("client.retry_max_attempts", "HF_XET_CLIENT_RETRY_MAX_ATTEMPTS", "8"),
-        ("client.retry_max_duration", "HF_XET_CLIENT_RETRY_MAX_DURATION", "1s"),
-        ("telemetry.final_flush_timeout", "HF_XET_TELEMETRY_FINAL_FLUSH_TIMEOUT", "0ms"),
-    ] {
-        if std::env::var_os(env).is_none() {
+    with_defaults(
+        xet_runtime::config::XetConfig::new(),
+        &[
+            ("client.ac_initial_download_concurrency", "16"),
+            ("client.ac_min_download_concurrency", "4"),
+            ("client.retry_base_delay", "25ms"),
+            ("client.retry_max_attempts", "8"),
+            ("client.retry_max_duration", "1s"),
+            ("telemetry.final_flush_timeout", "0ms"),
+        ],
+    )
+}
+
+/// `config` with each `(path, value)` set, unless xet-core's environment variable for that
+/// path (`HF_XET_` and the path in capitals, `_` for `.`) is set: the user's word wins.
+pub(crate) fn with_defaults(
+    mut config: xet_runtime::config::XetConfig,
+    defaults: &[(&str, &str)],
+) -> Result<xet_runtime::config::XetConfig, xet_runtime::config::ConfigError> {
+    for (path, value) in defaults {
+        if std::env::var_os(env_of(path)).is_none() {
             config = config.with_config(path, value)?;
         }
     }
     Ok(config)
+}
+
+/// xet-core's environment variable for a configuration path.
+fn env_of(path: &str) -> String {
+    format!("HF_XET_{}", path.replace('.', "_").to_uppercase())
 }
 
 /// The xet side of one mount.
@@ -247,5 +263,14 @@ mod tests {
         assert!(!is_transient("Client error: HTTP status client error (403 Forbidden) for url"));
         assert!(!is_transient("Client error: File not found for hash: abc"));
         assert!(!is_transient("Auth error: Token refresh failed: unauthorized"));
+    }
+
+    #[test]
+    fn a_default_yields_to_the_environment_variable_xet_core_reads_for_its_path() {
+        use super::env_of;
+        // The names xet-core documents for these settings.
+        assert_eq!(env_of("client.legacy_direct_xorb_upload"), "HF_XET_CLIENT_LEGACY_DIRECT_XORB_UPLOAD");
+        assert_eq!(env_of("client.ac_initial_download_concurrency"), "HF_XET_CLIENT_AC_INITIAL_DOWNLOAD_CONCURRENCY");
+        assert_eq!(env_of("telemetry.final_flush_timeout"), "HF_XET_TELEMETRY_FINAL_FLUSH_TIMEOUT");
     }
 }

@@ -25,12 +25,12 @@ use percent_encoding::percent_decode_str;
 
 use crate::auth::{Caller, Tokens};
 use crate::cas::Cas;
-
-/// The largest request body the CAS routes take: a whole xorb (64 MiB of chunks, headers).
-const CAS_BODY_LIMIT_BYTES: usize = 80 << 20;
 use crate::error::{ApiError, ApiResult};
 use crate::faults::Faults;
 use crate::store::Store;
+
+/// The largest request body the CAS routes take: a whole xorb (64 MiB of chunks, headers).
+const CAS_BODY_LIMIT_BYTES: usize = 80 << 20;
 
 /// Everything a handler can reach.
 pub struct AppState {
