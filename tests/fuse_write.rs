@@ -214,6 +214,51 @@ fn advanced_writes_are_random_and_committed_after_the_debounce() {
     wait_until(COMMIT_WAIT, "sparse.bin committed", || hub_has(&hub, "alice/b", "sparse.bin", &want));
 }
 
+/// A write into a file held in memory is answered on the FUSE thread, before the inode
+/// table has applied it: the stat, read and close right after must still see it.
+#[test]
+fn writes_answered_at_once_are_seen_by_the_next_stat_read_and_close() {
+    let hub = Hub::start();
+    hub.create_bucket("alice/b");
+    let m = mount_rw(&hub, "alice/b", &["--advanced-writes", "--flush-debounce-ms", "300"]);
+    let open = |p| std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(p).unwrap();
+    // Held up to 64 KiB, a file on disk past it: writes on both sides of the line.
+    let mut f = open(m.p("grown.log"));
+    let mut model = Vec::new();
+    for i in 0..400u64 {
+        let chunk = bytes(i, 97 + (i as usize * 7) % 300);
+        f.write_all(&chunk).unwrap();
+        model.extend_from_slice(&chunk);
+        assert_eq!(f.metadata().unwrap().len(), model.len() as u64, "size right after write {i}");
+        if i % 37 == 0 {
+            let mut back = vec![0u8; model.len()];
+            f.read_exact_at(&mut back, 0).unwrap();
+            assert!(back == model, "bytes read back right after write {i}");
+        }
+    }
+    assert!(model.len() > 64 << 10, "the file outgrew what is held in memory");
+    drop(f);
+    std::fs::create_dir(m.p("small")).unwrap();
+    let mut files = Vec::new();
+    for i in 0..100u64 {
+        let (path, want) = (format!("small/f{i}"), bytes(1000 + i, 4096));
+        let mut f = open(m.p(&path));
+        f.write_all(&want).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 4096, "{path}: size right after its write");
+        drop(f);
+        assert_eq!(std::fs::metadata(m.p(&path)).unwrap().len(), 4096, "{path}: size after close");
+        files.push((path, want));
+    }
+    assert!(std::fs::read(m.p("grown.log")).unwrap() == model);
+    for (path, want) in &files {
+        assert!(&std::fs::read(m.p(path)).unwrap() == want, "{path} read back");
+    }
+    wait_until(COMMIT_WAIT, "grown.log committed", || hub_has(&hub, "alice/b", "grown.log", &model));
+    for (path, want) in &files {
+        wait_until(COMMIT_WAIT, path, || hub_has(&hub, "alice/b", path, want));
+    }
+}
+
 #[test]
 fn a_closed_file_is_not_held_back_by_writes_to_others() {
     let hub = Hub::start();

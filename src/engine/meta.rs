@@ -24,10 +24,14 @@ impl Engine {
         self.inode(|reply| InodeMsg::Get { ino, reply }).await?
     }
 
-    /// A node's view read from the table without a message (see `InodeView`): only where the
-    /// caller's own earlier changes were calls, already applied.
-    pub(super) fn view_now(&self, ino: Ino) -> FsResult<NodeView> {
-        self.inner.inodes.view(ino)
+    /// A node's view read from the table without a message (see `InodeView`) when no change
+    /// told to it is pending, else asked of the actor: where the caller's own earlier
+    /// changes were calls (already applied) or counted tells.
+    pub(super) async fn view_settled(&self, ino: Ino) -> FsResult<NodeView> {
+        match self.inner.inodes.view(ino) {
+            Some(v) => v,
+            None => self.view(ino).await,
+        }
     }
 
     /// `getattr` answered at once, without a task or a message, when nothing needs the Hub

@@ -296,6 +296,32 @@ impl Engine {
         Ok(len)
     }
 
+    /// A write answered on the calling (frontend) thread, without a task: through a staged
+    /// handle (not a stream) into a staging file held in memory that stays held (no I/O,
+    /// nothing that waits). The inode table is told after the bytes went in and before the
+    /// answer, counted (`InodeView::unsettled`) so that what reads the table without a message
+    /// asks the actor until it has applied it. `None`: [`Self::write`] it.
+    pub fn write_now(&self, fh: Fh, offset: u64, data: &[u8]) -> Option<FsResult<u32>> {
+        let w = self.writes().ok()?;
+        let Some((ino, Some(wh))) = self.inner.handles.write_info(fh) else { return None };
+        let end = offset.checked_add(data.len() as u64)?;
+        if wh.stream.is_some() || end > MAX_FILE_BYTES || data.is_empty() {
+            return None;
+        }
+        let refs = self.reg().get().ok()?;
+        if !w.staging.write_held(wh.staging, offset, data) {
+            return None;
+        }
+        let settle = self.inner.inodes.unsettled();
+        if refs.inode.send_message(InodeMsg::WroteHeld { ino, end, settle }).is_err() {
+            return Some(Err(FsError::Io("the inode table is not running".into())));
+        }
+        if !wh.wrote {
+            let _ = refs.prefetch.send_message(PrefetchMsg::MarkWrote { fh });
+        }
+        Some(Ok(data.len() as u32))
+    }
+
     /// Puts a write's bytes in the staging file (and into the upload, for a stream).
     async fn write_bytes(&self, ino: Ino, wh: &WriteHandle, offset: u64, bytes: Bytes) -> FsResult<()> {
         let w = self.writes()?;
@@ -421,8 +447,8 @@ impl Engine {
     /// acknowledged, so a crash after this commits it. Returns its paths (the first is its
     /// own) and the last failure to commit it, if any.
     async fn journal_staged(&self, ino: Ino) -> FsResult<(Vec<String>, Option<FsError>)> {
-        // Read without a message: the writes it records were calls (`Wrote`), already applied.
-        let view = self.view_now(ino)?;
+        // Read without a message unless a write answered at once is not applied yet.
+        let view = self.view_settled(ino).await?;
         let failure = self.journal_and_failure(file_records(&view)).await?;
         Ok((std::iter::once(view.path).chain(view.other_paths).collect(), failure))
     }

@@ -25,7 +25,12 @@ const HEADER_BYTES: usize = 12;
 const MAX_RECORD_BYTES: usize = 16 << 20;
 /// The file is rewritten once it is this much larger than a snapshot of the overlay would be.
 const COMPACT_RATIO: u64 = 4;
-const COMPACT_MIN_BYTES: u64 = 1 << 20;
+/// …and no smaller than this: each rewrite syncs a file and its directory (milliseconds a
+/// close waited for, every 180 held 4 KiB files at 1 MiB), and replaying 8 MiB at mount
+/// takes tens of milliseconds.
+const COMPACT_MIN_BYTES: u64 = 8 << 20;
+/// The buffer an append starts with: a held 4 KiB file's record is about 5.6 KB.
+const APPEND_CAPACITY: usize = 8 << 10;
 
 /// A time as nanoseconds since the epoch.
 pub type Nanos = i64;
@@ -281,13 +286,22 @@ pub struct Journal {
 }
 
 fn frame(r: &Record) -> Vec<u8> {
-    let body = serde_json::to_vec(r).expect("records serialize");
-    let mut out = Vec::with_capacity(HEADER_BYTES + body.len());
-    out.extend_from_slice(&MAGIC.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    frame_into(&mut out, r);
     out
+}
+
+/// Appends `r`, framed, to `out`: its JSON is written in place behind the header (a held
+/// file's record carries its bytes: no copy of the body is made).
+fn frame_into(out: &mut Vec<u8>, r: &Record) {
+    let at = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    serde_json::to_writer(&mut *out, r).expect("records serialize");
+    let body = &out[at + HEADER_BYTES..];
+    let (len, crc) = (body.len() as u32, crc32fast::hash(body));
+    out[at..at + 4].copy_from_slice(&MAGIC.to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+    out[at + 8..at + 12].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decodes the record framed at `at`, if it is whole and passes its check.
@@ -375,9 +389,9 @@ impl Journal {
         if records.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
+        let mut buf = Vec::with_capacity(APPEND_CAPACITY);
         for r in records {
-            buf.extend(frame(r));
+            frame_into(&mut buf, r);
         }
         (&*self.file).write_all(&buf).map_err(|e| JournalError::io(&self.path, e))?;
         self.bytes += buf.len() as u64;
@@ -414,7 +428,7 @@ impl Journal {
         let tmp = self.path.with_extension("new");
         let mut buf = Vec::new();
         for r in self.overlay.snapshot() {
-            buf.extend(frame(&r));
+            frame_into(&mut buf, &r);
         }
         let io = |e| JournalError::io(&tmp, e);
         {
@@ -494,14 +508,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("journal");
         let (mut j, _) = Journal::open(&p).unwrap();
-        for i in 0..20_000u64 {
-            j.append(&[put("same", i)]).unwrap();
+        // A held file's record: its bytes ride along (three times the threshold in all).
+        let held = |i| match put("same", i) {
+            Record::Put { path, mut put } => {
+                put.data = Some(bytes::Bytes::from(vec![b'x'; 4096]));
+                Record::Put { path, put }
+            }
+            _ => unreachable!(),
+        };
+        let n = 3 * COMPACT_MIN_BYTES / frame(&held(0)).len() as u64;
+        for i in 0..n {
+            j.append(&[held(i)]).unwrap();
         }
         let len = std::fs::metadata(&p).unwrap().len();
         assert!(len < COMPACT_MIN_BYTES * 2, "{len} bytes");
-        assert_eq!(j.overlay().puts["same"].staging, Some(19_999));
+        let last = n - 1;
+        assert_eq!(j.overlay().puts["same"].staging, Some(last));
         drop(j);
         let (j, _) = Journal::open(&p).unwrap();
-        assert_eq!(j.overlay().puts["same"].staging, Some(19_999));
+        assert_eq!(j.overlay().puts["same"].staging, Some(last));
     }
 }

@@ -305,25 +305,36 @@ impl Staging {
     /// calling worker: the hop to the blocking pool and back cost more than the write itself
     /// (a third of a 4 KiB write's latency, measured).
     pub async fn write_at(&self, id: StagingId, offset: u64, data: Bytes) -> FsResult<()> {
-        let end = offset.saturating_add(data.len() as u64);
-        let spill = {
-            let mut h = self.held.lock();
-            match h.files.get(&id).map(|v| v.len() as u64) {
-                Some(len) if h.resize(id, end.max(len)) => {
-                    h.files.get_mut(&id).expect("held")[offset as usize..end as usize].copy_from_slice(&data);
-                    return Ok(());
-                }
-                held => held.is_some(),
-            }
-        };
-        if spill {
-            self.spill(id)?;
+        match self.write_into_held(id, offset, &data) {
+            Some(true) => return Ok(()),
+            Some(false) => self.spill(id)?,
+            None => {}
         }
         let f = self.file(id)?;
         if data.len() <= INLINE_WRITE_MAX {
             return f.write_all_at(&data, offset).map_err(|e| FsError::io(format!("write to staging file {id}"), e));
         }
         blocking(move || f.write_all_at(&data, offset), format!("write to staging file {id}")).await
+    }
+
+    /// Writes `data` at `offset` into staging file `id` if it is held in memory and stays
+    /// held: nothing waits and no I/O is made, so a frontend may answer the write on its own
+    /// thread. `false`: it is a file, or would grow too big to hold; [`Self::write_at`] it.
+    pub fn write_held(&self, id: StagingId, offset: u64, data: &[u8]) -> bool {
+        self.write_into_held(id, offset, data) == Some(true)
+    }
+
+    /// `Some(true)`: written into the held file; `Some(false)`: held, but too big with the
+    /// write; `None`: not held.
+    fn write_into_held(&self, id: StagingId, offset: u64, data: &[u8]) -> Option<bool> {
+        let end = offset.saturating_add(data.len() as u64);
+        let mut h = self.held.lock();
+        let len = h.files.get(&id)?.len() as u64;
+        if !h.resize(id, end.max(len)) {
+            return Some(false);
+        }
+        h.files.get_mut(&id).expect("held")[offset as usize..end as usize].copy_from_slice(data);
+        Some(true)
     }
 
     /// Up to `len` bytes at `offset` (fewer only at the file's end).

@@ -436,6 +436,16 @@ impl InodeState {
         self.changed_size(ino, size.max(end))
     }
 
+    /// A write into a held staging file, already made, ended at `end`: as `begin_write` and
+    /// `wrote` together.
+    pub(super) fn wrote_held(&mut self, ino: Ino, end: u64) -> FsResult<u64> {
+        let n = self.node_mut(ino)?;
+        let NodeKind::File(Content::Local { size, .. }) = n.kind else {
+            return Err(FsError::Invalid("write to a file not open for writing".into()));
+        };
+        self.changed_size(ino, size.max(end))
+    }
+
     /// The bytes of a local file changed (to `size`): times, generation and status follow.
     fn changed_size(&mut self, ino: Ino, size: u64) -> FsResult<u64> {
         let n = self.node_mut(ino)?;

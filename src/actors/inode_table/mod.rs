@@ -18,6 +18,7 @@ mod node;
 mod state;
 mod undo;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -42,23 +43,34 @@ use crate::types::{Hold, Ino, Invalidation, SetAttr, StagingId};
 /// their time on those hops). The actor still makes every change, each under the table's
 /// lock, so what this reads is the table between two messages, never half of one; it does
 /// not wait for messages still queued, so a caller that must see the effect of one it only
-/// told (`send_message`) asks the actor instead.
+/// told (`send_message`) asks the actor instead, or counts it as [`Unsettled`].
 #[derive(Clone)]
-pub struct InodeView(Arc<Mutex<InodeState>>);
+pub struct InodeView(Arc<Mutex<InodeState>>, Unsettled);
 
 impl InodeView {
     pub fn new(state: Arc<Mutex<InodeState>>) -> Self {
-        Self(state)
+        Self(state, Unsettled::default())
     }
 
-    /// A node's view, as `InodeMsg::Get` answers it.
-    pub fn view(&self, ino: Ino) -> FsResult<NodeView> {
-        self.0.lock().view(ino)
+    /// A node's view, as `InodeMsg::Get` answers it; `None` while a change told to the table
+    /// is not applied yet (ask the actor: its mailbox keeps order).
+    pub fn view(&self, ino: Ino) -> Option<FsResult<NodeView>> {
+        (!self.1.any()).then(|| self.0.lock().view(ino))
+    }
+
+    /// A token for a change told to the table, carried in its message: until the actor has
+    /// applied it, this view answers nothing a write changes.
+    pub fn unsettled(&self) -> Settle {
+        self.1 .0.fetch_add(1, Ordering::AcqRel);
+        Settle(self.1 .0.clone())
     }
 
     /// A node's attributes, unless the node is unknown or would be revalidated (remote
-    /// attributes checked longer ago than `ttl`).
+    /// attributes checked longer ago than `ttl`), or a change told to the table is pending.
     pub fn fresh_attr(&self, ino: Ino, ttl: Option<Duration>) -> Option<crate::types::Attr> {
+        if self.1.any() {
+            return None;
+        }
         let st = self.0.lock();
         let n = st.node(ino).ok()?;
         (!n.stale(ttl)).then(|| n.attr(ino))
@@ -71,6 +83,27 @@ impl InodeView {
         let st = self.0.lock();
         let Ok(p) = st.dir(parent) else { return false };
         p.listed_within(max_age) && !p.children.contains_key(name)
+    }
+}
+
+/// How many changes were told to the table (sent without waiting) and not applied yet.
+#[derive(Clone, Default)]
+struct Unsettled(Arc<AtomicUsize>);
+
+impl Unsettled {
+    fn any(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+}
+
+/// One change told to the table: counted until the message carrying it is dropped, once
+/// handled (or lost with an actor that stopped).
+#[derive(Debug)]
+pub struct Settle(Arc<AtomicUsize>);
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -356,6 +389,14 @@ pub enum InodeMsg {
         end: Option<u64>,
         reply: Reply<FsResult<u64>>,
     },
+    /// Bytes up to `end` were written into a staging file held in memory, sent after the
+    /// bytes went in (`BeginWrite` and `Wrote` in one; no snapshot of a held file is torn:
+    /// it is read under the lock the write took). `settle` counts it until it is applied.
+    WroteHeld {
+        ino: Ino,
+        end: u64,
+        settle: Settle,
+    },
     Resized {
         ino: Ino,
         size: u64,
@@ -573,6 +614,12 @@ fn handle(st: &mut InodeState, msg: InodeMsg) {
         }
         InodeMsg::Wrote { ino, end, reply } => {
             let _ = reply.send(st.wrote(ino, end));
+        }
+        InodeMsg::WroteHeld { ino, end, settle } => {
+            if let Err(e) = st.wrote_held(ino, end) {
+                tracing::warn!(ino, "a write answered at once found no file to apply to: {e}");
+            }
+            drop(settle);
         }
         InodeMsg::Resized { ino, size, reply } => {
             let _ = reply.send(st.resized(ino, size));

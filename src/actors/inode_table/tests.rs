@@ -286,3 +286,29 @@ fn a_writer_of_an_acknowledged_file_writes_a_copy_and_a_stateless_write_does_not
     assert_eq!(st.nodes[&f.ino].kind.clone(), NodeKind::File(Content::Local { staging: 9, size: 0 }));
     assert_eq!(st.released, vec![7], "the acknowledged copy goes once the journal is done with it");
 }
+
+#[test]
+fn the_shared_view_answers_nothing_a_told_change_may_alter_until_it_is_applied() {
+    let state = Arc::new(Mutex::new(table(100)));
+    let shared = InodeView::new(state.clone());
+    let made = state.lock().create(ROOT_INO, "held.bin", OWNER, 9).unwrap();
+    let ino = made.ino;
+    assert_eq!(shared.view(ino).unwrap().unwrap().attr.size, 0);
+    assert!(shared.fresh_attr(ino, None).is_some());
+    // A write answered at once: its message is queued, not applied.
+    let settle = shared.unsettled();
+    let second = shared.unsettled();
+    assert!(shared.view(ino).is_none(), "a view read past a queued write");
+    assert!(shared.fresh_attr(ino, None).is_none(), "attributes read past a queued write");
+    state.lock().wrote_held(ino, 4096).unwrap();
+    drop(settle);
+    assert!(shared.view(ino).is_none(), "one of two still queued");
+    drop(second);
+    assert_eq!(shared.view(ino).unwrap().unwrap().attr.size, 4096);
+    assert_eq!(shared.fresh_attr(ino, None).unwrap().size, 4096);
+    // Smaller writes do not cut it; the generation moved with each.
+    let gen = state.lock().view(ino).unwrap().write.gen;
+    state.lock().wrote_held(ino, 10).unwrap();
+    let v = state.lock().view(ino).unwrap();
+    assert_eq!((v.attr.size, v.write.gen > gen, v.write.status), (4096, true, Status::Dirty));
+}
