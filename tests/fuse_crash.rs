@@ -214,11 +214,14 @@ fn sigkill_at_20_random_points_of_a_write_workload_loses_nothing_acknowledged_an
             // SAFETY: a plain signal to our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         });
-        // Writes (overwrites among 6 names, 20 KB to 700 KB) until the mount dies.
+        // Writes (overwrites among 6 names) until the mount dies: every other one small enough
+        // to be held in memory (1 KB to 61 KB: written and closed on the FUSE thread, while
+        // commits of the same names run), the rest 20 KB to 700 KB.
         loop {
             seq += 1;
             let name = format!("f{}.bin", next() % 6);
-            let data = bytes(seq, 20_000 + (next() % 680_000) as usize);
+            let len = if seq % 2 == 0 { 1_000 + next() % 60_000 } else { 20_000 + next() % 680_000 };
+            let data = bytes(seq, len as usize);
             let ok = write_and_close(&mnt.path().join(&name), &data).is_ok();
             attempts.entry(name).or_default().push((data, ok));
             if !ok {

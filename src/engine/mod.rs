@@ -134,6 +134,10 @@ struct Writes {
     uploader: Arc<XetUploader>,
     advanced: bool,
     shutdown_timeout: Duration,
+    /// The flusher's journal and its count of failed paths, for a close answered on the
+    /// FUSE thread (`Engine::flush_now`).
+    journal: crate::actors::flusher::journal::SharedJournal,
+    failed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct Inner {
@@ -612,9 +616,11 @@ fn open_writes(
     }
     let uploader = Arc::new(XetUploader::new(hub.clone(), remote.source(), w.dir.join("xet")));
     let (gc_tx, gc_rx) = unbounded_channel();
-    let state = Arc::new(Mutex::new(FlusherState::new(journal, staging.clone(), w.flush.clone(), gc_rx)));
-    let args = WriteArgs { state, uploader: uploader.clone(), gc: gc_tx };
-    let writes = Writes { staging, uploader, advanced: w.advanced, shutdown_timeout: w.shutdown_timeout };
+    let flusher = FlusherState::new(journal, staging.clone(), w.flush.clone(), gc_rx);
+    let (journal, failed) = flusher.journal();
+    let args = WriteArgs { state: Arc::new(Mutex::new(flusher)), uploader: uploader.clone(), gc: gc_tx };
+    let writes =
+        Writes { staging, uploader, advanced: w.advanced, shutdown_timeout: w.shutdown_timeout, journal, failed };
     Ok((args, writes, overlay))
 }
 

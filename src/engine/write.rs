@@ -376,6 +376,43 @@ impl Engine {
         self.commit_handle(fh, ino, &wh, true).await
     }
 
+    /// A `close`'s flush answered on the calling (frontend) thread, without a task: in advanced
+    /// mode, a handle that wrote (the handle table says so) to a file the inode table shows
+    /// settled, with no commit failure to report. Its records go into the journal here (the
+    /// held bytes with them), then the flusher is told (`FlushMsg::Recorded`): acknowledged as
+    /// the flusher's own append would be. `None`: [`Self::flush`] it.
+    pub fn flush_now(&self, fh: Fh, pid: u32) -> Option<FsResult<()>> {
+        let w = self.writes().ok()?;
+        let Some((ino, Some(wh))) = self.inner.handles.write_info(fh) else { return None };
+        if !w.advanced || wh.stream.is_some() || !wh.wrote || wh.pid != pid {
+            return None;
+        }
+        if w.failed.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return None; // an earlier failure may be this file's, reported by `flush`
+        }
+        let view = self.inner.inodes.view(ino)?.ok()?;
+        let refs = self.reg().get().ok()?;
+        let flusher = refs.flusher.clone()?;
+        let mut records = file_records(&view);
+        for r in &mut records {
+            if let Record::Put { put, .. } = r {
+                if let (Some(id), None) = (put.staging, &put.data) {
+                    put.data = w.staging.held(id, put.size);
+                }
+            }
+        }
+        let seq = match w.journal.lock().append(&records) {
+            Ok(seq) => seq,
+            Err(e) => return Some(Err(FsError::io("journal write", e))),
+        };
+        if flusher.send_message(FlushMsg::Recorded { records, seq }).is_err() {
+            // Journaled, so committed by the next mount; this one is going away.
+            tracing::warn!(path = %view.path, "the flusher is not running: committed at the next mount");
+        }
+        let _ = refs.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
+        Some(Ok(()))
+    }
+
     /// Commits a write handle's changes; `at_close`: the writer waits for the answer.
     async fn commit_handle(&self, fh: Fh, ino: Ino, wh: &WriteHandle, at_close: bool) -> FsResult<()> {
         let w = self.writes()?;

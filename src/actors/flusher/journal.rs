@@ -283,7 +283,16 @@ pub struct Journal {
     bytes: u64,
     /// The size past which compaction is considered again.
     compact_at: u64,
+    /// The number of the last append; each pending path's is in `seqs` (none: 0).
+    last_seq: u64,
+    seqs: std::collections::HashMap<String, u64>,
 }
+
+/// The journal, appended to by the flusher and, for a close answered on the FUSE thread,
+/// by the engine (which then tells the flusher, `FlushMsg::Recorded`): one lock keeps each
+/// append whole and the sequence numbers in order, so a commit's `Done` is written only if
+/// no record for its path came after the state it committed (`Journal::append_done`).
+pub type SharedJournal = Arc<parking_lot::Mutex<Journal>>;
 
 fn frame(r: &Record) -> Vec<u8> {
     let mut out = Vec::new();
@@ -370,6 +379,8 @@ impl Journal {
             overlay,
             bytes: 0,
             compact_at: COMPACT_MIN_BYTES,
+            last_seq: 0,
+            seqs: Default::default(),
         };
         if report.skipped > 0 || !buf.is_empty() {
             // Start from a clean snapshot: a torn tail or a bad record is not appended after.
@@ -383,11 +394,28 @@ impl Journal {
         &self.overlay
     }
 
+    /// The number of the last append that put or deleted `path` since it was last done (0:
+    /// none since this journal was opened).
+    pub fn seq(&self, path: &str) -> u64 {
+        self.seqs.get(path).copied().unwrap_or(0)
+    }
+
+    /// Appends `records` (a `Done` for `path` among them) only if nothing was appended for
+    /// `path` since append number `seq`, the state a commit committed; `false`: not appended.
+    pub fn append_done(&mut self, path: &str, seq: u64, records: &[Record]) -> Result<bool, JournalError> {
+        if self.seq(path) != seq {
+            return Ok(false);
+        }
+        self.append(records)?;
+        Ok(true)
+    }
+
     /// Appends records (one write) and folds them in; they are in the kernel's hands when this
-    /// returns (a crash of the process loses none), on disk after `sync`.
-    pub fn append(&mut self, records: &[Record]) -> Result<(), JournalError> {
+    /// returns (a crash of the process loses none), on disk after `sync`. Answers the append's
+    /// number, which each path it puts or deletes now carries (see `seq`).
+    pub fn append(&mut self, records: &[Record]) -> Result<u64, JournalError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(self.last_seq);
         }
         let mut buf = Vec::with_capacity(APPEND_CAPACITY);
         for r in records {
@@ -395,11 +423,21 @@ impl Journal {
         }
         (&*self.file).write_all(&buf).map_err(|e| JournalError::io(&self.path, e))?;
         self.bytes += buf.len() as u64;
+        self.last_seq += 1;
         for r in records {
             self.overlay.apply(r);
+            match r {
+                Record::Put { path, .. } | Record::Delete { path } => {
+                    self.seqs.insert(path.clone(), self.last_seq);
+                }
+                Record::Done { path } => {
+                    self.seqs.remove(path);
+                }
+                _ => {}
+            }
         }
         self.maybe_compact();
-        Ok(())
+        Ok(self.last_seq)
     }
 
     /// A handle for syncing outside the caller (fdatasync can take a while).
@@ -454,6 +492,10 @@ fn open_append(path: &Path) -> Result<File, JournalError> {
 mod tests {
     use super::*;
 
+    fn meta() -> MetaRec {
+        MetaRec { perm: 0o644, uid: 1, gid: 1, atime: 1, mtime: 1, ctime: 1 }
+    }
+
     fn put(path: &str, staging: u64) -> Record {
         Record::Put {
             path: path.into(),
@@ -501,6 +543,28 @@ mod tests {
         assert!(r.torn_tail);
         assert!(o.puts.contains_key("f0") && !o.puts.contains_key("f1") && o.puts.contains_key("f4"));
         assert!(!o.puts.contains_key("tail"));
+    }
+
+    #[test]
+    fn a_commit_is_not_marked_done_over_a_record_appended_after_what_it_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("journal");
+        let (mut j, _) = Journal::open(&p).unwrap();
+        let committed = j.append(&[put("a", 1)]).unwrap();
+        assert_eq!(j.seq("a"), committed);
+        // A close appends a newer state of `a` (its message to the flusher still queued)…
+        let newer = j.append(&[put("a", 2), Record::Meta { path: "a".into(), meta: meta() }]).unwrap();
+        assert!(newer > committed);
+        // …so the commit of the first state does not mark `a` done.
+        let done = [Record::Done { path: "a".into() }];
+        assert!(!j.append_done("a", committed, &done).unwrap());
+        assert_eq!(j.overlay().puts["a"].staging, Some(2));
+        assert!(j.append_done("a", newer, &done).unwrap());
+        assert!(!j.overlay().puts.contains_key("a"));
+        assert_eq!(j.seq("a"), 0, "done: nothing pending");
+        drop(j);
+        let (j, _) = Journal::open(&p).unwrap();
+        assert!(!j.overlay().puts.contains_key("a"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod journal;
 pub mod staging;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ use crate::error::{FsError, FsResult};
 use crate::hub::XetUploader;
 use crate::types::{StagingId, WriteStatus};
 use cycle::{Commit, Outcome, Prepared};
-use journal::{Journal, Record};
+use journal::{Journal, Record, SharedJournal};
 use staging::Staging;
 
 /// How often the flusher looks for work.
@@ -107,7 +108,7 @@ enum Waiter {
 
 /// The flusher's state; survives restarts of the actor.
 pub struct FlusherState {
-    journal: Journal,
+    journal: SharedJournal,
     staging: Arc<Staging>,
     cfg: FlushConfig,
     pending: BTreeMap<String, Pending>,
@@ -120,19 +121,18 @@ pub struct FlusherState {
     last_background: Option<Instant>,
     waiters: Vec<Waiter>,
     failures: BTreeMap<String, FsError>,
+    /// How many paths have a failure (`failures`), for a close answered without a message.
+    failed: Arc<AtomicUsize>,
     /// Staging files the inode table let go of; deleted once no pending path needs them.
     gc: UnboundedReceiver<StagingId>,
     discards: Vec<StagingId>,
     committed: u64,
-    /// The last `Pending::seq` given: never reused, so a path pending again after it was done
-    /// cannot be mistaken for what an earlier commit saw.
-    last_seq: u64,
 }
 
 impl FlusherState {
     pub fn new(journal: Journal, staging: Arc<Staging>, cfg: FlushConfig, gc: UnboundedReceiver<StagingId>) -> Self {
         let mut st = FlusherState {
-            journal,
+            journal: Arc::new(parking_lot::Mutex::new(journal)),
             staging,
             cfg,
             pending: BTreeMap::new(),
@@ -143,10 +143,10 @@ impl FlusherState {
             last_background: None,
             waiters: Vec::new(),
             failures: BTreeMap::new(),
+            failed: Arc::default(),
             gc,
             discards: Vec::new(),
             committed: 0,
-            last_seq: 0,
         };
         st.rebuild();
         st
@@ -155,7 +155,10 @@ impl FlusherState {
     /// The dirty set from the journal; everything transient starts over.
     fn rebuild(&mut self) {
         let now = Instant::now();
-        self.pending = self.journal.overlay().pending().map(|p| (p.clone(), Pending::new(now))).collect();
+        let j = self.journal.lock();
+        self.pending =
+            j.overlay().pending().map(|p| (p.clone(), Pending { seq: j.seq(p), ..Pending::new(now) })).collect();
+        drop(j);
         self.inflight.clear();
         for c in self.queue.drain(..) {
             if let Some(r) = c.reply {
@@ -168,6 +171,12 @@ impl FlusherState {
 
     pub fn staging(&self) -> Arc<Staging> {
         self.staging.clone()
+    }
+
+    /// The journal, for closes answered without a message (see `SharedJournal`), and the
+    /// count of paths whose last commit failed (such a close asks the flusher instead).
+    pub fn journal(&self) -> (SharedJournal, Arc<AtomicUsize>) {
+        (self.journal.clone(), self.failed.clone())
     }
 
     fn status(&self) -> WriteStatus {
@@ -188,16 +197,21 @@ impl FlusherState {
                 }
             }
         }
-        let records = &records[..];
-        self.journal.append(records).map_err(|e| FsError::io("journal write", e))?;
+        let seq = self.journal.lock().append(&records).map_err(|e| FsError::io("journal write", e))?;
+        self.recorded(&records, seq);
+        Ok(())
+    }
+
+    /// Records already in the journal (append number `seq`): their paths are pending.
+    fn recorded(&mut self, records: &[Record], seq: u64) {
         let now = Instant::now();
         for r in records {
             let path = r.path();
             match r {
                 Record::Put { .. } | Record::Delete { .. } => {
                     let p = self.pending.entry(path.to_string()).or_insert_with(|| Pending::new(now));
-                    self.last_seq += 1;
-                    p.seq = self.last_seq;
+                    // A record told after one this actor appended later keeps the later number.
+                    p.seq = p.seq.max(seq);
                     p.last = now;
                     p.busy = false;
                 }
@@ -209,8 +223,8 @@ impl FlusherState {
                 _ => {}
             }
         }
+        self.failed.store(self.failures.len(), Ordering::Release);
         crate::metrics::get().flush_pending.record(self.pending.len() as u64, &[]);
-        Ok(())
     }
 
     /// A path is done (`None`) or failed: tell whoever waits on it.
@@ -259,6 +273,7 @@ impl FlusherState {
             p.next_try = Some(Instant::now() + delay);
         }
         self.failures.insert(path.to_string(), error.clone());
+        self.failed.store(self.failures.len(), Ordering::Release);
         self.settle(path, Some(&error));
     }
 
@@ -266,20 +281,30 @@ impl FlusherState {
     /// `landed`: the Hub has a file at `path` now.
     fn finish(&mut self, path: &str, seq: Option<u64>, landed: bool) {
         self.failures.remove(path);
+        self.failed.store(self.failures.len(), Ordering::Release);
         let current = self.pending.get(path).map(|p| p.seq);
-        if seq.is_some() && current == seq {
-            self.pending.remove(path);
+        if let Some(seq) = seq.filter(|s| current == Some(*s)) {
+            let mut j = self.journal.lock();
             let mut records = vec![Record::Done { path: path.to_string() }];
             // A file landed: the directories above it exist on the Hub now.
             let mut at = if landed { path } else { "" };
             while let Some((dir, _)) = at.rsplit_once('/') {
-                if self.journal.overlay().dirs.contains(dir) {
+                if j.overlay().dirs.contains(dir) {
                     records.push(Record::DirGone { path: dir.to_string() });
                 }
                 at = dir;
             }
-            if let Err(e) = self.journal.append(&records) {
-                tracing::warn!(path, "journal write failed: {e}");
+            // Not done if a close journaled the path again after what was committed (its
+            // `Recorded` is on its way): it stays pending.
+            match j.append_done(path, seq, &records) {
+                Ok(true) => {
+                    self.pending.remove(path);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.pending.remove(path);
+                    tracing::warn!(path, "journal write failed: {e}");
+                }
             }
         }
         if !self.pending.contains_key(path) {
@@ -294,8 +319,10 @@ impl FlusherState {
         if self.discards.is_empty() {
             return;
         }
-        let overlay = self.journal.overlay();
-        let (keep, drop): (Vec<_>, Vec<_>) = self.discards.drain(..).partition(|id| overlay.uses_staging(*id));
+        let (keep, drop): (Vec<_>, Vec<_>) = {
+            let j = self.journal.lock();
+            self.discards.drain(..).partition(|id| j.overlay().uses_staging(*id))
+        };
         self.discards = keep;
         for id in drop {
             self.staging.release(id);
@@ -309,6 +336,12 @@ pub enum FlushMsg {
     Record {
         records: Vec<Record>,
         reply: Reply<FsResult<Option<FsError>>>,
+    },
+    /// These records are in the journal already, as append number `seq` (a close answered
+    /// on the FUSE thread appended them): mark their paths.
+    Recorded {
+        records: Vec<Record>,
+        seq: u64,
     },
     /// Flush these paths now; answers once committed or with the first failure.
     FlushNow {
@@ -382,6 +415,7 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
             let failure = records.first().and_then(|r| st.failures.get(r.path()).cloned());
             let _ = reply.send(st.record(records).map(|_| failure));
         }
+        FlushMsg::Recorded { records, seq } => st.recorded(&records, seq),
         FlushMsg::FlushNow { paths, reply } => {
             let mut left = BTreeSet::new();
             for p in paths {
@@ -418,7 +452,7 @@ fn on_message(me: ActorRef<FlushMsg>, msg: FlushMsg, args: &mut FlusherArgs) -> 
             }
         }
         FlushMsg::Fsync { path, reply } => {
-            let file = st.journal.file();
+            let file = st.journal.lock().file();
             let failure = path.and_then(|p| st.failures.get(&p).cloned());
             tokio::task::spawn_blocking(move || {
                 let synced = file.sync_data().map_err(|e| FsError::io("journal fsync", e));

@@ -1,9 +1,12 @@
 //! The FUSE frontend (fuser 0.18, pure-Rust mount). It translates kernel
 //! requests into engine calls and the answers back, nothing more: every
-//! policy (read-only, names, modes, errno) is the engine's. Every request is
-//! answered from a task on the engine's runtime, so a FUSE worker thread
-//! never waits on the network: any number of stalled reads leave `ls` and
-//! `stat` served. Mount and unmount live in `session`.
+//! policy (read-only, names, modes, errno) is the engine's. A request that may
+//! wait is answered from a task on the engine's runtime, so a FUSE worker
+//! thread never waits on the network: any number of stalled reads leave `ls`
+//! and `stat` served. What the engine can answer without waiting (a fresh
+//! node's attributes, a name a fresh listing lacks, a write into a file held
+//! in memory) is answered on the FUSE thread (`HfFuse::now`), sparing the hop
+//! to the runtime. Mount and unmount live in `session`.
 
 mod session;
 
@@ -407,6 +410,14 @@ impl Filesystem for HfFuse {
         let pid = req.pid();
         if self.now("flush", ino.0, |engine, _| engine.flush_is_idle_now(fh.0, pid).then_some(())).is_some() {
             return reply.ok();
+        }
+        if let Some(answer) =
+            self.now("flush", ino.0, |engine, ctx| engine.flush_now(fh.0, pid).map(|r| r.map_err(|e| ctx.fail(&e))))
+        {
+            return match answer {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
         }
         self.spawn("flush", ino.0, move |engine, ctx| async move { empty(ctx, reply, engine.flush(fh.0, pid).await) });
     }
