@@ -202,19 +202,24 @@ impl FlusherState {
         Ok(())
     }
 
-    /// Records already in the journal (append number `seq`): their paths are pending.
+    /// Records already in the journal (append number `seq`): their paths are pending. A path
+    /// appended again since (or done since: a later state committed) is left to that append.
     fn recorded(&mut self, records: &[Record], seq: u64) {
         let now = Instant::now();
-        for r in records {
+        let latest: Vec<bool> = {
+            let j = self.journal.lock();
+            records.iter().map(|r| j.seq(r.path()) == seq).collect()
+        };
+        for (r, latest) in records.iter().zip(latest) {
             let path = r.path();
             match r {
-                Record::Put { .. } | Record::Delete { .. } => {
+                Record::Put { .. } | Record::Delete { .. } if latest => {
                     let p = self.pending.entry(path.to_string()).or_insert_with(|| Pending::new(now));
-                    // A record told after one this actor appended later keeps the later number.
-                    p.seq = p.seq.max(seq);
+                    p.seq = seq;
                     p.last = now;
                     p.busy = false;
                 }
+                Record::Put { .. } | Record::Delete { .. } => {}
                 Record::Done { .. } => {
                     self.pending.remove(path);
                     self.failures.remove(path);
