@@ -220,7 +220,7 @@ fn sigkill_at_20_random_points_of_a_write_workload_loses_nothing_acknowledged_an
         loop {
             seq += 1;
             let name = format!("f{}.bin", next() % 6);
-            let len = if seq % 2 == 0 { 1_000 + next() % 60_000 } else { 20_000 + next() % 680_000 };
+            let len = if seq.is_multiple_of(2) { 1_000 + next() % 60_000 } else { 20_000 + next() % 680_000 };
             let data = bytes(seq, len as usize);
             let ok = write_and_close(&mnt.path().join(&name), &data).is_ok();
             attempts.entry(name).or_default().push((data, ok));
