@@ -406,8 +406,9 @@ impl Engine {
             Err(e) => return Some(Err(FsError::io("journal write", e))),
         };
         if flusher.send_message(FlushMsg::Recorded { records, seq }).is_err() {
-            // Journaled, so committed by the next mount; this one is going away.
-            tracing::warn!(path = %view.path, "the flusher is not running: committed at the next mount");
+            // Journaled: a restarted flusher rebuilds its pending set from the journal, and a
+            // mount going away leaves it to the next one.
+            tracing::warn!(path = %view.path, "the flusher is not running: the journal keeps the file for it");
         }
         let _ = refs.prefetch.send_message(PrefetchMsg::MarkCommitted { fh });
         Some(Ok(()))
