@@ -376,15 +376,21 @@ impl Engine {
         self.commit_handle(fh, ino, &wh, true).await
     }
 
-    /// A `close`'s flush answered on the calling (frontend) thread, without a task: in advanced
-    /// mode, a handle that wrote (the handle table says so) to a file the inode table shows
+    /// A `close`'s flush answered on the calling (frontend) thread, without a task, known from
+    /// the handle table: one with nothing to do (a descriptor not open for writing, or another
+    /// process's close of a written one: the hop to the runtime and back was most of its
+    /// time), and in advanced mode one of a handle that wrote to a file the inode table shows
     /// settled, with no commit failure to report. Its records go into the journal here (the
     /// held bytes with them), then the flusher is told (`FlushMsg::Recorded`): acknowledged as
     /// the flusher's own append would be. `None`: [`Self::flush`] it.
     pub fn flush_now(&self, fh: Fh, pid: u32) -> Option<FsResult<()>> {
+        let (ino, wh) = match self.inner.handles.write_info(fh)? {
+            (_, None) => return Some(Ok(())),
+            (_, Some(wh)) if wh.pid != pid => return Some(Ok(())),
+            (ino, Some(wh)) => (ino, wh),
+        };
         let w = self.writes().ok()?;
-        let Some((ino, Some(wh))) = self.inner.handles.write_info(fh) else { return None };
-        if !w.advanced || wh.stream.is_some() || !wh.wrote || wh.pid != pid {
+        if !w.advanced || wh.stream.is_some() || !wh.wrote {
             return None;
         }
         if w.failed.load(std::sync::atomic::Ordering::Acquire) > 0 {
@@ -394,13 +400,7 @@ impl Engine {
         let refs = self.reg().get().ok()?;
         let flusher = refs.flusher.clone()?;
         let mut records = file_records(&view);
-        for r in &mut records {
-            if let Record::Put { put, .. } = r {
-                if let (Some(id), None) = (put.staging, &put.data) {
-                    put.data = w.staging.held(id, put.size);
-                }
-            }
-        }
+        w.staging.carry_held(&mut records);
         let seq = match w.journal.lock().append(&records) {
             Ok(seq) => seq,
             Err(e) => return Some(Err(FsError::io("journal write", e))),
@@ -566,17 +566,6 @@ impl Engine {
         }
         let path = view.path.clone();
         self.flusher(|reply| FlushMsg::Fsync { path: Some(path.clone()), reply }).await?
-    }
-
-    /// Whether a `close`'s flush has nothing to do, known from the handle table (a descriptor
-    /// not open for writing, or another process's close of a written one): a frontend answers
-    /// it without a task (the hop to the runtime and back was most of its time).
-    pub fn flush_is_idle_now(&self, fh: Fh, pid: u32) -> bool {
-        match self.inner.handles.write_info(fh) {
-            Some((_, None)) => true,
-            Some((_, Some(wh))) => wh.pid != pid,
-            None => false,
-        }
     }
 
     /// Lets a handle not open for writing go without waiting (its release commits nothing):

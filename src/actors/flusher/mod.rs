@@ -189,14 +189,7 @@ impl FlusherState {
     }
 
     fn record(&mut self, mut records: Vec<Record>) -> FsResult<()> {
-        // A file held in memory has no file on disk: its record carries the bytes.
-        for r in &mut records {
-            if let Record::Put { put, .. } = r {
-                if let (Some(id), None) = (put.staging, &put.data) {
-                    put.data = self.staging.held(id, put.size);
-                }
-            }
-        }
+        self.staging.carry_held(&mut records);
         let seq = self.journal.lock().append(&records).map_err(|e| FsError::io("journal write", e))?;
         self.recorded(&records, seq);
         Ok(())

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::journal::Record;
 use crate::error::{FsError, FsResult};
 use crate::types::StagingId;
 
@@ -167,6 +168,18 @@ impl Staging {
         let mut out = v[..v.len().min(size as usize)].to_vec();
         out.resize(size as usize, 0);
         Some(Bytes::from(out))
+    }
+
+    /// Puts into each record of a held file its bytes: the record is what keeps them across a
+    /// crash (a held file has no file on disk).
+    pub fn carry_held(&self, records: &mut [Record]) {
+        for r in records {
+            if let Record::Put { put, .. } = r {
+                if let (Some(id), None) = (put.staging, &put.data) {
+                    put.data = self.held(id, put.size);
+                }
+            }
+        }
     }
 
     /// Checks that a staging file can be written (a held one can; a file is opened).

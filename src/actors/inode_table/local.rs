@@ -430,14 +430,11 @@ impl InodeState {
         let n = self.node_mut(ino)?;
         n.write.inflight = n.write.inflight.saturating_sub(1);
         let Some(end) = end else { return Ok(n.size()) };
-        let NodeKind::File(Content::Local { size, .. }) = n.kind else {
-            return Err(FsError::Invalid("write to a file not open for writing".into()));
-        };
-        self.changed_size(ino, size.max(end))
+        self.wrote_held(ino, end)
     }
 
-    /// A write into a held staging file, already made, ended at `end`: as `begin_write` and
-    /// `wrote` together.
+    /// A write, already made, ended at `end` (a write into a held staging file: `begin_write`
+    /// and `wrote` together; `wrote` ends with it).
     pub(super) fn wrote_held(&mut self, ino: Ino, end: u64) -> FsResult<u64> {
         let n = self.node_mut(ino)?;
         let NodeKind::File(Content::Local { size, .. }) = n.kind else {

@@ -5,7 +5,7 @@
 //! thread never waits on the network: any number of stalled reads leave `ls`
 //! and `stat` served. What the engine can answer without waiting (a fresh
 //! node's attributes, a name a fresh listing lacks, a write into a file held
-//! in memory) is answered on the FUSE thread (`HfFuse::now`), sparing the hop
+//! in memory, most closes) is answered on the FUSE thread (`HfFuse::now`), sparing the hop
 //! to the runtime. Mount and unmount live in `session`.
 
 mod session;
@@ -408,9 +408,6 @@ impl Filesystem for HfFuse {
 
     fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock: fuser::LockOwner, reply: ReplyEmpty) {
         let pid = req.pid();
-        if self.now("flush", ino.0, |engine, _| engine.flush_is_idle_now(fh.0, pid).then_some(())).is_some() {
-            return reply.ok();
-        }
         if let Some(answer) =
             self.now("flush", ino.0, |engine, ctx| engine.flush_now(fh.0, pid).map(|r| r.map_err(|e| ctx.fail(&e))))
         {
