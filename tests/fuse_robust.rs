@@ -464,6 +464,26 @@ fn the_inode_table_is_bounded_and_unloaded_listings_come_back() {
 /// refused for half a second, then back with its store), right as a file's xorb goes up: a
 /// streaming close and an advanced mount's commit both carry on past it, and lose nothing.
 #[test]
+fn a_stream_whose_upload_is_refused_is_committed_from_its_staging_copy() {
+    use common::{bytes, write_and_close, WRITE_TOKEN};
+    let hub = Hub::start();
+    hub.seed_bucket("alice/s", &[]);
+    let m = mount(&hub, &["bucket", "alice/s", "--hf-token", WRITE_TOKEN]);
+    // Whole MiB writes (the staging copy's direct writes) and a tail; the stream's one xorb is
+    // refused (a 400 is not retried), so the close commits the staging copy instead.
+    let data = bytes(3, (4 << 20) + 5);
+    let spec = FaultSpec {
+        path_contains: Some("xorb".into()),
+        ..FaultSpec::new(RouteClass::CasUpload, FaultKind::Error { status: 400 }).times(1)
+    };
+    let rule = hub.emulator().faults().add(spec).unwrap();
+    write_and_close(&m.p("refused.bin"), &data).unwrap();
+    let hits = hub.emulator().faults().list().into_iter().find(|r| r.id == rule).map_or(0, |r| r.hits);
+    assert_eq!(hits, 1, "the stream's xorb was never refused");
+    assert!(hub.bucket_bytes("alice/s", "refused.bin") == Some(data), "refused.bin on the Hub, whole");
+}
+
+#[test]
 fn an_emulator_restart_in_the_middle_of_an_upload_loses_nothing() {
     use common::{bytes, write_and_close, WRITE_TOKEN};
     let hub = Hub::start();

@@ -40,7 +40,7 @@ use crate::types::{Ino, Invalidation, WriteStatus, NAME_MAX_BYTES, ROOT_INO};
 
 pub use crate::types::{Attr, DirEntry};
 pub use namespace::{RenameFlags, StatFs};
-pub use write::MAX_FILE_BYTES;
+pub use write::{write_buffer, MAX_FILE_BYTES};
 
 /// Read-ahead bytes being fetched at once, mount-wide, in MiB: each stream's window bounds
 /// its own share, this bounds them all (read-ahead past it waits for room).

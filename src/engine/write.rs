@@ -30,6 +30,12 @@ const FILL_CHUNK_BYTES: u64 = 16 << 20;
 /// The largest file a write may make (as ext4's limit).
 pub const MAX_FILE_BYTES: u64 = 16 << 40;
 
+/// The copy a frontend makes of a write's bytes (its one copy out of the kernel's buffer):
+/// laid out so that a streamed file's staging copy can be written past the page cache.
+pub fn write_buffer(data: &[u8]) -> Bytes {
+    crate::actors::flusher::staging::aligned_copy(data)
+}
+
 /// The journal record saying `path` holds `content` (an acknowledged state).
 pub(super) fn put_record(path: &str, content: &Content, mtime: std::time::SystemTime) -> Option<Record> {
     let mtime = super::nanos(mtime);
@@ -344,7 +350,7 @@ impl Engine {
                     }
                     // The copy kept for reads and the upload go on side by side.
                     let (kept, sent) =
-                        tokio::join!(w.staging.write_at(wh.staging, offset, bytes.clone()), s.send(bytes.clone()));
+                        tokio::join!(w.staging.write_kept(wh.staging, offset, bytes.clone()), s.send(bytes.clone()));
                     kept?;
                     if let Err(e) = sent {
                         let path = self.view(ino).await.map(|v| v.path).unwrap_or_default();

@@ -396,7 +396,7 @@ impl Filesystem for HfFuse {
             };
         }
         // The one copy out of fuser's buffer; the engine passes it on without another.
-        let data = bytes::Bytes::copy_from_slice(data);
+        let data = crate::engine::write_buffer(data);
         self.spawn("write", ino.0, move |engine, ctx| async move {
             tracing::Span::current().record("bytes", data.len());
             match engine.write(fh.0, offset, data).await {
