@@ -23,8 +23,12 @@
 //! a commit should the stream fail), so its large block-aligned writes bypass the page cache
 //! (`O_DIRECT`, see `write_kept`): copying 256 MiB into the page cache took 0.3–0.7 s of
 //! kernel time on this project's machines, a quarter of a streamed write's CPU, against
-//! 0.02 s for the direct writes. Where the file system refuses them, or the disk takes them
-//! slower than `DIRECT_SLOW_BYTES_PER_SEC`, they go through the page cache as before.
+//! 0.02 s for the direct writes. A kept write runs in the background (up to
+//! `KEPT_AHEAD_BYTES` at a time), so the writer waits for the upload's queue, not for the
+//! disk; every later call on that file waits for its kept writes first (a read sees their
+//! bytes), and the first that failed fails the calls after it. Where the file system refuses
+//! direct writes, or the disk keeps writers waiting for room (`DIRECT_SLOW_RUN` writes in a
+//! row: slower than the upload), they go through the page cache as before, which absorbs them.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -61,11 +65,14 @@ const HELD_TOTAL_MAX: usize = 32 << 20;
 const DIRECT_MIN: usize = 128 * 1024;
 /// The alignment direct writes need (the largest logical block size of common disks).
 pub const DIRECT_ALIGN: usize = 4096;
-/// Direct writes slower than this…
-const DIRECT_SLOW_BYTES_PER_SEC: f64 = 256e6;
-/// …this many times in a row turn them off for the mount: the page cache absorbs a burst
-/// that a slow disk would make the writer wait for.
+/// Kept writes that found no room (`KEPT_AHEAD_BYTES` in flight) this many times in a row turn
+/// direct writes off for the mount: the disk is slower than the upload, and the page cache
+/// absorbs what a slow disk would make the writer wait for.
 const DIRECT_SLOW_RUN: u32 = 8;
+
+/// Kept writes in flight at most, all files together: what they hold beyond the upload's own
+/// queue (the same buffers), and how far the disk may fall behind before a writer waits.
+const KEPT_AHEAD_BYTES: usize = 16 << 20;
 
 /// A copy of `data` whose bytes start at a `DIRECT_ALIGN` boundary when it is large enough
 /// for a direct write (one allocation, a few bytes longer; no unsafe code).
@@ -101,16 +108,21 @@ impl Direct {
         }
     }
 
-    /// Counts a direct write of `len` bytes that took `took`.
-    fn timed(&self, len: usize, took: Duration) {
-        if (len as f64) < DIRECT_SLOW_BYTES_PER_SEC * took.as_secs_f64() {
-            if self.slow.fetch_add(1, Ordering::Relaxed) + 1 >= DIRECT_SLOW_RUN {
-                self.off(&format!("{DIRECT_SLOW_RUN} direct writes in a row ran below 256 MB/s"));
-            }
-        } else {
+    /// Counts a kept write that had to wait for room (`waited`) or found it.
+    fn room(&self, waited: bool) {
+        if !waited {
             self.slow.store(0, Ordering::Relaxed);
+        } else if self.slow.fetch_add(1, Ordering::Relaxed) + 1 >= DIRECT_SLOW_RUN {
+            self.off(&format!("the disk kept {DIRECT_SLOW_RUN} writes in a row waiting"));
         }
     }
+}
+
+/// Kept writes still running, per file, and the first failure of each file's.
+#[derive(Default)]
+struct Kept {
+    running: HashMap<StagingId, usize>,
+    failed: HashMap<StagingId, FsError>,
 }
 
 /// Staging files held in memory, and their bytes in all.
@@ -147,6 +159,11 @@ pub struct Staging {
     /// Descriptors opened `O_DIRECT`, for kept writes (see `write_kept`).
     direct_files: Mutex<HashMap<StagingId, Arc<File>>>,
     direct: Arc<Direct>,
+    kept: Arc<Mutex<Kept>>,
+    /// Whether `kept` has anything in it (the common case, nothing, costs no lock).
+    kept_any: Arc<AtomicBool>,
+    kept_done: Arc<tokio::sync::Notify>,
+    kept_room: Arc<tokio::sync::Semaphore>,
     /// Released files, oldest first, and emptied ones ready for reuse.
     released: Mutex<VecDeque<(Instant, StagingId)>>,
     spare: Mutex<Vec<StagingId>>,
@@ -180,6 +197,10 @@ impl Staging {
             open: Mutex::new(HashMap::new()),
             direct_files: Mutex::new(HashMap::new()),
             direct: Arc::new(Direct { on: AtomicBool::new(true), slow: AtomicU32::new(0) }),
+            kept: Arc::new(Mutex::new(Kept::default())),
+            kept_any: Arc::new(AtomicBool::new(false)),
+            kept_done: Arc::new(tokio::sync::Notify::new()),
+            kept_room: Arc::new(tokio::sync::Semaphore::new(KEPT_AHEAD_BYTES >> 10)),
             released: Mutex::new(VecDeque::new()),
             spare: Mutex::new(Vec::new()),
             held: Mutex::new(Held::default()),
@@ -343,7 +364,8 @@ impl Staging {
                 }
             };
             let Some(id) = due else { return };
-            if self.held.lock().files.contains_key(&id) {
+            // Held, or kept writes still landing in it: not reused.
+            if self.held.lock().files.contains_key(&id) || self.kept_running(id) {
                 self.remove(id);
                 continue;
             }
@@ -379,6 +401,7 @@ impl Staging {
         self.held.lock().take(id);
         self.open.lock().remove(&id);
         self.direct_files.lock().remove(&id);
+        self.forget_kept(id);
         if let Err(e) = std::fs::remove_file(self.path(id)) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!("cannot delete staging file {}: {e}", self.path(id).display());
@@ -390,6 +413,7 @@ impl Staging {
     /// calling worker: the hop to the blocking pool and back cost more than the write itself
     /// (a third of a 4 KiB write's latency, measured).
     pub async fn write_at(&self, id: StagingId, offset: u64, data: Bytes) -> FsResult<()> {
+        self.settle(id).await?;
         match self.write_into_held(id, offset, &data) {
             Some(true) => return Ok(()),
             Some(false) => self.spill(id)?,
@@ -403,35 +427,106 @@ impl Staging {
     }
 
     /// Writes `data` at `offset`, as the copy of a streamed file's bytes that is kept beside
-    /// the upload: large aligned writes (from [`aligned_copy`]) bypass the page cache.
+    /// the upload: large aligned writes (from [`aligned_copy`]) bypass the page cache and run
+    /// in the background; this returns once one is started (or fails with the first kept
+    /// write of this file that failed). The writes of one stream never overlap.
     pub async fn write_kept(&self, id: StagingId, offset: u64, data: Bytes) -> FsResult<()> {
+        self.kept_failure(id)?;
         if self.held.lock().files.contains_key(&id) || !self.direct.takes(offset, &data) {
             return self.write_at(id, offset, data).await;
         }
         let f = self.file(id)?;
         let Some(d) = self.direct_file(id) else { return self.write_at(id, offset, data).await };
-        let direct = self.direct.clone();
-        let what = format!("write to staging file {id}");
-        blocking(
-            move || {
-                let t = Instant::now();
-                match d.write_at(&data, offset) {
-                    Ok(n) if n == data.len() => {
-                        direct.timed(n, t.elapsed());
-                        Ok(())
-                    }
-                    // The rest (a short write leaves it unaligned) through the page cache.
-                    Ok(n) => f.write_all_at(&data[n..], offset + n as u64),
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                        direct.off(&format!("a direct write was refused ({e})"));
-                        f.write_all_at(&data, offset)
-                    }
-                    Err(e) => Err(e),
+        let kib = ((data.len() + 1023) >> 10).min(KEPT_AHEAD_BYTES >> 10) as u32;
+        let room = match self.kept_room.clone().try_acquire_many_owned(kib) {
+            Ok(room) => {
+                self.direct.room(false);
+                room
+            }
+            Err(_) => {
+                self.direct.room(true);
+                self.kept_room.clone().acquire_many_owned(kib).await.expect("never closed")
+            }
+        };
+        {
+            let mut k = self.kept.lock();
+            *k.running.entry(id).or_default() += 1;
+            self.kept_any.store(true, Ordering::Release);
+        }
+        let (direct, kept, any, done) =
+            (self.direct.clone(), self.kept.clone(), self.kept_any.clone(), self.kept_done.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = match d.write_at(&data, offset) {
+                Ok(n) if n == data.len() => Ok(()),
+                // The rest (a short write leaves it unaligned) through the page cache.
+                Ok(n) => f.write_all_at(&data[n..], offset + n as u64),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    direct.off(&format!("a direct write was refused ({e})"));
+                    f.write_all_at(&data, offset)
                 }
-            },
-            what,
-        )
-        .await
+                Err(e) => Err(e),
+            };
+            drop(room);
+            let mut k = kept.lock();
+            if let Err(e) = r {
+                k.failed.entry(id).or_insert_with(|| FsError::io(format!("write to staging file {id}"), e));
+            }
+            if let Some(n) = k.running.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    k.running.remove(&id);
+                }
+            }
+            any.store(!k.running.is_empty() || !k.failed.is_empty(), Ordering::Release);
+            drop(k);
+            done.notify_waiters();
+        });
+        Ok(())
+    }
+
+    /// The first kept write of `id` that failed, if one did.
+    fn kept_failure(&self, id: StagingId) -> FsResult<()> {
+        if !self.kept_any.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.kept.lock().failed.get(&id).cloned().map_or(Ok(()), Err)
+    }
+
+    /// Waits for the kept writes of `id` still running; fails as the first that failed did.
+    /// Every call that reads, cuts, syncs or writes a staging file goes through this first.
+    pub async fn settle(&self, id: StagingId) -> FsResult<()> {
+        loop {
+            if !self.kept_any.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let done = self.kept_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            {
+                let k = self.kept.lock();
+                if let Some(e) = k.failed.get(&id) {
+                    return Err(e.clone());
+                }
+                if !k.running.contains_key(&id) {
+                    return Ok(());
+                }
+            }
+            done.await;
+        }
+    }
+
+    /// Whether kept writes of `id` are still running (its file may not be reused yet).
+    fn kept_running(&self, id: StagingId) -> bool {
+        self.kept_any.load(Ordering::Acquire) && self.kept.lock().running.contains_key(&id)
+    }
+
+    /// Forgets `id`'s kept-write failure (its file is gone).
+    fn forget_kept(&self, id: StagingId) {
+        if self.kept_any.load(Ordering::Acquire) {
+            let mut k = self.kept.lock();
+            k.failed.remove(&id);
+            self.kept_any.store(!k.running.is_empty() || !k.failed.is_empty(), Ordering::Release);
+        }
     }
 
     /// The `O_DIRECT` descriptor of staging file `id` (a file on disk); `None`: it cannot be
@@ -473,6 +568,7 @@ impl Staging {
 
     /// Up to `len` bytes at `offset` (fewer only at the file's end).
     pub async fn read_at(&self, id: StagingId, offset: u64, len: usize) -> FsResult<Bytes> {
+        self.settle(id).await?;
         if let Some(v) = self.held.lock().files.get(&id) {
             let from = (offset.min(v.len() as u64)) as usize;
             let to = from + len.min(v.len() - from);
@@ -499,6 +595,7 @@ impl Staging {
     }
 
     pub async fn set_len(&self, id: StagingId, len: u64) -> FsResult<()> {
+        self.settle(id).await?;
         if self.held.lock().resize(id, len) {
             return Ok(());
         }
@@ -509,6 +606,7 @@ impl Staging {
 
     /// Makes the staging file's bytes durable (a held one becomes a file first).
     pub async fn sync(&self, id: StagingId) -> FsResult<()> {
+        self.settle(id).await?;
         self.spill(id)?;
         let f = self.file(id)?;
         blocking(move || f.sync_data(), format!("fsync of staging file {id}")).await
@@ -516,6 +614,8 @@ impl Staging {
 
     /// Copies the first `len` bytes of `from` into `to` (a new write session's own copy).
     pub async fn copy(&self, from: StagingId, to: StagingId, len: u64) -> FsResult<()> {
+        self.settle(from).await?;
+        self.settle(to).await?;
         if len <= HELD_FILE_MAX as u64 {
             // Small enough to hold: through memory, whichever of the two is held.
             let bytes = self.read_at(from, 0, len as usize).await?;
@@ -642,19 +742,28 @@ mod tests {
         assert!(std::fs::read(st.path(a)).unwrap() == want, "what the file holds");
         st.remove(a);
         assert!(st.direct_files.lock().is_empty(), "its direct descriptor closed with it");
+        // A kept write that fails (past the file system's largest file) fails what follows.
+        let b = st.reserve();
+        st.write_kept(b, 0, block(0)).await.unwrap();
+        st.write_kept(b, 1 << 52, block(1)).await.expect("started in the background");
+        assert!(st.settle(b).await.is_err(), "its failure is reported");
+        assert!(st.read_at(b, 0, 10).await.is_err() && st.sync(b).await.is_err());
+        assert!(st.write_kept(b, DIRECT_MIN as u64 * 2, block(2)).await.is_err());
+        assert!(st.settle(a).await.is_ok(), "only that file's calls fail");
+        st.remove(b);
+        assert!(!st.kept_any.load(Ordering::Acquire), "nothing left once it is gone");
     }
 
     #[test]
-    fn a_run_of_slow_direct_writes_turns_them_off() {
+    fn a_disk_that_keeps_writers_waiting_turns_direct_writes_off() {
         let d = Direct { on: AtomicBool::new(true), slow: AtomicU32::new(0) };
-        let (mib, fast, slow) = (1 << 20, Duration::from_millis(1), Duration::from_millis(10));
         for _ in 0..DIRECT_SLOW_RUN - 1 {
-            d.timed(mib, slow);
+            d.room(true);
         }
-        d.timed(mib, fast);
-        assert!(d.on.load(Ordering::Relaxed), "a fast one breaks the run");
+        d.room(false);
+        assert!(d.on.load(Ordering::Relaxed), "a write that found room breaks the run");
         for _ in 0..DIRECT_SLOW_RUN {
-            d.timed(mib, slow);
+            d.room(true);
         }
         assert!(!d.on.load(Ordering::Relaxed));
         let block = aligned_copy(&vec![0; DIRECT_MIN]);
