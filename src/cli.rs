@@ -63,10 +63,15 @@ pub struct Prepared {
     pub dir: MountDir,
 }
 
-/// Keeps large buffers (reads, fetched ranges) in the heap for reuse instead of a fresh
-/// mmap each, whose page faults and zeroing cost more than the copies themselves.
+/// Keeps large buffers (reads, fetched ranges, xet-core's serialized xorbs) in the heap for
+/// reuse instead of a fresh mmap each, whose page faults and zeroing cost more than the copies
+/// themselves. A serialized xorb is a little over 64 MiB (64 MiB of chunks and their headers),
+/// so the threshold is above that: at 64 MiB each xorb of an upload was a fresh mapping, and
+/// zeroing its pages was 34–44% of the mount's CPU in a streamed 256 MiB write (perf, dwarf
+/// stacks: `clear_page_erms` under xet-core's `serialize_chunk`), more on a VM whose host
+/// must back each first-touched page.
 fn tune_allocator() {
-    const MMAP_THRESHOLD_BYTES: libc::c_int = 64 << 20;
+    const MMAP_THRESHOLD_BYTES: libc::c_int = 128 << 20;
     const TRIM_THRESHOLD_BYTES: libc::c_int = 256 << 20;
     // SAFETY: mallopt only changes glibc allocator parameters.
     unsafe {

@@ -69,6 +69,14 @@ fn streaming_writes_are_committed_when_close_returns() {
     f.write_all(b" second part").unwrap();
     drop(f);
     assert_hub(&hub, "alice/b", "live.txt", b"first part; second part");
+    // Whole-block writes reach the staging copy in the background, past the page cache: a
+    // read through another descriptor before close still sees every byte of them.
+    let blocks = bytes(8, 4 << 20);
+    let mut g = std::fs::File::create(m.p("live.bin")).unwrap();
+    g.write_all(&blocks).unwrap();
+    assert!(std::fs::read(m.p("live.bin")).unwrap() == blocks, "read back before close");
+    drop(g);
+    assert_hub(&hub, "alice/b", "live.bin", &blocks);
     // `>>` and in-place edits of existing files work in the default mode (through staging).
     assert!(sh(&format!("echo appended >> '{}'", m.p("old.txt").display())).0);
     assert_hub(&hub, "alice/b", "old.txt", b"old line\nappended\n");

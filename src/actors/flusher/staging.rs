@@ -742,6 +742,17 @@ mod tests {
         assert!(std::fs::read(st.path(a)).unwrap() == want, "what the file holds");
         st.remove(a);
         assert!(st.direct_files.lock().is_empty(), "its direct descriptor closed with it");
+        // A read right after a run of kept writes (16 MiB, as many as may be in flight) waits
+        // for them: it sees every byte.
+        let c = st.reserve();
+        let mut want = Vec::new();
+        for i in 0..64 {
+            let b = block(i);
+            st.write_kept(c, want.len() as u64, b.clone()).await.unwrap();
+            want.extend_from_slice(&b);
+        }
+        assert!(st.read_at(c, 0, want.len()).await.unwrap() == want[..], "a read waits for the kept writes");
+        st.remove(c);
         // A kept write that fails (past the file system's largest file) fails what follows.
         let b = st.reserve();
         st.write_kept(b, 0, block(0)).await.unwrap();
