@@ -742,13 +742,15 @@ mod tests {
         assert!(std::fs::read(st.path(a)).unwrap() == want, "what the file holds");
         st.remove(a);
         assert!(st.direct_files.lock().is_empty(), "its direct descriptor closed with it");
-        // A read right after a run of kept writes (16 MiB, as many as may be in flight) waits
-        // for them: it sees every byte.
+        // A read right after a kept write, or a run of them (16 MiB, as many as may be in
+        // flight), waits for them: it sees every byte.
         let c = st.reserve();
         let mut want = Vec::new();
         for i in 0..64 {
             let b = block(i);
             st.write_kept(c, want.len() as u64, b.clone()).await.unwrap();
+            let back = st.read_at(c, want.len() as u64, b.len()).await.unwrap();
+            assert!(back == b, "a read right after a kept write waits for it ({i})");
             want.extend_from_slice(&b);
         }
         assert!(st.read_at(c, 0, want.len()).await.unwrap() == want[..], "a read waits for the kept writes");
