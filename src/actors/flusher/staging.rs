@@ -125,6 +125,42 @@ struct Kept {
     failed: HashMap<StagingId, FsError>,
 }
 
+/// A kept write on the blocking pool. Its end is counted when it is dropped, however it ends:
+/// done, failed, or never run (a runtime shutting down drops the blocking tasks not started),
+/// so no `settle` waits for a write that will not come.
+struct KeptWrite {
+    id: StagingId,
+    failed: Option<FsError>,
+    kept: Arc<Mutex<Kept>>,
+    any: Arc<AtomicBool>,
+    done: Arc<tokio::sync::Notify>,
+    _room: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl KeptWrite {
+    fn end(mut self, r: std::io::Result<()>) {
+        self.failed = r.err().map(|e| FsError::io(format!("write to staging file {}", self.id), e));
+    }
+}
+
+impl Drop for KeptWrite {
+    fn drop(&mut self) {
+        let mut k = self.kept.lock();
+        if let Some(e) = self.failed.take() {
+            k.failed.entry(self.id).or_insert(e);
+        }
+        if let Some(n) = k.running.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                k.running.remove(&self.id);
+            }
+        }
+        self.any.store(!k.running.is_empty() || !k.failed.is_empty(), Ordering::Release);
+        drop(k);
+        self.done.notify_waiters();
+    }
+}
+
 /// Staging files held in memory, and their bytes in all.
 #[derive(Default)]
 struct Held {
@@ -453,8 +489,15 @@ impl Staging {
             *k.running.entry(id).or_default() += 1;
             self.kept_any.store(true, Ordering::Release);
         }
-        let (direct, kept, any, done) =
-            (self.direct.clone(), self.kept.clone(), self.kept_any.clone(), self.kept_done.clone());
+        let running = KeptWrite {
+            id,
+            failed: None,
+            kept: self.kept.clone(),
+            any: self.kept_any.clone(),
+            done: self.kept_done.clone(),
+            _room: room,
+        };
+        let direct = self.direct.clone();
         tokio::task::spawn_blocking(move || {
             let r = match d.write_at(&data, offset) {
                 Ok(n) if n == data.len() => Ok(()),
@@ -466,20 +509,7 @@ impl Staging {
                 }
                 Err(e) => Err(e),
             };
-            drop(room);
-            let mut k = kept.lock();
-            if let Err(e) = r {
-                k.failed.entry(id).or_insert_with(|| FsError::io(format!("write to staging file {id}"), e));
-            }
-            if let Some(n) = k.running.get_mut(&id) {
-                *n -= 1;
-                if *n == 0 {
-                    k.running.remove(&id);
-                }
-            }
-            any.store(!k.running.is_empty() || !k.failed.is_empty(), Ordering::Release);
-            drop(k);
-            done.notify_waiters();
+            running.end(r);
         });
         Ok(())
     }
