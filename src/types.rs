@@ -6,6 +6,15 @@ use std::time::SystemTime;
 pub type Ino = u64;
 pub const ROOT_INO: Ino = 1;
 
+/// Direct I/O alignment (buffers, offsets, lengths) for the chunk cache's segments and the
+/// staging copies: a page, which covers every device's logical block size.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// Whether a file system refused direct I/O (`EINVAL` on an `O_DIRECT` open or transfer).
+pub fn direct_io_refused(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
+}
+
 /// The longest name one directory entry may have, in bytes (as on Linux filesystems).
 pub const NAME_MAX_BYTES: usize = 255;
 /// The longest path inside a mount, in bytes (Linux's `PATH_MAX`): an entry deeper than

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 
 use super::BLOCK_BYTES;
+use crate::types::{direct_io_refused, DIRECT_ALIGN};
 
 const BLOCK_MAGIC: &[u8; 4] = b"HFMB";
 /// Blocks per segment file.
@@ -65,10 +66,6 @@ fn data_at(slot: u64) -> u64 {
     SEGMENT_DATA_OFFSET + slot * BLOCK_BYTES
 }
 
-/// Direct I/O alignment (buffers, offsets, lengths): a page, which covers every device's
-/// logical block size.
-const DIRECT_ALIGN: usize = 4096;
-
 /// Whether slot data still goes through direct I/O: cleared for good (this process) the first
 /// time the cache's file system refuses it.
 static DIRECT_IO: AtomicBool = AtomicBool::new(true);
@@ -82,10 +79,6 @@ fn disable_direct_io() {
 
 fn direct_io() -> bool {
     DIRECT_IO.load(Ordering::Relaxed)
-}
-
-fn refused(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EINVAL)
 }
 
 /// A heap buffer aligned for direct I/O; `len` bytes of it are initialised and visible.
@@ -149,7 +142,7 @@ fn open_data(path: &Path, write: bool, direct: bool) -> std::io::Result<(std::fs
     if direct {
         match opts.clone().custom_flags(libc::O_DIRECT).open(path) {
             Ok(f) => return Ok((f, true)),
-            Err(e) if refused(&e) => disable_direct_io(),
+            Err(e) if direct_io_refused(&e) => disable_direct_io(),
             Err(e) => return Err(e),
         }
     }
@@ -186,7 +179,7 @@ fn write_data(path: &Path, first: u64, blocks: &[&[u8]], direct: bool) -> std::i
             f.write_all_at(out, at)
         });
         match written {
-            Err(e) if refused(&e) => disable_direct_io(),
+            Err(e) if direct_io_refused(&e) => disable_direct_io(),
             r => return r,
         }
         return write_data(path, first, blocks, false);
@@ -216,7 +209,7 @@ fn read_data(path: &Path, offset: u64, len: usize, direct: bool) -> std::io::Res
     // SAFETY: `buf.cap` writable bytes, owned by `buf`.
     let got = match unsafe { read_full_raw(&f, buf.ptr.as_ptr(), buf.cap, offset) } {
         Ok(got) => got,
-        Err(e) if refused(&e) => {
+        Err(e) if direct_io_refused(&e) => {
             disable_direct_io();
             return read_data(path, offset, len, false);
         }

@@ -44,7 +44,7 @@ use parking_lot::Mutex;
 
 use super::journal::Record;
 use crate::error::{FsError, FsResult};
-use crate::types::StagingId;
+use crate::types::{direct_io_refused, StagingId, DIRECT_ALIGN};
 
 /// How long a released staging file is left alone before it is reused or deleted.
 const QUARANTINE: Duration = Duration::from_secs(10);
@@ -63,8 +63,6 @@ const HELD_TOTAL_MAX: usize = 32 << 20;
 /// A kept write at least this large, and aligned to `DIRECT_ALIGN` in offset, length and
 /// memory, bypasses the page cache (see the module's doc).
 const DIRECT_MIN: usize = 128 * 1024;
-/// The alignment direct writes need (the largest logical block size of common disks).
-pub const DIRECT_ALIGN: usize = 4096;
 /// Kept writes that found no room (`KEPT_AHEAD_BYTES` in flight) this many times in a row turn
 /// direct writes off for the mount: the disk is slower than the upload, and the page cache
 /// absorbs what a slow disk would make the writer wait for.
@@ -125,6 +123,13 @@ struct Kept {
     failed: HashMap<StagingId, FsError>,
 }
 
+impl Kept {
+    /// Whether any file has a kept write running or failed (`Staging::kept_any`).
+    fn any(&self) -> bool {
+        !self.running.is_empty() || !self.failed.is_empty()
+    }
+}
+
 /// A kept write on the blocking pool. Its end is counted when it is dropped, however it ends:
 /// done, failed, or never run (a runtime shutting down drops the blocking tasks not started),
 /// so no `settle` waits for a write that will not come.
@@ -155,7 +160,7 @@ impl Drop for KeptWrite {
                 k.running.remove(&self.id);
             }
         }
-        self.any.store(!k.running.is_empty() || !k.failed.is_empty(), Ordering::Release);
+        self.any.store(k.any(), Ordering::Release);
         drop(k);
         self.done.notify_waiters();
     }
@@ -503,7 +508,7 @@ impl Staging {
                 Ok(n) if n == data.len() => Ok(()),
                 // The rest (a short write leaves it unaligned) through the page cache.
                 Ok(n) => f.write_all_at(&data[n..], offset + n as u64),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if direct_io_refused(&e) => {
                     direct.off(&format!("a direct write was refused ({e})"));
                     f.write_all_at(&data, offset)
                 }
@@ -555,7 +560,7 @@ impl Staging {
         if self.kept_any.load(Ordering::Acquire) {
             let mut k = self.kept.lock();
             k.failed.remove(&id);
-            self.kept_any.store(!k.running.is_empty() || !k.failed.is_empty(), Ordering::Release);
+            self.kept_any.store(k.any(), Ordering::Release);
         }
     }
 
@@ -568,7 +573,7 @@ impl Staging {
         match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(self.path(id)) {
             Ok(f) => Some(self.direct_files.lock().entry(id).or_insert(Arc::new(f)).clone()),
             Err(e) => {
-                if e.raw_os_error() == Some(libc::EINVAL) {
+                if direct_io_refused(&e) {
                     self.direct.off(&format!("the staging directory refuses O_DIRECT ({e})"));
                 }
                 None
